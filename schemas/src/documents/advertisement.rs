@@ -6,16 +6,16 @@
 //! without its `Signature` element.
 
 use super::common::{
-    COUNT_TYPE, CURRENCY_TYPE, Currency, IDENTIFIER_TYPE, NAME, OBJECT_ID_TYPE, Reader, SHA256_TYPE,
-    TIMESTAMP_TYPE, VERSION_TYPE,
+    COUNT_TYPE, CURRENCY_TYPE, Currency, IDENTIFIER_TYPE, NAME, OBJECT_ID_TYPE, Reader,
+    SHA256_TYPE, TIMESTAMP_TYPE, VERSION_TYPE,
 };
 use super::document::impl_document;
 use super::requirements::{MBPS_TYPE, MEGABYTES_TYPE, kbps_to_mbps_text, mbps_to_kbps};
 use super::signature::{SIGNATURE_CONTENT, Signature, read_signature, signature_element};
 use crate::schema::Decimal;
 use crate::schema::model::{
-    Content, DocumentSchema, ElementDecl, Pattern, SimpleKind, SimpleType, leaf, one, optional, repeated,
-    required_attribute,
+    Content, DocumentSchema, ElementDecl, Pattern, SimpleKind, SimpleType, leaf, one, optional,
+    repeated, required_attribute,
 };
 use crate::schema::types::format_date_time;
 use crate::schema::validate::Problem;
@@ -40,7 +40,10 @@ pub const PRICE_SCALE: u8 = 12;
 static ENDPOINT_TYPE: SimpleType = SimpleType {
     name: "Endpoint",
     doc: "Where clients reach the server's gRPC service: host:port or an https URL.",
-    kind: SimpleKind::Token { min_chars: 1, max_chars: 256 },
+    kind: SimpleKind::Token {
+        min_chars: 1,
+        max_chars: 256,
+    },
 };
 
 static COUNTRY_PATTERN: Pattern = Pattern {
@@ -57,17 +60,29 @@ static COUNTRY_TYPE: SimpleType = SimpleType {
 static DEGREES_TYPE: SimpleType = SimpleType {
     name: "Degrees",
     doc: "Latitude (-90 to 90) or longitude (-180 to 180) in decimal degrees.",
-    kind: SimpleKind::Decimal { signed: true, integer_digits: 3, fraction_digits: 6 },
+    kind: SimpleKind::Decimal {
+        signed: true,
+        integer_digits: 3,
+        fraction_digits: 6,
+    },
 };
 static PERCENT_TYPE: SimpleType = SimpleType {
     name: "Percent",
     doc: "A percentage from 0 to 100 with up to two decimals.",
-    kind: SimpleKind::Decimal { signed: false, integer_digits: 3, fraction_digits: 2 },
+    kind: SimpleKind::Decimal {
+        signed: false,
+        integer_digits: 3,
+        fraction_digits: 2,
+    },
 };
 static LOAD_AVERAGE_TYPE: SimpleType = SimpleType {
     name: "LoadAverage",
     doc: "Run-queue length averaged over a minute.",
-    kind: SimpleKind::Decimal { signed: false, integer_digits: 6, fraction_digits: 2 },
+    kind: SimpleKind::Decimal {
+        signed: false,
+        integer_digits: 6,
+        fraction_digits: 2,
+    },
 };
 static CPU_MSPS_AVAILABLE_TYPE: SimpleType = SimpleType {
     name: "CPUmspsAvailable",
@@ -77,27 +92,45 @@ static CPU_MSPS_AVAILABLE_TYPE: SimpleType = SimpleType {
 static PRICE_TYPE: SimpleType = SimpleType {
     name: "Price",
     doc: "A unit price in major units of the sheet's currency, with up to 12 decimals.",
-    kind: SimpleKind::Decimal { signed: false, integer_digits: 6, fraction_digits: 12 },
+    kind: SimpleKind::Decimal {
+        signed: false,
+        integer_digits: 6,
+        fraction_digits: 12,
+    },
 };
 static MILLISECONDS_DECIMAL_TYPE: SimpleType = SimpleType {
     name: "CoordinateMilliseconds",
     doc: "A network coordinate component in milliseconds of round-trip time.",
-    kind: SimpleKind::Decimal { signed: true, integer_digits: 6, fraction_digits: 3 },
+    kind: SimpleKind::Decimal {
+        signed: true,
+        integer_digits: 6,
+        fraction_digits: 3,
+    },
 };
 static ERROR_TYPE: SimpleType = SimpleType {
     name: "CoordinateError",
     doc: "The coordinate's estimated relative error (0 is perfect, 1 is no confidence).",
-    kind: SimpleKind::Decimal { signed: false, integer_digits: 3, fraction_digits: 4 },
+    kind: SimpleKind::Decimal {
+        signed: false,
+        integer_digits: 3,
+        fraction_digits: 4,
+    },
 };
 static HOP_TYPE: SimpleType = SimpleType {
     name: "Hop",
     doc: "A router or link identifier on a network path (an address or a name).",
-    kind: SimpleKind::Token { min_chars: 1, max_chars: 256 },
+    kind: SimpleKind::Token {
+        min_chars: 1,
+        max_chars: 256,
+    },
 };
 static TOKEN_VALUE_TYPE: SimpleType = SimpleType {
     name: "TokenValue",
     doc: "The value of a free-form token: a number (range lookups) or a string (exact lookups).",
-    kind: SimpleKind::Token { min_chars: 0, max_chars: 256 },
+    kind: SimpleKind::Token {
+        min_chars: 0,
+        max_chars: 256,
+    },
 };
 
 static SERVER_ID: ElementDecl = leaf(
@@ -110,10 +143,26 @@ static VERSION: ElementDecl = leaf(
     &COUNT_TYPE,
     "Increases with every advertisement the server publishes; an older version never replaces a newer one.",
 );
-static ISSUED: ElementDecl = leaf("Issued", &TIMESTAMP_TYPE, "When the server produced this advertisement.");
-static EXPIRY: ElementDecl = leaf("Expiry", &TIMESTAMP_TYPE, "After this instant the advertisement is not to be believed.");
-static ENDPOINT: ElementDecl = leaf("Endpoint", &ENDPOINT_TYPE, "Where clients reach the server.");
-static CORP: ElementDecl = leaf("Corp", &OBJECT_ID_TYPE, "A XenoCorp the server is registered with.");
+static ISSUED: ElementDecl = leaf(
+    "Issued",
+    &TIMESTAMP_TYPE,
+    "When the server produced this advertisement.",
+);
+static EXPIRY: ElementDecl = leaf(
+    "Expiry",
+    &TIMESTAMP_TYPE,
+    "After this instant the advertisement is not to be believed.",
+);
+static ENDPOINT: ElementDecl = leaf(
+    "Endpoint",
+    &ENDPOINT_TYPE,
+    "Where clients reach the server.",
+);
+static CORP: ElementDecl = leaf(
+    "Corp",
+    &OBJECT_ID_TYPE,
+    "A XenoCorp the server is registered with.",
+);
 static CORPS: ElementDecl = ElementDecl {
     name: "Corps",
     doc: "The XenoCorps whose purchase orders the server accepts.",
@@ -137,14 +186,42 @@ static LOCATION: ElementDecl = ElementDecl {
         optional(&LONGITUDE),
     ]),
 };
-static CPU_UTILISATION: ElementDecl = leaf("CPUUtilisation", &PERCENT_TYPE, "Average CPU utilisation, percent.");
-static LOAD_AVERAGE: ElementDecl = leaf("LoadAverage", &LOAD_AVERAGE_TYPE, "One-minute load average.");
-static CONNECTED_CLIENTS: ElementDecl = leaf("ConnectedClients", &COUNT_TYPE, "Clients with live sessions.");
+static CPU_UTILISATION: ElementDecl = leaf(
+    "CPUUtilisation",
+    &PERCENT_TYPE,
+    "Average CPU utilisation, percent.",
+);
+static LOAD_AVERAGE: ElementDecl = leaf(
+    "LoadAverage",
+    &LOAD_AVERAGE_TYPE,
+    "One-minute load average.",
+);
+static CONNECTED_CLIENTS: ElementDecl = leaf(
+    "ConnectedClients",
+    &COUNT_TYPE,
+    "Clients with live sessions.",
+);
 static SESSIONS: ElementDecl = leaf("Sessions", &COUNT_TYPE, "Live sessions.");
-static AVAILABLE_CPU: ElementDecl = leaf("AvailableCPUmsps", &CPU_MSPS_AVAILABLE_TYPE, "CPU not yet promised.");
-static AVAILABLE_MEMORY: ElementDecl = leaf("AvailableMemoryMB", &MEGABYTES_TYPE, "Memory not yet promised, MB.");
-static BANDWIDTH: ElementDecl = leaf("BandwidthMbps", &MBPS_TYPE, "Total network bandwidth, Mbps.");
-static AVAILABLE_BANDWIDTH: ElementDecl = leaf("AvailableNetMbps", &MBPS_TYPE, "Bandwidth not yet promised, Mbps.");
+static AVAILABLE_CPU: ElementDecl = leaf(
+    "AvailableCPUmsps",
+    &CPU_MSPS_AVAILABLE_TYPE,
+    "CPU not yet promised.",
+);
+static AVAILABLE_MEMORY: ElementDecl = leaf(
+    "AvailableMemoryMB",
+    &MEGABYTES_TYPE,
+    "Memory not yet promised, MB.",
+);
+static BANDWIDTH: ElementDecl = leaf(
+    "BandwidthMbps",
+    &MBPS_TYPE,
+    "Total network bandwidth, Mbps.",
+);
+static AVAILABLE_BANDWIDTH: ElementDecl = leaf(
+    "AvailableNetMbps",
+    &MBPS_TYPE,
+    "Bandwidth not yet promised, Mbps.",
+);
 static LOAD: ElementDecl = ElementDecl {
     name: "Load",
     doc: "How busy the server is.",
@@ -160,7 +237,11 @@ static LOAD: ElementDecl = ElementDecl {
         optional(&AVAILABLE_BANDWIDTH),
     ]),
 };
-static ENV_TYPE: ElementDecl = leaf("EnvType", &IDENTIFIER_TYPE, "An environment type the server runs.");
+static ENV_TYPE: ElementDecl = leaf(
+    "EnvType",
+    &IDENTIFIER_TYPE,
+    "An environment type the server runs.",
+);
 static ENV_VERSION: ElementDecl = leaf(
     "Version",
     &VERSION_TYPE,
@@ -179,18 +260,34 @@ static ENVIRONMENTS: ElementDecl = ElementDecl {
     content: Content::Sequence(&[repeated(&ENVIRONMENT, 1, ENVIRONMENTS_MAX)]),
 };
 static CPU_SECOND: ElementDecl = leaf("CPUSecond", &PRICE_TYPE, "Price of one second of CPU time.");
-static MEMORY_MB_SECOND: ElementDecl = leaf("MemoryMBSecond", &PRICE_TYPE, "Price of one megabyte held for one second.");
-static NETWORK_GB: ElementDecl = leaf("NetworkGB", &PRICE_TYPE, "Price of one gigabyte (10^9 bytes) of network traffic.");
+static MEMORY_MB_SECOND: ElementDecl = leaf(
+    "MemoryMBSecond",
+    &PRICE_TYPE,
+    "Price of one megabyte held for one second.",
+);
+static NETWORK_GB: ElementDecl = leaf(
+    "NetworkGB",
+    &PRICE_TYPE,
+    "Price of one gigabyte (10^9 bytes) of network traffic.",
+);
 static MILLION_FUEL: ElementDecl = leaf(
     "MillionFuel",
     &PRICE_TYPE,
     "Price of one million units of Wasm fuel: a reproducible bill (same input, same fuel, same price).",
 );
-static SESSION_START: ElementDecl = leaf("SessionStart", &PRICE_TYPE, "Price charged once per session.");
+static SESSION_START: ElementDecl = leaf(
+    "SessionStart",
+    &PRICE_TYPE,
+    "Price charged once per session.",
+);
 static PRICE_SHEET: ElementDecl = ElementDecl {
     name: "PriceSheet",
     doc: "Unit prices in one currency. A resource without a price is free.",
-    attributes: &[required_attribute("currency", &CURRENCY_TYPE, "The currency of every price in the sheet.")],
+    attributes: &[required_attribute(
+        "currency",
+        &CURRENCY_TYPE,
+        "The currency of every price in the sheet.",
+    )],
     content: Content::Sequence(&[
         optional(&CPU_SECOND),
         optional(&MEMORY_MB_SECOND),
@@ -199,7 +296,11 @@ static PRICE_SHEET: ElementDecl = ElementDecl {
         optional(&SESSION_START),
     ]),
 };
-static COORDINATE: ElementDecl = leaf("Coordinate", &MILLISECONDS_DECIMAL_TYPE, "One dimension of the coordinate.");
+static COORDINATE: ElementDecl = leaf(
+    "Coordinate",
+    &MILLISECONDS_DECIMAL_TYPE,
+    "One dimension of the coordinate.",
+);
 static HEIGHT: ElementDecl = leaf(
     "Height",
     &MILLISECONDS_DECIMAL_TYPE,
@@ -220,7 +321,11 @@ static HOP: ElementDecl = leaf("Hop", &HOP_TYPE, "One hop, nearest first.");
 static PATH: ElementDecl = ElementDecl {
     name: "Path",
     doc: "The route from this server toward a destination, as measured by the server.",
-    attributes: &[required_attribute("toward", &HOP_TYPE, "The destination (an address or a name).")],
+    attributes: &[required_attribute(
+        "toward",
+        &HOP_TYPE,
+        "The destination (an address or a name).",
+    )],
     content: Content::Sequence(&[repeated(&HOP, 1, HOPS_MAX)]),
 };
 static PATHS: ElementDecl = ElementDecl {
@@ -232,7 +337,11 @@ static PATHS: ElementDecl = ElementDecl {
 static TOKEN: ElementDecl = ElementDecl {
     name: "Token",
     doc: "A free-form token the XIS indexes like any other.",
-    attributes: &[required_attribute("name", &IDENTIFIER_TYPE, "The token's name.")],
+    attributes: &[required_attribute(
+        "name",
+        &IDENTIFIER_TYPE,
+        "The token's name.",
+    )],
     content: Content::Simple(&TOKEN_VALUE_TYPE),
 };
 static TOKENS: ElementDecl = ElementDecl {
@@ -395,7 +504,10 @@ pub struct ServerAdvertisement {
 impl ServerAdvertisement {
     /// The bytes the signature covers: the canonical form without the `Signature` element.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        let unsigned = ServerAdvertisement { signature: None, ..self.clone() };
+        let unsigned = ServerAdvertisement {
+            signature: None,
+            ..self.clone()
+        };
         crate::xml::write_document(&write(&unsigned), crate::xml::Layout::Compact).into_bytes()
     }
 }
@@ -413,18 +525,30 @@ fn price(reader: &Reader<'_, '_>, name: &str) -> Result<Option<u64>, Problem> {
 }
 
 fn price_text(pico: u64) -> String {
-    let text = Decimal { mantissa: i128::from(pico), scale: PRICE_SCALE }.to_plain();
+    let text = Decimal {
+        mantissa: i128::from(pico),
+        scale: PRICE_SCALE,
+    }
+    .to_plain();
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-fn check_range(reader: &Reader<'_, '_>, name: &str, limit: i128) -> Result<Option<Decimal>, Problem> {
-    let Some(child) = reader.child(name) else { return Ok(None) };
+/// Reads an optional decimal child that must lie within `min..=max`.
+fn check_range(
+    reader: &Reader<'_, '_>,
+    name: &str,
+    min: i128,
+    max: i128,
+) -> Result<Option<Decimal>, Problem> {
+    let Some(child) = reader.child(name) else {
+        return Ok(None);
+    };
     let value = child.decimal()?;
-    let bound = 10i128.pow(u32::from(value.scale)) * limit;
-    if value.mantissa.abs() <= bound {
+    let unit = 10i128.pow(u32::from(value.scale));
+    if (min * unit..=max * unit).contains(&value.mantissa) {
         Ok(Some(value))
     } else {
-        Err(child.problem(format!("must be between -{limit} and {limit}")))
+        Err(child.problem(format!("must be between {min} and {max}")))
     }
 }
 
@@ -432,22 +556,28 @@ fn read(root: &Reader<'_, '_>) -> Result<ServerAdvertisement, Problem> {
     let issued_at = root.required_timestamp("Issued")?;
     let expires_at = root.required_timestamp("Expiry")?;
     if expires_at <= issued_at {
-        return Err(root.required_child("Expiry")?.problem("expiry must be after the issue time"));
+        return Err(root
+            .required_child("Expiry")?
+            .problem("expiry must be after the issue time"));
     }
     let location = match root.child("Location") {
         Some(location) => Some(Location {
             country: location.child_text("Country")?,
             region: location.child_text("Region")?,
             city: location.child_text("City")?,
-            latitude: check_range(&location, "Latitude", 90)?,
-            longitude: check_range(&location, "Longitude", 180)?,
+            latitude: check_range(&location, "Latitude", -90, 90)?,
+            longitude: check_range(&location, "Longitude", -180, 180)?,
         }),
         None => None,
     };
     let load = match root.child("Load") {
         Some(load) => {
-            let utilisation = check_range(&load, "CPUUtilisation", 100)?;
-            let kbps = |name: &str| load.child(name).map(|child| mbps_to_kbps(&child)).transpose();
+            let utilisation = check_range(&load, "CPUUtilisation", 0, 100)?;
+            let kbps = |name: &str| {
+                load.child(name)
+                    .map(|child| mbps_to_kbps(&child))
+                    .transpose()
+            };
             Some(Load {
                 cpu_utilisation_percent: utilisation,
                 load_average: load.child_decimal("LoadAverage")?,
@@ -464,10 +594,17 @@ fn read(root: &Reader<'_, '_>) -> Result<ServerAdvertisement, Problem> {
     let mut environments: Vec<Environment> = Vec::new();
     for environment in root.required_child("Environments")?.children("Environment") {
         let env_type = environment.required_text("EnvType")?;
-        if environments.iter().any(|existing| existing.env_type == env_type) {
+        if environments
+            .iter()
+            .any(|existing| existing.env_type == env_type)
+        {
             return Err(environment.problem(format!("environment type {env_type} is listed twice")));
         }
-        let versions = environment.children("Version").iter().map(Reader::text).collect::<Result<_, _>>()?;
+        let versions = environment
+            .children("Version")
+            .iter()
+            .map(Reader::text)
+            .collect::<Result<_, _>>()?;
         environments.push(Environment { env_type, versions });
     }
     let mut price_sheets: Vec<PriceSheet> = Vec::new();
@@ -476,7 +613,10 @@ fn read(root: &Reader<'_, '_>) -> Result<ServerAdvertisement, Problem> {
             .required_attribute_text("currency")?
             .parse()
             .map_err(|message: String| sheet.problem(message))?;
-        if price_sheets.iter().any(|existing| existing.currency == currency) {
+        if price_sheets
+            .iter()
+            .any(|existing| existing.currency == currency)
+        {
             return Err(sheet.problem(format!("two price sheets in {currency}")));
         }
         price_sheets.push(PriceSheet {
@@ -490,7 +630,11 @@ fn read(root: &Reader<'_, '_>) -> Result<ServerAdvertisement, Problem> {
     }
     let coordinates = match root.child("NetworkCoordinates") {
         Some(coordinates) => Some(NetworkCoordinates {
-            components: coordinates.children("Coordinate").iter().map(Reader::decimal).collect::<Result<_, _>>()?,
+            components: coordinates
+                .children("Coordinate")
+                .iter()
+                .map(Reader::decimal)
+                .collect::<Result<_, _>>()?,
             height: coordinates.child_decimal("Height")?,
             error: coordinates.child_decimal("Error")?,
         }),
@@ -501,7 +645,11 @@ fn read(root: &Reader<'_, '_>) -> Result<ServerAdvertisement, Problem> {
         for path in paths_reader.children("Path") {
             paths.push(NetworkPath {
                 toward: path.required_attribute_text("toward")?,
-                hops: path.children("Hop").iter().map(Reader::text).collect::<Result<_, _>>()?,
+                hops: path
+                    .children("Hop")
+                    .iter()
+                    .map(Reader::text)
+                    .collect::<Result<_, _>>()?,
             });
         }
     }
@@ -511,7 +659,12 @@ fn read(root: &Reader<'_, '_>) -> Result<ServerAdvertisement, Problem> {
             tokens.push((token.required_attribute_text("name")?, token.text()?));
         }
     }
-    let corps = root.required_child("Corps")?.children("Corp").iter().map(Reader::text).collect::<Result<_, _>>()?;
+    let corps = root
+        .required_child("Corps")?
+        .children("Corp")
+        .iter()
+        .map(Reader::text)
+        .collect::<Result<_, _>>()?;
     Ok(ServerAdvertisement {
         server_id: root.required_text("ServerId")?,
         version: root.required_unsigned("Version")?,
@@ -526,7 +679,10 @@ fn read(root: &Reader<'_, '_>) -> Result<ServerAdvertisement, Problem> {
         coordinates,
         paths,
         tokens,
-        signature: root.child("Signature").map(|s| read_signature(&s)).transpose()?,
+        signature: root
+            .child("Signature")
+            .map(|s| read_signature(&s))
+            .transpose()?,
     })
 }
 
@@ -556,19 +712,36 @@ fn write(advertisement: &ServerAdvertisement) -> Element {
         root = root.with_child(element);
     }
     if let Some(load) = &advertisement.load {
-        let mut element = decimal_leaf(Element::new("Load"), "CPUUtilisation", load.cpu_utilisation_percent);
+        let mut element = decimal_leaf(
+            Element::new("Load"),
+            "CPUUtilisation",
+            load.cpu_utilisation_percent,
+        );
         element = decimal_leaf(element, "LoadAverage", load.load_average)
-            .with_optional_leaf("ConnectedClients", load.connected_clients.map(|v| v.to_string()))
+            .with_optional_leaf(
+                "ConnectedClients",
+                load.connected_clients.map(|v| v.to_string()),
+            )
             .with_optional_leaf("Sessions", load.sessions.map(|v| v.to_string()))
-            .with_optional_leaf("AvailableCPUmsps", load.available_cpu_msps.map(|v| v.to_string()))
-            .with_optional_leaf("AvailableMemoryMB", load.available_memory_mb.map(|v| v.to_string()))
+            .with_optional_leaf(
+                "AvailableCPUmsps",
+                load.available_cpu_msps.map(|v| v.to_string()),
+            )
+            .with_optional_leaf(
+                "AvailableMemoryMB",
+                load.available_memory_mb.map(|v| v.to_string()),
+            )
             .with_optional_leaf("BandwidthMbps", load.bandwidth_kbps.map(kbps_to_mbps_text))
-            .with_optional_leaf("AvailableNetMbps", load.available_kbps.map(kbps_to_mbps_text));
+            .with_optional_leaf(
+                "AvailableNetMbps",
+                load.available_kbps.map(kbps_to_mbps_text),
+            );
         root = root.with_child(element);
     }
     let mut environments = Element::new("Environments");
     for environment in &advertisement.environments {
-        let mut element = Element::new("Environment").with_leaf("EnvType", environment.env_type.clone());
+        let mut element =
+            Element::new("Environment").with_leaf("EnvType", environment.env_type.clone());
         for version in &environment.versions {
             element = element.with_leaf("Version", version.clone());
         }
@@ -580,7 +753,10 @@ fn write(advertisement: &ServerAdvertisement) -> Element {
             Element::new("PriceSheet")
                 .with_attribute("currency", sheet.currency.as_str())
                 .with_optional_leaf("CPUSecond", sheet.cpu_second_pico.map(price_text))
-                .with_optional_leaf("MemoryMBSecond", sheet.memory_mb_second_pico.map(price_text))
+                .with_optional_leaf(
+                    "MemoryMBSecond",
+                    sheet.memory_mb_second_pico.map(price_text),
+                )
                 .with_optional_leaf("NetworkGB", sheet.network_gb_pico.map(price_text))
                 .with_optional_leaf("MillionFuel", sheet.million_fuel_pico.map(price_text))
                 .with_optional_leaf("SessionStart", sheet.session_start_pico.map(price_text)),
@@ -609,7 +785,11 @@ fn write(advertisement: &ServerAdvertisement) -> Element {
     if !advertisement.tokens.is_empty() {
         let mut tokens = Element::new("Tokens");
         for (name, value) in &advertisement.tokens {
-            tokens = tokens.with_child(Element::new("Token").with_attribute("name", name.clone()).with_text(value.clone()));
+            tokens = tokens.with_child(
+                Element::new("Token")
+                    .with_attribute("name", name.clone())
+                    .with_text(value.clone()),
+            );
         }
         root = root.with_child(tokens);
     }

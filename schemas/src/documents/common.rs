@@ -24,7 +24,10 @@ pub const AMOUNT_MINOR_MAX: u64 = 1_000_000_000_000 * MINOR_UNITS_PER_MAJOR - 1;
 
 fn ascii_run(value: &str, first: fn(u8) -> bool, rest: fn(u8) -> bool, len_max: usize) -> bool {
     let bytes = value.as_bytes();
-    !bytes.is_empty() && bytes.len() <= len_max && first(bytes[0]) && bytes[1..].iter().all(|b| rest(*b))
+    !bytes.is_empty()
+        && bytes.len() <= len_max
+        && first(bytes[0])
+        && bytes[1..].iter().all(|b| rest(*b))
 }
 
 fn identifier_rest(b: u8) -> bool {
@@ -44,7 +47,12 @@ pub static OBJECT_ID: Pattern = Pattern {
     xsd: "[A-Za-z0-9][A-Za-z0-9_.:\\-]{0,127}",
     max_chars: 128,
     matches: |v| {
-        ascii_run(v, |b| b.is_ascii_alphanumeric(), |b| identifier_rest(b) || b == b':', 128)
+        ascii_run(
+            v,
+            |b| b.is_ascii_alphanumeric(),
+            |b| identifier_rest(b) || b == b':',
+            128,
+        )
     },
     description: "an id (a letter or digit, then up to 127 letters, digits, '_', '.', ':' or '-')",
 };
@@ -54,7 +62,12 @@ pub static VERSION: Pattern = Pattern {
     xsd: "[0-9A-Za-z][0-9A-Za-z.+_\\-]{0,63}",
     max_chars: 64,
     matches: |v| {
-        ascii_run(v, |b| b.is_ascii_alphanumeric(), |b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'_' | b'-'), 64)
+        ascii_run(
+            v,
+            |b| b.is_ascii_alphanumeric(),
+            |b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'_' | b'-'),
+            64,
+        )
     },
     description: "a version (a letter or digit, then up to 63 letters, digits, '.', '+', '_' or '-')",
 };
@@ -71,7 +84,11 @@ pub static CURRENCY_PATTERN: Pattern = Pattern {
 pub static SHA256_PATTERN: Pattern = Pattern {
     xsd: "[0-9a-f]{64}",
     max_chars: 64,
-    matches: |v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+    matches: |v| {
+        v.len() == 64
+            && v.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    },
     description: "a SHA-256 digest as 64 lowercase hex digits",
 };
 
@@ -79,7 +96,10 @@ pub static SHA256_PATTERN: Pattern = Pattern {
 pub static NAME: SimpleType = SimpleType {
     name: "Name",
     doc: "A name chosen by a person: 1 to 128 characters, whitespace collapsed.",
-    kind: SimpleKind::Token { min_chars: 1, max_chars: 128 },
+    kind: SimpleKind::Token {
+        min_chars: 1,
+        max_chars: 128,
+    },
 };
 
 /// See [`IDENTIFIER`].
@@ -122,7 +142,11 @@ pub static AMOUNT_TYPE: SimpleType = SimpleType {
     name: "Amount",
     doc: "An amount in major units of its currency (10.50 is ten pounds fifty), at most 12 digits \
           before the point and 6 after; held exactly as integer millionths.",
-    kind: SimpleKind::Decimal { signed: false, integer_digits: 12, fraction_digits: 6 },
+    kind: SimpleKind::Decimal {
+        signed: false,
+        integer_digits: 12,
+        fraction_digits: 6,
+    },
 };
 
 /// Instants.
@@ -143,7 +167,10 @@ pub static BOOLEAN_TYPE: SimpleType = SimpleType {
 pub static TEXT_TYPE: SimpleType = SimpleType {
     name: "Text",
     doc: "Free text, whitespace preserved, at most 1,024 characters.",
-    kind: SimpleKind::String { min_chars: 0, max_chars: 1024 },
+    kind: SimpleKind::String {
+        min_chars: 0,
+        max_chars: 1024,
+    },
 };
 
 /// Counts of things: any 64-bit unsigned integer.
@@ -205,7 +232,11 @@ pub fn format_minor(minor: u64) -> String {
     let major = minor / MINOR_UNITS_PER_MAJOR;
     let fraction = format!("{:06}", minor % MINOR_UNITS_PER_MAJOR);
     let trimmed = fraction.trim_end_matches('0');
-    let shown = if trimmed.len() < 2 { &fraction[..2] } else { trimmed };
+    let shown = if trimmed.len() < 2 {
+        &fraction[..2]
+    } else {
+        trimmed
+    };
     format!("{major}.{shown}")
 }
 
@@ -222,32 +253,77 @@ impl fmt::Display for Money {
 pub(crate) struct Reader<'a, 't> {
     pub(crate) node: &'a Valid<'t>,
     path: String,
+    /// Namespace prefix declarations in scope, so that extension elements taken out of the
+    /// tree keep the declarations their prefixes need.
+    namespaces: Vec<crate::xml::Attribute>,
+}
+
+fn declarations(element: &Element) -> impl Iterator<Item = crate::xml::Attribute> + '_ {
+    element
+        .attributes
+        .iter()
+        .filter(|attribute| attribute.name.starts_with("xmlns:"))
+        .map(|attribute| crate::xml::Attribute {
+            offset: 0,
+            ..attribute.clone()
+        })
 }
 
 type Read<T> = Result<T, Problem>;
 
 impl<'a, 't> Reader<'a, 't> {
     pub(crate) fn root(node: &'a Valid<'t>) -> Self {
-        Reader { node, path: String::new() }
+        Reader {
+            node,
+            path: String::new(),
+            namespaces: declarations(node.element).collect(),
+        }
     }
 
     fn at(&self, node: &'a Valid<'t>, segment: &str) -> Reader<'a, 't> {
-        let path = if self.path.is_empty() { segment.to_owned() } else { format!("{}/{segment}", self.path) };
-        Reader { node, path }
+        let path = if self.path.is_empty() {
+            segment.to_owned()
+        } else {
+            format!("{}/{segment}", self.path)
+        };
+        let mut namespaces = self.namespaces.clone();
+        for declaration in declarations(node.element) {
+            namespaces.retain(|existing| existing.name != declaration.name);
+            namespaces.push(declaration);
+        }
+        Reader {
+            node,
+            path,
+            namespaces,
+        }
     }
 
     /// A problem with this element: `message` is reported at its path and position.
     pub(crate) fn problem(&self, message: impl Into<String>) -> Problem {
-        let path = if self.path.is_empty() { self.node.decl.name.to_owned() } else { self.path.clone() };
-        Problem { path, message: message.into(), offset: self.node.element.offset }
+        let path = if self.path.is_empty() {
+            self.node.decl.name.to_owned()
+        } else {
+            self.path.clone()
+        };
+        Problem {
+            path,
+            message: message.into(),
+            offset: self.node.element.offset,
+        }
     }
 
     fn mismatch(&self, what: &str) -> Problem {
-        self.problem(format!("{what}: the document model and its Rust type disagree (a bug in xeno-schemas)"))
+        self.problem(format!(
+            "{what}: the document model and its Rust type disagree (a bug in xeno-schemas)"
+        ))
     }
 
     pub(crate) fn child(&self, name: &str) -> Option<Reader<'a, 't>> {
-        self.node.children.iter().find(|child| child.decl.name == name).map(|node| self.at(node, name))
+        self.node
+            .children
+            .iter()
+            .find(|child| child.decl.name == name)
+            .map(|node| self.at(node, name))
     }
 
     pub(crate) fn required_child(&self, name: &str) -> Read<Reader<'a, 't>> {
@@ -347,7 +423,11 @@ impl<'a, 't> Reader<'a, 't> {
     }
 
     fn attribute(&self, name: &str) -> Option<&'a Value> {
-        self.node.attributes.iter().find(|(n, _)| *n == name).map(|(_, value)| value)
+        self.node
+            .attributes
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, value)| value)
     }
 
     pub(crate) fn attribute_text(&self, name: &str) -> Read<Option<String>> {
@@ -359,7 +439,8 @@ impl<'a, 't> Reader<'a, 't> {
     }
 
     pub(crate) fn required_attribute_text(&self, name: &str) -> Read<String> {
-        self.attribute_text(name)?.ok_or_else(|| self.mismatch(&format!("@{name}")))
+        self.attribute_text(name)?
+            .ok_or_else(|| self.mismatch(&format!("@{name}")))
     }
 
     /// An amount element: a decimal value with a `currency` attribute.
@@ -384,9 +465,23 @@ impl<'a, 't> Reader<'a, 't> {
 
     /// The raw elements inside an `Extensions` child, if any.
     pub(crate) fn extensions(&self) -> Vec<Element> {
-        self.child("Extensions")
-            .map(|extensions| extensions.node.element.elements().map(without_offsets).collect())
-            .unwrap_or_default()
+        let Some(extensions) = self.child("Extensions") else {
+            return Vec::new();
+        };
+        extensions
+            .node
+            .element
+            .elements()
+            .map(|element| {
+                let mut element = without_offsets(element);
+                for declaration in extensions.namespaces.iter().rev() {
+                    if element.attribute(&declaration.name).is_none() {
+                        element.attributes.insert(0, declaration.clone());
+                    }
+                }
+                element
+            })
+            .collect()
     }
 }
 
@@ -398,14 +493,20 @@ pub fn without_offsets(element: &Element) -> Element {
         attributes: element
             .attributes
             .iter()
-            .map(|attribute| crate::xml::Attribute { offset: 0, ..attribute.clone() })
+            .map(|attribute| crate::xml::Attribute {
+                offset: 0,
+                ..attribute.clone()
+            })
             .collect(),
         children: element
             .children
             .iter()
             .map(|child| match child {
                 Node::Element(child) => Node::Element(without_offsets(child)),
-                Node::Text(text) => Node::Text(crate::xml::Text { value: text.value.clone(), offset: 0 }),
+                Node::Text(text) => Node::Text(crate::xml::Text {
+                    value: text.value.clone(),
+                    offset: 0,
+                }),
             })
             .collect(),
         offset: 0,

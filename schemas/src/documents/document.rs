@@ -53,7 +53,11 @@ pub(crate) fn parse_with<T>(
         }
     };
     let tree = read_document(bytes, &schema.limits).map_err(|error| {
-        fail(vec![Problem { path: String::new(), message: error.message, offset: error.offset }])
+        fail(vec![Problem {
+            path: String::new(),
+            message: error.message,
+            offset: error.offset,
+        }])
     })?;
     let valid = validate(schema, &tree).map_err(fail)?;
     read(&Reader::root(&valid)).map_err(|problem| fail(vec![problem]))

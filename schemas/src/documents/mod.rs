@@ -49,7 +49,9 @@ pub enum AnyDocument {
 
 /// The schema whose root element is `name`.
 pub fn schema_for_root(name: &str) -> Option<&'static DocumentSchema> {
-    ALL_SCHEMAS.into_iter().find(|schema| schema.root.name == name)
+    ALL_SCHEMAS
+        .into_iter()
+        .find(|schema| schema.root.name == name)
 }
 
 /// Parses a document of whichever type its root element names.
@@ -57,7 +59,9 @@ pub fn parse_any(bytes: &[u8]) -> Result<AnyDocument, crate::DocumentErrors> {
     let root = root_element_name(bytes);
     Ok(match root.as_deref() {
         Some("TaskDescription") => AnyDocument::TaskDescription(TaskDescription::parse(bytes)?),
-        Some("ServerAdvertisement") => AnyDocument::ServerAdvertisement(ServerAdvertisement::parse(bytes)?),
+        Some("ServerAdvertisement") => {
+            AnyDocument::ServerAdvertisement(ServerAdvertisement::parse(bytes)?)
+        }
         Some("PurchaseOrder") => AnyDocument::PurchaseOrder(PurchaseOrder::parse(bytes)?),
         Some("UsageRecord") => AnyDocument::UsageRecord(UsageRecord::parse(bytes)?),
         // Anything else is reported against the paper's own document type.

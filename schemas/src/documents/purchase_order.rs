@@ -9,13 +9,16 @@
 //! - `ClientSignature`: `Issued`, `CorpSignature`, then `ClientRestrictions` if present.
 
 use super::common::{
-    AMOUNT_TYPE, BOOLEAN_TYPE, CURRENCY_TYPE, Money, OBJECT_ID_TYPE, Reader, SHA256_TYPE, TIMESTAMP_TYPE,
-    money_element,
+    AMOUNT_TYPE, BOOLEAN_TYPE, CURRENCY_TYPE, Money, OBJECT_ID_TYPE, Reader, SHA256_TYPE,
+    TIMESTAMP_TYPE, money_element,
 };
 use super::document::impl_document;
 use super::requirements::{ENV_TYPE, MEGABYTES_TYPE};
 use super::signature::{SIGNATURE_CONTENT, Signature, read_signature, signature_element};
-use crate::schema::model::{Content, DocumentSchema, ElementDecl, SimpleKind, SimpleType, leaf, one, optional, repeated, required_attribute};
+use crate::schema::model::{
+    Content, DocumentSchema, ElementDecl, SimpleKind, SimpleType, leaf, one, optional, repeated,
+    required_attribute,
+};
 use crate::schema::types::format_date_time;
 use crate::schema::validate::Problem;
 use crate::xml::{Element, Layout, Limits, write_document};
@@ -32,7 +35,11 @@ static CPU_MSPS_TYPE: SimpleType = SimpleType {
     kind: SimpleKind::Unsigned { max: 1_000_000 },
 };
 
-static ORDER_ID: ElementDecl = leaf("OrderId", &OBJECT_ID_TYPE, "The order's id, unique within its corp.");
+static ORDER_ID: ElementDecl = leaf(
+    "OrderId",
+    &OBJECT_ID_TYPE,
+    "The order's id, unique within its corp.",
+);
 static CORP: ElementDecl = leaf("Corp", &OBJECT_ID_TYPE, "The issuing XenoCorp.");
 static CLIENT: ElementDecl = leaf(
     "Client",
@@ -42,18 +49,34 @@ static CLIENT: ElementDecl = leaf(
 static AMOUNT: ElementDecl = ElementDecl {
     name: "Amount",
     doc: "The most that may be charged against the order; ring-fenced at the corp when issued.",
-    attributes: &[required_attribute("currency", &CURRENCY_TYPE, "The currency.")],
+    attributes: &[required_attribute(
+        "currency",
+        &CURRENCY_TYPE,
+        "The currency.",
+    )],
     content: Content::Simple(&AMOUNT_TYPE),
 };
-static ISSUED_AT: ElementDecl = leaf("IssuedAt", &TIMESTAMP_TYPE, "When the corp issued the order.");
-static EXPIRY: ElementDecl = leaf("Expiry", &TIMESTAMP_TYPE, "After this instant the order cannot be validated or charged.");
+static ISSUED_AT: ElementDecl = leaf(
+    "IssuedAt",
+    &TIMESTAMP_TYPE,
+    "When the corp issued the order.",
+);
+static EXPIRY: ElementDecl = leaf(
+    "Expiry",
+    &TIMESTAMP_TYPE,
+    "After this instant the order cannot be validated or charged.",
+);
 
 static MUST_VALIDATE: ElementDecl = leaf(
     "MustValidate",
     &BOOLEAN_TYPE,
     "The order must be validated with the corp before the server starts work.",
 );
-static SERVER: ElementDecl = leaf("Server", &SHA256_TYPE, "A server (by id: its key fingerprint).");
+static SERVER: ElementDecl = leaf(
+    "Server",
+    &SHA256_TYPE,
+    "A server (by id: its key fingerprint).",
+);
 static SERVERS: ElementDecl = ElementDecl {
     name: "Servers",
     doc: "Only these servers may validate and charge the order.",
@@ -66,13 +89,29 @@ static ENV_TYPES: ElementDecl = ElementDecl {
     attributes: &[],
     content: Content::Sequence(&[repeated(&ENV_TYPE, 1, ENV_TYPES_MAX)]),
 };
-static MAX_CPU: ElementDecl = leaf("MaxCPUmsps", &CPU_MSPS_TYPE, "The session may not ask for more CPU than this.");
-static MAX_MEMORY: ElementDecl = leaf("MaxMemoryMB", &MEGABYTES_TYPE, "The session may not ask for more memory than this.");
-static NOT_AFTER: ElementDecl = leaf("NotAfter", &TIMESTAMP_TYPE, "An expiry earlier than the order's own.");
+static MAX_CPU: ElementDecl = leaf(
+    "MaxCPUmsps",
+    &CPU_MSPS_TYPE,
+    "The session may not ask for more CPU than this.",
+);
+static MAX_MEMORY: ElementDecl = leaf(
+    "MaxMemoryMB",
+    &MEGABYTES_TYPE,
+    "The session may not ask for more memory than this.",
+);
+static NOT_AFTER: ElementDecl = leaf(
+    "NotAfter",
+    &TIMESTAMP_TYPE,
+    "An expiry earlier than the order's own.",
+);
 static MAX_AMOUNT: ElementDecl = ElementDecl {
     name: "MaxAmount",
     doc: "A cap lower than the order's amount.",
-    attributes: &[required_attribute("currency", &CURRENCY_TYPE, "The currency, which must be the order's.")],
+    attributes: &[required_attribute(
+        "currency",
+        &CURRENCY_TYPE,
+        "The currency, which must be the order's.",
+    )],
     content: Content::Simple(&AMOUNT_TYPE),
 };
 static RESTRICTION_PARTICLES: &[crate::schema::model::Particle] = &[
@@ -208,9 +247,21 @@ impl PurchaseOrder {
     /// The bytes the client signs: `Issued`, `CorpSignature` and `ClientRestrictions`.
     pub fn client_signed_bytes(&self) -> Vec<u8> {
         let mut bytes = Self::corp_signed_bytes(&self.issued);
-        bytes.extend(write_document(&signature_element("CorpSignature", &self.corp_signature), Layout::Compact).bytes());
+        bytes.extend(
+            write_document(
+                &signature_element("CorpSignature", &self.corp_signature),
+                Layout::Compact,
+            )
+            .bytes(),
+        );
         if let Some(restrictions) = &self.client_restrictions {
-            bytes.extend(write_document(&restrictions_element("ClientRestrictions", restrictions), Layout::Compact).bytes());
+            bytes.extend(
+                write_document(
+                    &restrictions_element("ClientRestrictions", restrictions),
+                    Layout::Compact,
+                )
+                .bytes(),
+            );
         }
         bytes
     }
@@ -218,7 +269,10 @@ impl PurchaseOrder {
 
 fn read_restrictions(reader: &Reader<'_, '_>, currency: &Money) -> Result<Restrictions, Problem> {
     let list = |name: &str, item: &str| -> Result<Option<Vec<String>>, Problem> {
-        reader.child(name).map(|list| list.children(item).iter().map(Reader::text).collect()).transpose()
+        reader
+            .child(name)
+            .map(|list| list.children(item).iter().map(Reader::text).collect())
+            .transpose()
     };
     let max_amount = reader.child_money("MaxAmount")?;
     if let Some(max_amount) = &max_amount
@@ -247,13 +301,18 @@ fn read(root: &Reader<'_, '_>) -> Result<PurchaseOrder, Problem> {
     let issued_at = issued_reader.required_timestamp("IssuedAt")?;
     let expires_at = issued_reader.required_timestamp("Expiry")?;
     if expires_at <= issued_at {
-        return Err(issued_reader.required_child("Expiry")?.problem("expiry must be after the issue time"));
+        return Err(issued_reader
+            .required_child("Expiry")?
+            .problem("expiry must be after the issue time"));
     }
     let restrictions = match issued_reader.child("Restrictions") {
         Some(restrictions) => read_restrictions(&restrictions, &amount)?,
         None => Restrictions::default(),
     };
-    let client_restrictions = root.child("ClientRestrictions").map(|r| read_restrictions(&r, &amount)).transpose()?;
+    let client_restrictions = root
+        .child("ClientRestrictions")
+        .map(|r| read_restrictions(&r, &amount))
+        .transpose()?;
     Ok(PurchaseOrder {
         issued: IssuedOrder {
             order_id: issued_reader.required_text("OrderId")?,
@@ -266,12 +325,18 @@ fn read(root: &Reader<'_, '_>) -> Result<PurchaseOrder, Problem> {
         },
         corp_signature: read_signature(&root.required_child("CorpSignature")?)?,
         client_restrictions,
-        client_signature: root.child("ClientSignature").map(|s| read_signature(&s)).transpose()?,
+        client_signature: root
+            .child("ClientSignature")
+            .map(|s| read_signature(&s))
+            .transpose()?,
     })
 }
 
 fn restrictions_element(name: &str, restrictions: &Restrictions) -> Element {
-    let mut element = Element::new(name).with_optional_leaf("MustValidate", restrictions.must_validate.map(|v| v.to_string()));
+    let mut element = Element::new(name).with_optional_leaf(
+        "MustValidate",
+        restrictions.must_validate.map(|v| v.to_string()),
+    );
     if let Some(servers) = &restrictions.servers {
         let mut list = Element::new("Servers");
         for server in servers {
@@ -287,8 +352,14 @@ fn restrictions_element(name: &str, restrictions: &Restrictions) -> Element {
         element = element.with_child(list);
     }
     element = element
-        .with_optional_leaf("MaxCPUmsps", restrictions.max_cpu_msps.map(|v| v.to_string()))
-        .with_optional_leaf("MaxMemoryMB", restrictions.max_memory_mb.map(|v| v.to_string()))
+        .with_optional_leaf(
+            "MaxCPUmsps",
+            restrictions.max_cpu_msps.map(|v| v.to_string()),
+        )
+        .with_optional_leaf(
+            "MaxMemoryMB",
+            restrictions.max_memory_mb.map(|v| v.to_string()),
+        )
         .with_optional_leaf("NotAfter", restrictions.not_after.map(format_date_time));
     if let Some(max_amount) = &restrictions.max_amount {
         element = element.with_child(money_element("MaxAmount", max_amount));

@@ -24,8 +24,8 @@ use super::common::{
 };
 use super::document::impl_document;
 use crate::schema::model::{
-    Content, DocumentSchema, ElementDecl, Particle, SimpleKind, SimpleType, Term, leaf, one, optional,
-    required_attribute,
+    Content, DocumentSchema, ElementDecl, Particle, SimpleKind, SimpleType, Term, leaf, one,
+    optional, required_attribute,
 };
 use crate::schema::validate::Problem;
 use crate::xml::{Element, Limits};
@@ -48,7 +48,11 @@ static MILLISECONDS_TYPE: SimpleType = SimpleType {
 pub(crate) static MBPS_TYPE: SimpleType = SimpleType {
     name: "Mbps",
     doc: "Network bandwidth in megabits per second, with up to three decimals.",
-    kind: SimpleKind::Decimal { signed: false, integer_digits: 7, fraction_digits: 3 },
+    kind: SimpleKind::Decimal {
+        signed: false,
+        integer_digits: 7,
+        fraction_digits: 3,
+    },
 };
 
 /// Megabytes, up to a petabyte.
@@ -93,7 +97,11 @@ static BASIC: ElementDecl = ElementDecl {
     content: Content::Sequence(&[
         one(&ENV_NAME),
         one(&ENV_TYPE),
-        Particle { term: Term::Choice(&[&ENV_KERNEL, &ENV_RUNTIME]), min: 0, max: 1 },
+        Particle {
+            term: Term::Choice(&[&ENV_KERNEL, &ENV_RUNTIME]),
+            min: 0,
+            max: 1,
+        },
     ]),
 };
 
@@ -135,8 +143,16 @@ static NET_PEAK_MBPS: ElementDecl = leaf(
     &MBPS_TYPE,
     "Peak network rate; at least the mean NetMbps.",
 );
-static MEMORY_MB: ElementDecl = leaf("MemoryMB", &MEGABYTES_TYPE, "Memory for the environment, in megabytes.");
-static DISK_MB: ElementDecl = leaf("DiskMB", &MEGABYTES_TYPE, "Scratch storage for the environment, in megabytes.");
+static MEMORY_MB: ElementDecl = leaf(
+    "MemoryMB",
+    &MEGABYTES_TYPE,
+    "Memory for the environment, in megabytes.",
+);
+static DISK_MB: ElementDecl = leaf(
+    "DiskMB",
+    &MEGABYTES_TYPE,
+    "Scratch storage for the environment, in megabytes.",
+);
 static QOS: ElementDecl = ElementDecl {
     name: "QoS",
     doc: "Quality of service: resources the session is guaranteed while it runs.",
@@ -155,7 +171,11 @@ static QOS: ElementDecl = ElementDecl {
 pub(crate) static MAX_SPEND: ElementDecl = ElementDecl {
     name: "MaxSpend",
     doc: "The most the client will pay for this session.",
-    attributes: &[required_attribute("currency", &CURRENCY_TYPE, "The currency of the amount.")],
+    attributes: &[required_attribute(
+        "currency",
+        &CURRENCY_TYPE,
+        "The currency of the amount.",
+    )],
     content: Content::Simple(&AMOUNT_TYPE),
 };
 static MAX_DURATION: ElementDecl = leaf(
@@ -268,18 +288,27 @@ pub(crate) fn mbps_to_kbps(reader: &Reader<'_, '_>) -> Result<u64, Problem> {
 
 /// Kilobits per second back to the megabit text `mbps_to_kbps` reads.
 pub(crate) fn kbps_to_mbps_text(kbps: u64) -> String {
-    let decimal = crate::schema::Decimal { mantissa: i128::from(kbps), scale: 3 };
+    let decimal = crate::schema::Decimal {
+        mantissa: i128::from(kbps),
+        scale: 3,
+    };
     let text = decimal.to_plain();
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 fn optional_kbps(reader: &Reader<'_, '_>, name: &str) -> Result<Option<u64>, Problem> {
-    reader.child(name).map(|child| mbps_to_kbps(&child)).transpose()
+    reader
+        .child(name)
+        .map(|child| mbps_to_kbps(&child))
+        .transpose()
 }
 
 fn read(root: &Reader<'_, '_>) -> Result<EnvironmentalRequirements, Problem> {
     let basic = root.required_child("Basic")?;
-    let version = match (basic.child_text("EnvKernel")?, basic.child_text("EnvRuntime")?) {
+    let version = match (
+        basic.child_text("EnvKernel")?,
+        basic.child_text("EnvRuntime")?,
+    ) {
         (Some(kernel), _) => Some(EnvVersion::Kernel(kernel)),
         (None, Some(runtime)) => Some(EnvVersion::Runtime(runtime)),
         (None, None) => None,
@@ -312,9 +341,12 @@ fn read(root: &Reader<'_, '_>) -> Result<EnvironmentalRequirements, Problem> {
         if let Some(peak) = qos.cpu_peak_msps {
             let peak_reader = reader.required_child("CPUPeakmsps")?;
             match qos.cpu_msps {
-                None => return Err(peak_reader.problem("a peak CPU rate needs a mean rate (CPUmsps)")),
+                None => {
+                    return Err(peak_reader.problem("a peak CPU rate needs a mean rate (CPUmsps)"));
+                }
                 Some(mean) if peak < mean => {
-                    return Err(peak_reader.problem(format!("peak rate {peak} is below the mean rate {mean}")));
+                    return Err(peak_reader
+                        .problem(format!("peak rate {peak} is below the mean rate {mean}")));
                 }
                 Some(_) => {}
             }
@@ -322,9 +354,15 @@ fn read(root: &Reader<'_, '_>) -> Result<EnvironmentalRequirements, Problem> {
         if let Some(peak) = qos.net_peak_kbps {
             let peak_reader = reader.required_child("NetPeakMbps")?;
             match net_kbps {
-                None => return Err(peak_reader.problem("a peak network rate needs a mean rate (NetMbps)")),
+                None => {
+                    return Err(
+                        peak_reader.problem("a peak network rate needs a mean rate (NetMbps)")
+                    );
+                }
                 Some(mean) if peak < mean => {
-                    return Err(peak_reader.problem("peak network rate is below the mean rate NetMbps"));
+                    return Err(
+                        peak_reader.problem("peak network rate is below the mean rate NetMbps")
+                    );
                 }
                 Some(_) => {}
             }
@@ -335,10 +373,18 @@ fn read(root: &Reader<'_, '_>) -> Result<EnvironmentalRequirements, Problem> {
         name: basic.required_text("EnvName")?,
         env_type: basic.required_text("EnvType")?,
         version,
-        ip_addresses: network.as_ref().map(|n| n.child_unsigned("EnvIPAddresses")).transpose()?.flatten(),
+        ip_addresses: network
+            .as_ref()
+            .map(|n| n.child_unsigned("EnvIPAddresses"))
+            .transpose()?
+            .flatten(),
         net_kbps,
         qos,
-        max_spend: constraints.as_ref().map(|c| c.child_money("MaxSpend")).transpose()?.flatten(),
+        max_spend: constraints
+            .as_ref()
+            .map(|c| c.child_money("MaxSpend"))
+            .transpose()?
+            .flatten(),
         max_duration_seconds: constraints
             .as_ref()
             .map(|c| c.child_unsigned("MaxDurationSeconds"))
@@ -359,7 +405,8 @@ fn write(requirements: &EnvironmentalRequirements) -> Element {
     };
     let mut root = Element::new("EnvironmentalRequirements").with_child(basic);
     if let Some(addresses) = requirements.ip_addresses {
-        root = root.with_child(Element::new("Network").with_leaf("EnvIPAddresses", addresses.to_string()));
+        root = root
+            .with_child(Element::new("Network").with_leaf("EnvIPAddresses", addresses.to_string()));
     }
     // NetMbps goes under QoS, where the paper's example puts it.
     let qos = &requirements.qos;
@@ -378,7 +425,10 @@ fn write(requirements: &EnvironmentalRequirements) -> Element {
     if let Some(max_spend) = &requirements.max_spend {
         constraints = constraints.with_child(money_element("MaxSpend", max_spend));
     }
-    constraints = constraints.with_optional_leaf("MaxDurationSeconds", requirements.max_duration_seconds.map(|v| v.to_string()));
+    constraints = constraints.with_optional_leaf(
+        "MaxDurationSeconds",
+        requirements.max_duration_seconds.map(|v| v.to_string()),
+    );
     if !constraints.children.is_empty() {
         root = root.with_child(constraints);
     }

@@ -7,8 +7,8 @@
 
 use super::common::Reader;
 use crate::schema::model::{Content, ElementDecl, SimpleKind, SimpleType, leaf, one};
-use crate::schema::validate::Problem;
 use crate::schema::types::encode_base64;
+use crate::schema::validate::Problem;
 use crate::xml::Element;
 use sha2::{Digest, Sha256};
 
@@ -58,7 +58,8 @@ static PUBLIC_KEY: ElementDecl = leaf(
 static VALUE: ElementDecl = leaf("Value", &VALUE_TYPE, "The signature.");
 
 /// The content every signature element shares.
-pub(crate) const SIGNATURE_CONTENT: Content = Content::Sequence(&[one(&ALGORITHM), one(&PUBLIC_KEY), one(&VALUE)]);
+pub(crate) const SIGNATURE_CONTENT: Content =
+    Content::Sequence(&[one(&ALGORITHM), one(&PUBLIC_KEY), one(&VALUE)]);
 
 /// A signature over some canonical bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]

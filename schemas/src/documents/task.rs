@@ -21,8 +21,8 @@
 use super::common::{EXTENSIONS, NAME, Reader, SHA256_TYPE, extensions_element};
 use super::document::impl_document;
 use crate::schema::model::{
-    Content, DocumentSchema, ElementDecl, Particle, Pattern, SimpleKind, SimpleType, Term, leaf, optional,
-    optional_attribute, repeated, required_attribute,
+    Content, DocumentSchema, ElementDecl, Particle, Pattern, SimpleKind, SimpleType, Term, leaf,
+    optional, optional_attribute, repeated, required_attribute,
 };
 use crate::schema::validate::Problem;
 use crate::xml::{Element, Limits};
@@ -44,7 +44,9 @@ fn is_session_path(value: &str) -> bool {
     }
     let relative = value.strip_prefix('/').unwrap_or(value);
     !relative.is_empty()
-        && relative.split('/').all(|segment| !segment.is_empty() && segment.bytes().all(path_segment_byte))
+        && relative
+            .split('/')
+            .all(|segment| !segment.is_empty() && segment.bytes().all(path_segment_byte))
 }
 
 /// Paths inside the session's directory: `/` is its root; a leading `/` is optional.
@@ -66,13 +68,19 @@ static SESSION_PATH_TYPE: SimpleType = SimpleType {
 static ENTRY_TYPE: SimpleType = SimpleType {
     name: "EntryPoint",
     doc: "The exported function to call.",
-    kind: SimpleKind::Token { min_chars: 1, max_chars: 256 },
+    kind: SimpleKind::Token {
+        min_chars: 1,
+        max_chars: 256,
+    },
 };
 
 static ARGUMENT_TYPE: SimpleType = SimpleType {
     name: "Argument",
     doc: "One argument or environment value, whitespace preserved, at most 4,096 characters.",
-    kind: SimpleKind::String { min_chars: 0, max_chars: 4096 },
+    kind: SimpleKind::String {
+        min_chars: 0,
+        max_chars: 4096,
+    },
 };
 
 static ENV_NAME_PATTERN: Pattern = Pattern {
@@ -83,7 +91,9 @@ static ENV_NAME_PATTERN: Pattern = Pattern {
         !bytes.is_empty()
             && bytes.len() <= 128
             && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
-            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
     },
     description: "an environment variable name (a letter or '_', then letters, digits or '_')",
 };
@@ -131,7 +141,11 @@ static WASM_MODULE: ElementDecl = ElementDecl {
     doc: "Run a WebAssembly core module (WASI preview 1).",
     attributes: &[
         PAYLOAD_SHA256,
-        optional_attribute("entry", &ENTRY_TYPE, "The export to call; _start when absent."),
+        optional_attribute(
+            "entry",
+            &ENTRY_TYPE,
+            "The export to call; _start when absent.",
+        ),
     ],
     content: Content::Empty,
 };
@@ -168,7 +182,11 @@ static ARGS: ElementDecl = ElementDecl {
 static VAR: ElementDecl = ElementDecl {
     name: "Var",
     doc: "One environment variable.",
-    attributes: &[required_attribute("name", &ENV_NAME_TYPE, "The variable's name.")],
+    attributes: &[required_attribute(
+        "name",
+        &ENV_NAME_TYPE,
+        "The variable's name.",
+    )],
     content: Content::Simple(&ARGUMENT_TYPE),
 };
 static ENV: ElementDecl = ElementDecl {
@@ -188,7 +206,11 @@ static FILE: ElementDecl = ElementDecl {
     attributes: &[
         required_attribute("path", &SESSION_PATH_TYPE, "Where the file goes."),
         PAYLOAD_SHA256,
-        optional_attribute("mode", &FILE_MODE_TYPE, "Permission bits; 0644 when absent."),
+        optional_attribute(
+            "mode",
+            &FILE_MODE_TYPE,
+            "Permission bits; 0644 when absent.",
+        ),
     ],
     content: Content::Empty,
 };
@@ -240,7 +262,11 @@ static ROOT: ElementDecl = ElementDecl {
 /// 1,024 arguments and files.
 pub static SCHEMA: DocumentSchema = DocumentSchema {
     root: &ROOT,
-    limits: Limits { document_bytes_max: 256 * 1024, elements_max: 4096, ..Limits::DEFAULT },
+    limits: Limits {
+        document_bytes_max: 256 * 1024,
+        elements_max: 4096,
+        ..Limits::DEFAULT
+    },
     xsd_file: "TaskDescription.xsd",
 };
 
@@ -325,12 +351,15 @@ impl TaskDescription {
     pub fn payload_hashes(&self) -> Vec<&str> {
         let mut hashes: Vec<&str> = Vec::new();
         let program = match &self.program {
-            Program::WasmModule { sha256, .. } | Program::WasmComponent { sha256 } | Program::Executable { sha256 } => {
-                Some(sha256.as_str())
-            }
+            Program::WasmModule { sha256, .. }
+            | Program::WasmComponent { sha256 }
+            | Program::Executable { sha256 } => Some(sha256.as_str()),
             Program::ExecutablePath(_) => None,
         };
-        for hash in program.into_iter().chain(self.files.iter().map(|file| file.sha256.as_str())) {
+        for hash in program
+            .into_iter()
+            .chain(self.files.iter().map(|file| file.sha256.as_str()))
+        {
             if !hashes.contains(&hash) {
                 hashes.push(hash);
             }
@@ -341,8 +370,13 @@ impl TaskDescription {
 
 /// Refuses `.` and `..` segments, which the XSD pattern cannot exclude.
 fn check_session_path(reader: &Reader<'_, '_>, path: &str) -> Result<(), Problem> {
-    if path.split('/').any(|segment| segment == "." || segment == "..") {
-        return Err(reader.problem(format!("path {path:?} has a '.' or '..' segment; paths stay inside the session")));
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Err(reader.problem(format!(
+            "path {path:?} has a '.' or '..' segment; paths stay inside the session"
+        )));
     }
     Ok(())
 }
@@ -361,8 +395,12 @@ fn read(root: &Reader<'_, '_>) -> Result<TaskDescription, Problem> {
             sha256: program_reader.required_attribute_text("sha256")?,
             entry: program_reader.attribute_text("entry")?,
         },
-        "WasmComponent" => Program::WasmComponent { sha256: program_reader.required_attribute_text("sha256")? },
-        "Executable" => Program::Executable { sha256: program_reader.required_attribute_text("sha256")? },
+        "WasmComponent" => Program::WasmComponent {
+            sha256: program_reader.required_attribute_text("sha256")?,
+        },
+        "Executable" => Program::Executable {
+            sha256: program_reader.required_attribute_text("sha256")?,
+        },
         _ => {
             let path = program_reader.text()?;
             check_session_path(&program_reader, &path)?;
@@ -370,7 +408,11 @@ fn read(root: &Reader<'_, '_>) -> Result<TaskDescription, Problem> {
         }
     };
     let args = match root.child("Args") {
-        Some(args) => args.children("Arg").iter().map(Reader::text).collect::<Result<_, _>>()?,
+        Some(args) => args
+            .children("Arg")
+            .iter()
+            .map(Reader::text)
+            .collect::<Result<_, _>>()?,
         None => Vec::new(),
     };
     let mut env: Vec<(String, String)> = Vec::new();
@@ -397,14 +439,23 @@ fn read(root: &Reader<'_, '_>) -> Result<TaskDescription, Problem> {
             let path = file.required_attribute_text("path")?;
             check_session_path(&file, &path)?;
             let normalized = path.trim_start_matches('/');
-            if files.iter().any(|existing| existing.path.trim_start_matches('/') == normalized) {
+            if files
+                .iter()
+                .any(|existing| existing.path.trim_start_matches('/') == normalized)
+            {
                 return Err(file.problem(format!("file {path:?} is listed twice")));
             }
             let mode = match file.attribute_text("mode")? {
-                Some(mode) => u32::from_str_radix(&mode, 8).map_err(|_| file.problem("bad mode"))?,
+                Some(mode) => {
+                    u32::from_str_radix(&mode, 8).map_err(|_| file.problem("bad mode"))?
+                }
                 None => 0o644,
             };
-            files.push(TaskFile { path, sha256: file.required_attribute_text("sha256")?, mode });
+            files.push(TaskFile {
+                path,
+                sha256: file.required_attribute_text("sha256")?,
+                mode,
+            });
         }
     }
     let limits = root.child("Limits");
@@ -416,8 +467,16 @@ fn read(root: &Reader<'_, '_>) -> Result<TaskDescription, Problem> {
         env,
         working_dir,
         files,
-        wall_clock_seconds: limits.as_ref().map(|l| l.child_unsigned("WallClockSeconds")).transpose()?.flatten(),
-        output_bytes: limits.as_ref().map(|l| l.child_unsigned("OutputBytes")).transpose()?.flatten(),
+        wall_clock_seconds: limits
+            .as_ref()
+            .map(|l| l.child_unsigned("WallClockSeconds"))
+            .transpose()?
+            .flatten(),
+        output_bytes: limits
+            .as_ref()
+            .map(|l| l.child_unsigned("OutputBytes"))
+            .transpose()?
+            .flatten(),
         extensions: root.extensions(),
     })
 }
@@ -432,8 +491,12 @@ fn write(task: &TaskDescription) -> Element {
                 None => element,
             }
         }
-        Program::WasmComponent { sha256 } => Element::new("WasmComponent").with_attribute("sha256", sha256.clone()),
-        Program::Executable { sha256 } => Element::new("Executable").with_attribute("sha256", sha256.clone()),
+        Program::WasmComponent { sha256 } => {
+            Element::new("WasmComponent").with_attribute("sha256", sha256.clone())
+        }
+        Program::Executable { sha256 } => {
+            Element::new("Executable").with_attribute("sha256", sha256.clone())
+        }
         Program::ExecutablePath(path) => Element::new("ExecutablePath").with_text(path.clone()),
     });
     root = root.with_optional_leaf("Argv0", task.argv0.clone());
@@ -447,7 +510,11 @@ fn write(task: &TaskDescription) -> Element {
     if !task.env.is_empty() {
         let mut env = Element::new("Env");
         for (name, value) in &task.env {
-            env = env.with_child(Element::new("Var").with_attribute("name", name.clone()).with_text(value.clone()));
+            env = env.with_child(
+                Element::new("Var")
+                    .with_attribute("name", name.clone())
+                    .with_text(value.clone()),
+            );
         }
         root = root.with_child(env);
     }
@@ -465,7 +532,10 @@ fn write(task: &TaskDescription) -> Element {
         root = root.with_child(files);
     }
     let limits = Element::new("Limits")
-        .with_optional_leaf("WallClockSeconds", task.wall_clock_seconds.map(|v| v.to_string()))
+        .with_optional_leaf(
+            "WallClockSeconds",
+            task.wall_clock_seconds.map(|v| v.to_string()),
+        )
         .with_optional_leaf("OutputBytes", task.output_bytes.map(|v| v.to_string()));
     if !limits.children.is_empty() {
         root = root.with_child(limits);

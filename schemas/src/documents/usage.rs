@@ -2,9 +2,15 @@
 //! order (paper, section II-A.4): what was used over a period, what it cost, and what the
 //! session was doing. The corp keeps every record; together they are the audit trail.
 
-use super::common::{AMOUNT_TYPE, COUNT_TYPE, CURRENCY_TYPE, EXTENSIONS, IDENTIFIER_TYPE, Money, OBJECT_ID_TYPE, Reader, TEXT_TYPE, TIMESTAMP_TYPE, extensions_element, money_element};
+use super::common::{
+    AMOUNT_TYPE, COUNT_TYPE, CURRENCY_TYPE, EXTENSIONS, IDENTIFIER_TYPE, Money, OBJECT_ID_TYPE,
+    Reader, TEXT_TYPE, TIMESTAMP_TYPE, extensions_element, money_element,
+};
 use super::document::impl_document;
-use crate::schema::model::{Content, DocumentSchema, ElementDecl, SimpleKind, SimpleType, leaf, one, optional, repeated, required_attribute};
+use crate::schema::model::{
+    Content, DocumentSchema, ElementDecl, SimpleKind, SimpleType, leaf, one, optional, repeated,
+    required_attribute,
+};
 use crate::schema::types::format_date_time;
 use crate::schema::validate::Problem;
 use crate::xml::{Element, Limits};
@@ -16,7 +22,11 @@ pub const TASKS_MAX: u32 = 64;
 static MB_SECONDS_TYPE: SimpleType = SimpleType {
     name: "MegabyteSeconds",
     doc: "Memory held over time, in megabyte-seconds, to the millisecond.",
-    kind: SimpleKind::Decimal { signed: false, integer_digits: 15, fraction_digits: 3 },
+    kind: SimpleKind::Decimal {
+        signed: false,
+        integer_digits: 15,
+        fraction_digits: 3,
+    },
 };
 
 static TASK_STATE_TYPE: SimpleType = SimpleType {
@@ -26,35 +36,75 @@ static TASK_STATE_TYPE: SimpleType = SimpleType {
 };
 
 static ORDER: ElementDecl = leaf("Order", &OBJECT_ID_TYPE, "The purchase order charged.");
-static SESSION: ElementDecl = leaf("Session", &OBJECT_ID_TYPE, "The session whose usage this is.");
+static SESSION: ElementDecl = leaf(
+    "Session",
+    &OBJECT_ID_TYPE,
+    "The session whose usage this is.",
+);
 static SEQUENCE: ElementDecl = leaf(
     "Sequence",
     &COUNT_TYPE,
     "The charge's sequence number on the order: charges are idempotent by (order, sequence).",
 );
-static PERIOD_START: ElementDecl = leaf("PeriodStart", &TIMESTAMP_TYPE, "Start of the metered period.");
+static PERIOD_START: ElementDecl = leaf(
+    "PeriodStart",
+    &TIMESTAMP_TYPE,
+    "Start of the metered period.",
+);
 static PERIOD_END: ElementDecl = leaf("PeriodEnd", &TIMESTAMP_TYPE, "End of the metered period.");
 static CPU_MS: ElementDecl = leaf("CPUms", &COUNT_TYPE, "CPU time used, milliseconds.");
-static MEMORY_MBS: ElementDecl = leaf("MemoryMBs", &MB_SECONDS_TYPE, "Memory held, megabyte-seconds.");
+static MEMORY_MBS: ElementDecl = leaf(
+    "MemoryMBs",
+    &MB_SECONDS_TYPE,
+    "Memory held, megabyte-seconds.",
+);
 static NET_IN: ElementDecl = leaf("NetworkBytesIn", &COUNT_TYPE, "Bytes received.");
 static NET_OUT: ElementDecl = leaf("NetworkBytesOut", &COUNT_TYPE, "Bytes sent.");
-static FUEL: ElementDecl = leaf("Fuel", &COUNT_TYPE, "Wasm fuel consumed: a deterministic count of work.");
-static SYSCALLS: ElementDecl = leaf("Syscalls", &COUNT_TYPE, "System calls served for the session (Linux domains).");
-static OUTPUT_BYTES: ElementDecl = leaf("OutputBytes", &COUNT_TYPE, "Bytes of console and task output produced.");
+static FUEL: ElementDecl = leaf(
+    "Fuel",
+    &COUNT_TYPE,
+    "Wasm fuel consumed: a deterministic count of work.",
+);
+static SYSCALLS: ElementDecl = leaf(
+    "Syscalls",
+    &COUNT_TYPE,
+    "System calls served for the session (Linux domains).",
+);
+static OUTPUT_BYTES: ElementDecl = leaf(
+    "OutputBytes",
+    &COUNT_TYPE,
+    "Bytes of console and task output produced.",
+);
 static CHARGE: ElementDecl = ElementDecl {
     name: "Charge",
     doc: "What the server charges for this record, priced by its price sheet.",
-    attributes: &[required_attribute("currency", &CURRENCY_TYPE, "The currency.")],
+    attributes: &[required_attribute(
+        "currency",
+        &CURRENCY_TYPE,
+        "The currency.",
+    )],
     content: Content::Simple(&AMOUNT_TYPE),
 };
-static ACTIVITY: ElementDecl = leaf("Activity", &TEXT_TYPE, "What the session was doing, in words.");
+static ACTIVITY: ElementDecl = leaf(
+    "Activity",
+    &TEXT_TYPE,
+    "What the session was doing, in words.",
+);
 static TASK: ElementDecl = ElementDecl {
     name: "Task",
     doc: "A task running or finished during the period.",
     attributes: &[
         required_attribute("id", &OBJECT_ID_TYPE, "The task's id."),
-        required_attribute("state", &TASK_STATE_TYPE, "Its state at the end of the period."),
-        required_attribute("program", &IDENTIFIER_TYPE, "Its program kind: WasmModule, WasmComponent, Executable, ..."),
+        required_attribute(
+            "state",
+            &TASK_STATE_TYPE,
+            "Its state at the end of the period.",
+        ),
+        required_attribute(
+            "program",
+            &IDENTIFIER_TYPE,
+            "Its program kind: WasmModule, WasmComponent, Executable, ...",
+        ),
     ],
     content: Content::Empty,
 };
@@ -91,7 +141,10 @@ static ROOT: ElementDecl = ElementDecl {
 /// The schema of [`UsageRecord`].
 pub static SCHEMA: DocumentSchema = DocumentSchema {
     root: &ROOT,
-    limits: Limits { document_bytes_max: 32 * 1024, ..Limits::DEFAULT },
+    limits: Limits {
+        document_bytes_max: 32 * 1024,
+        ..Limits::DEFAULT
+    },
     xsd_file: "UsageRecord.xsd",
 };
 
@@ -123,9 +176,15 @@ impl TaskState {
     }
 
     fn from_name(name: &str) -> Option<TaskState> {
-        [TaskState::Pending, TaskState::Running, TaskState::Exited, TaskState::Failed, TaskState::Stopped]
-            .into_iter()
-            .find(|state| state.as_str() == name)
+        [
+            TaskState::Pending,
+            TaskState::Running,
+            TaskState::Exited,
+            TaskState::Failed,
+            TaskState::Stopped,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == name)
     }
 }
 
@@ -181,7 +240,9 @@ fn read(root: &Reader<'_, '_>) -> Result<UsageRecord, Problem> {
     let period_start = root.required_timestamp("PeriodStart")?;
     let period_end = root.required_timestamp("PeriodEnd")?;
     if period_end < period_start {
-        return Err(root.required_child("PeriodEnd")?.problem("the period ends before it starts"));
+        return Err(root
+            .required_child("PeriodEnd")?
+            .problem("the period ends before it starts"));
     }
     let memory = root.required_child("MemoryMBs")?;
     let memory_mb_ms = memory
@@ -221,7 +282,10 @@ fn read(root: &Reader<'_, '_>) -> Result<UsageRecord, Problem> {
 }
 
 fn write(record: &UsageRecord) -> Element {
-    let memory = crate::schema::Decimal { mantissa: i128::from(record.memory_mb_ms), scale: 3 };
+    let memory = crate::schema::Decimal {
+        mantissa: i128::from(record.memory_mb_ms),
+        scale: 3,
+    };
     let mut root = Element::new("UsageRecord")
         .with_leaf("Order", record.order_id.clone())
         .with_leaf("Session", record.session_id.clone())
@@ -230,8 +294,14 @@ fn write(record: &UsageRecord) -> Element {
         .with_leaf("PeriodEnd", format_date_time(record.period_end))
         .with_leaf("CPUms", record.cpu_ms.to_string())
         .with_leaf("MemoryMBs", memory.to_plain())
-        .with_optional_leaf("NetworkBytesIn", record.network_bytes_in.map(|v| v.to_string()))
-        .with_optional_leaf("NetworkBytesOut", record.network_bytes_out.map(|v| v.to_string()))
+        .with_optional_leaf(
+            "NetworkBytesIn",
+            record.network_bytes_in.map(|v| v.to_string()),
+        )
+        .with_optional_leaf(
+            "NetworkBytesOut",
+            record.network_bytes_out.map(|v| v.to_string()),
+        )
         .with_optional_leaf("Fuel", record.fuel.map(|v| v.to_string()))
         .with_optional_leaf("Syscalls", record.syscalls.map(|v| v.to_string()))
         .with_optional_leaf("OutputBytes", record.output_bytes.map(|v| v.to_string()))

@@ -152,22 +152,39 @@ pub struct DocumentSchema {
 
 /// Shorthand for a required, single element.
 pub const fn one(element: &'static ElementDecl) -> Particle {
-    Particle { term: Term::Element(element), min: 1, max: 1 }
+    Particle {
+        term: Term::Element(element),
+        min: 1,
+        max: 1,
+    }
 }
 
 /// Shorthand for an optional, single element.
 pub const fn optional(element: &'static ElementDecl) -> Particle {
-    Particle { term: Term::Element(element), min: 0, max: 1 }
+    Particle {
+        term: Term::Element(element),
+        min: 0,
+        max: 1,
+    }
 }
 
 /// Shorthand for an element repeated between `min` and `max` times.
 pub const fn repeated(element: &'static ElementDecl, min: u32, max: u32) -> Particle {
-    Particle { term: Term::Element(element), min, max }
+    Particle {
+        term: Term::Element(element),
+        min,
+        max,
+    }
 }
 
 /// Shorthand for a leaf element holding a simple value.
 pub const fn leaf(name: &'static str, ty: &'static SimpleType, doc: &'static str) -> ElementDecl {
-    ElementDecl { name, doc, attributes: &[], content: Content::Simple(ty) }
+    ElementDecl {
+        name,
+        doc,
+        attributes: &[],
+        content: Content::Simple(ty),
+    }
 }
 
 /// Shorthand for a required attribute.
@@ -176,7 +193,12 @@ pub const fn required_attribute(
     ty: &'static SimpleType,
     doc: &'static str,
 ) -> AttributeDecl {
-    AttributeDecl { name, ty, required: true, doc }
+    AttributeDecl {
+        name,
+        ty,
+        required: true,
+        doc,
+    }
 }
 
 /// Shorthand for an optional attribute.
@@ -185,5 +207,10 @@ pub const fn optional_attribute(
     ty: &'static SimpleType,
     doc: &'static str,
 ) -> AttributeDecl {
-    AttributeDecl { name, ty, required: false, doc }
+    AttributeDecl {
+        name,
+        ty,
+        required: false,
+        doc,
+    }
 }

@@ -80,16 +80,21 @@ pub fn collapse(raw: &str) -> String {
 /// Checks `raw` against `kind`. On failure, returns what was expected, for the error message.
 pub fn check(kind: &SimpleKind, raw: &str) -> Result<Value, String> {
     match kind {
-        SimpleKind::String { min_chars, max_chars } => {
-            check_length(raw, *min_chars, *max_chars).map(|()| Value::Text(raw.to_owned()))
-        }
-        SimpleKind::Token { min_chars, max_chars } => {
+        SimpleKind::String {
+            min_chars,
+            max_chars,
+        } => check_length(raw, *min_chars, *max_chars).map(|()| Value::Text(raw.to_owned())),
+        SimpleKind::Token {
+            min_chars,
+            max_chars,
+        } => {
             let value = collapse(raw);
             check_length(&value, *min_chars, *max_chars).map(|()| Value::Text(value))
         }
         SimpleKind::Pattern(pattern) => {
             let value = collapse(raw);
-            let short_enough = value.chars().count() <= usize::try_from(pattern.max_chars).unwrap_or(usize::MAX);
+            let short_enough =
+                value.chars().count() <= usize::try_from(pattern.max_chars).unwrap_or(usize::MAX);
             if short_enough && (pattern.matches)(&value) {
                 Ok(Value::Text(value))
             } else {
@@ -97,9 +102,11 @@ pub fn check(kind: &SimpleKind, raw: &str) -> Result<Value, String> {
             }
         }
         SimpleKind::Unsigned { max } => check_unsigned(&collapse(raw), *max),
-        SimpleKind::Decimal { signed, integer_digits, fraction_digits } => {
-            check_decimal(&collapse(raw), *signed, *integer_digits, *fraction_digits)
-        }
+        SimpleKind::Decimal {
+            signed,
+            integer_digits,
+            fraction_digits,
+        } => check_decimal(&collapse(raw), *signed, *integer_digits, *fraction_digits),
         SimpleKind::DateTime => parse_date_time(&collapse(raw))
             .map(Value::DateTime)
             .ok_or_else(|| "a UTC date and time such as 2026-11-24T12:00:00Z".to_owned()),
@@ -154,9 +161,18 @@ fn check_unsigned(value: &str, max: u64) -> Result<Value, String> {
     }
 }
 
-fn check_decimal(value: &str, signed: bool, integer_digits: u8, fraction_digits: u8) -> Result<Value, String> {
+fn check_decimal(
+    value: &str,
+    signed: bool,
+    integer_digits: u8,
+    fraction_digits: u8,
+) -> Result<Value, String> {
     let expected = || {
-        let sign = if signed { "a decimal number" } else { "a non-negative decimal number" };
+        let sign = if signed {
+            "a decimal number"
+        } else {
+            "a non-negative decimal number"
+        };
         if fraction_digits == 0 {
             format!("{sign} of at most {integer_digits} digits")
         } else {
@@ -174,7 +190,9 @@ fn check_decimal(value: &str, signed: bool, integer_digits: u8, fraction_digits:
         None => (unsigned, None),
     };
     let digits_ok = |part: &str, max: u8| {
-        !part.is_empty() && part.len() <= usize::from(max) && part.bytes().all(|b| b.is_ascii_digit())
+        !part.is_empty()
+            && part.len() <= usize::from(max)
+            && part.bytes().all(|b| b.is_ascii_digit())
     };
     if !digits_ok(integer, integer_digits) {
         return Err(expected());
@@ -229,7 +247,8 @@ pub fn parse_date_time(value: &str) -> Option<OffsetDateTime> {
         _ => return None,
     };
     let month = Month::try_from(u8::try_from(month).ok()?).ok()?;
-    let date = Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?).ok()?;
+    let date =
+        Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?).ok()?;
     let time = Time::from_hms_nano(
         u8::try_from(hour).ok()?,
         u8::try_from(minute).ok()?,
@@ -280,7 +299,10 @@ fn check_base64(value: &str, max_chars: u32) -> Result<Value, String> {
         &base64::alphabet::STANDARD,
         base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
     );
-    engine.decode(bytes).map(Value::Bytes).map_err(|_| expected())
+    engine
+        .decode(bytes)
+        .map(Value::Bytes)
+        .map_err(|_| expected())
 }
 
 /// Base64 as [`SimpleKind::Base64`] reads it.
@@ -302,23 +324,44 @@ mod tests {
     fn unsigned_accepts_only_plain_digits() {
         let kind = SimpleKind::Unsigned { max: 1000 };
         assert_eq!(check(&kind, " 0150 "), Ok(Value::Unsigned(150)));
-        for bad in ["", "+1", "-0", "1e3", "1001", "99999999999999999999999", "1 2", "fast"] {
+        for bad in [
+            "",
+            "+1",
+            "-0",
+            "1e3",
+            "1001",
+            "99999999999999999999999",
+            "1 2",
+            "fast",
+        ] {
             assert!(check(&kind, bad).is_err(), "{bad:?} must be refused");
         }
     }
 
     #[test]
     fn decimals_are_exact() {
-        let kind = SimpleKind::Decimal { signed: false, integer_digits: 6, fraction_digits: 6 };
-        let Ok(Value::Decimal(decimal)) = check(&kind, "10.25") else { panic!("valid") };
+        let kind = SimpleKind::Decimal {
+            signed: false,
+            integer_digits: 6,
+            fraction_digits: 6,
+        };
+        let Ok(Value::Decimal(decimal)) = check(&kind, "10.25") else {
+            panic!("valid")
+        };
         assert_eq!(decimal.to_scaled(6), Some(10_250_000));
         assert_eq!(decimal.to_scaled(1), None);
         assert_eq!(decimal.to_plain(), "10.25");
         for bad in ["", ".5", "5.", "-1", "1.1234567", "1234567", "1,5"] {
             assert!(check(&kind, bad).is_err(), "{bad:?} must be refused");
         }
-        let signed = SimpleKind::Decimal { signed: true, integer_digits: 3, fraction_digits: 3 };
-        let Ok(Value::Decimal(negative)) = check(&signed, "-0.005") else { panic!("valid") };
+        let signed = SimpleKind::Decimal {
+            signed: true,
+            integer_digits: 3,
+            fraction_digits: 3,
+        };
+        let Ok(Value::Decimal(negative)) = check(&signed, "-0.005") else {
+            panic!("valid")
+        };
         assert_eq!(negative.to_plain(), "-0.005");
     }
 

@@ -38,11 +38,16 @@ pub struct Valid<'t> {
 
 /// Validates `root` against `schema`.
 pub fn validate<'t>(schema: &DocumentSchema, root: &'t Element) -> Result<Valid<'t>, Vec<Problem>> {
-    let mut validator = Validator { problems: Vec::new() };
+    let mut validator = Validator {
+        problems: Vec::new(),
+    };
     if root.name != schema.root.name {
         validator.report(
             &root.name,
-            format!("expected root element <{}>, found <{}>", schema.root.name, root.name),
+            format!(
+                "expected root element <{}>, found <{}>",
+                schema.root.name, root.name
+            ),
             root.offset,
         );
         return Err(validator.problems);
@@ -59,7 +64,11 @@ struct Validator {
 }
 
 fn child_path(parent: &str, name: &str) -> String {
-    if parent.is_empty() { name.to_owned() } else { format!("{parent}/{name}") }
+    if parent.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{parent}/{name}")
+    }
 }
 
 /// A value as it appears in an error message: quoted, and shortened if long.
@@ -76,14 +85,27 @@ fn quoted(raw: &str) -> String {
 impl Validator {
     fn report(&mut self, path: &str, message: String, offset: usize) {
         if self.problems.len() < ERRORS_MAX {
-            self.problems.push(Problem { path: path.to_owned(), message, offset });
+            self.problems.push(Problem {
+                path: path.to_owned(),
+                message,
+                offset,
+            });
         }
     }
 
     /// Validates one element; `path` is "" for the root. Returns `None` if it had problems.
-    fn element<'t>(&mut self, decl: &'static ElementDecl, element: &'t Element, path: &str) -> Option<Valid<'t>> {
+    fn element<'t>(
+        &mut self,
+        decl: &'static ElementDecl,
+        element: &'t Element,
+        path: &str,
+    ) -> Option<Valid<'t>> {
         let before = self.problems.len();
-        let shown_path = if path.is_empty() { element.name.as_str() } else { path };
+        let shown_path = if path.is_empty() {
+            element.name.as_str()
+        } else {
+            path
+        };
         let attributes = self.attributes(decl, element, shown_path);
         let mut value = None;
         let mut children = Vec::new();
@@ -103,9 +125,11 @@ impl Validator {
                     let (raw, offset) = element.text();
                     match check(&ty.kind, &raw) {
                         Ok(checked) => value = Some(checked),
-                        Err(expected) => {
-                            self.report(shown_path, format!("expected {expected}, got {}", quoted(&raw)), offset)
-                        }
+                        Err(expected) => self.report(
+                            shown_path,
+                            format!("expected {expected}, got {}", quoted(&raw)),
+                            offset,
+                        ),
                     }
                 }
             }
@@ -115,19 +139,48 @@ impl Validator {
                 children = self.sequence(decl, particles, element, path);
             }
         }
-        (self.problems.len() == before).then_some(Valid { decl, element, value, attributes, children })
+        (self.problems.len() == before).then_some(Valid {
+            decl,
+            element,
+            value,
+            attributes,
+            children,
+        })
     }
 
-    fn attributes(&mut self, decl: &ElementDecl, element: &Element, path: &str) -> Vec<(&'static str, Value)> {
+    fn attributes(
+        &mut self,
+        decl: &ElementDecl,
+        element: &Element,
+        path: &str,
+    ) -> Vec<(&'static str, Value)> {
         let mut values = Vec::new();
         for attribute in &element.attributes {
             let attribute_path = format!("{path}/@{}", attribute.name);
-            let Some(attribute_decl) = decl.attributes.iter().find(|a| a.name == attribute.name) else {
+            // Namespace declarations are not attributes in XML Schema's view. Prefixes only
+            // matter inside Extensions (a prefixed name anywhere else is an unknown element), but
+            // a default namespace would move the element itself out of our no-namespace schema.
+            if attribute.name.starts_with("xmlns:") {
+                continue;
+            }
+            if attribute.name == "xmlns" {
+                if !attribute.value.is_empty() {
+                    let message = "a default namespace is not allowed here: our documents are in no namespace";
+                    self.report(&attribute_path, message.to_owned(), attribute.offset);
+                }
+                continue;
+            }
+            let Some(attribute_decl) = decl.attributes.iter().find(|a| a.name == attribute.name)
+            else {
                 let message = if decl.attributes.is_empty() {
                     format!("unknown attribute; <{}> takes none", decl.name)
                 } else {
                     let names: Vec<_> = decl.attributes.iter().map(|a| a.name).collect();
-                    format!("unknown attribute; <{}> takes {}", decl.name, names.join(", "))
+                    format!(
+                        "unknown attribute; <{}> takes {}",
+                        decl.name,
+                        names.join(", ")
+                    )
                 };
                 self.report(&attribute_path, message, attribute.offset);
                 continue;
@@ -155,7 +208,11 @@ impl Validator {
             if let Node::Text(text) = node
                 && !text.value.chars().all(is_xml_whitespace)
             {
-                let message = format!("unexpected text {}; <{}> {rule}", quoted(text.value.trim()), element.name);
+                let message = format!(
+                    "unexpected text {}; <{}> {rule}",
+                    quoted(text.value.trim()),
+                    element.name
+                );
                 self.report(path, message, text.offset);
                 return;
             }
@@ -169,50 +226,113 @@ impl Validator {
         element: &'t Element,
         path: &str,
     ) -> Vec<Valid<'t>> {
-        let shown_path = if path.is_empty() { element.name.as_str() } else { path };
+        let shown_path = if path.is_empty() {
+            element.name.as_str()
+        } else {
+            path
+        };
         let children: Vec<&Element> = element.elements().collect();
+        let mut counts = vec![0u32; particles.len()];
         let mut valid = Vec::new();
         let mut next = 0;
-        for particle in particles {
-            let mut count = 0;
-            while count < particle.max
+        for (index, particle) in particles.iter().enumerate() {
+            while counts[index] < particle.max
                 && let Some(child) = children.get(next)
                 && let Some(child_decl) = matching(particle, &child.name)
             {
-                count += 1;
+                counts[index] += 1;
                 next += 1;
-                let name = if particle.max > 1 { format!("{}[{count}]", child.name) } else { child.name.clone() };
+                let name = if particle.max > 1 {
+                    format!("{}[{}]", child.name, counts[index])
+                } else {
+                    child.name.clone()
+                };
                 if let Some(checked) = self.element(child_decl, child, &child_path(path, &name)) {
                     valid.push(checked);
                 }
             }
-            if count < particle.min {
-                let wanted = describe(particle);
-                let (message, offset) = match children.get(next) {
-                    Some(found) => (format!("missing {wanted} before <{}>", found.name), found.offset),
-                    None => (format!("missing {wanted}"), element.offset),
-                };
-                self.report(shown_path, message, offset);
-                return valid;
+            if counts[index] < particle.min {
+                match children.get(next) {
+                    // The element in the way belongs earlier: that is the mistake to report.
+                    Some(found)
+                        if particles[..index]
+                            .iter()
+                            .any(|p| matching(p, &found.name).is_some()) =>
+                    {
+                        break;
+                    }
+                    Some(found) => {
+                        let message =
+                            format!("missing {} before <{}>", describe(particle), found.name);
+                        self.report(shown_path, message, found.offset);
+                        return valid;
+                    }
+                    None => {
+                        self.report(
+                            shown_path,
+                            format!("missing {}", describe(particle)),
+                            element.offset,
+                        );
+                        return valid;
+                    }
+                }
             }
         }
         if let Some(extra) = children.get(next) {
-            let message = self.unexpected(decl, particles, &extra.name);
+            let previous = next
+                .checked_sub(1)
+                .and_then(|i| children.get(i))
+                .map(|e| e.name.as_str());
+            let message = unexpected(decl, particles, &counts, &extra.name, previous);
             self.report(&child_path(path, &extra.name), message, extra.offset);
         }
         valid
     }
+}
 
-    fn unexpected(&self, decl: &ElementDecl, particles: &[Particle], name: &str) -> String {
-        match particles.iter().find(|p| matching(p, name).is_some()) {
-            Some(particle) if particle.max > 1 => {
-                format!("at most {} <{name}> elements are allowed in <{}>, or it is out of order", particle.max, decl.name)
-            }
-            Some(_) => format!("<{name}> is repeated or out of order in <{}>", decl.name),
-            None => {
-                let names: Vec<String> = particles.iter().map(describe).collect();
-                format!("unknown element; <{}> holds {}", decl.name, names.join(", "))
-            }
+/// Why `name` cannot come where it is: too many of it, in the wrong place, or not ours at all.
+fn unexpected(
+    decl: &ElementDecl,
+    particles: &[Particle],
+    counts: &[u32],
+    name: &str,
+    previous: Option<&str>,
+) -> String {
+    let Some(index) = particles.iter().position(|p| matching(p, name).is_some()) else {
+        let names: Vec<String> = particles.iter().map(describe).collect();
+        return format!(
+            "unknown element; <{}> holds {}",
+            decl.name,
+            names.join(", ")
+        );
+    };
+    let particle = &particles[index];
+    if counts[index] >= particle.max {
+        if let (Term::Choice(choices), 1) = (&particle.term, particle.max) {
+            let names: Vec<String> = choices
+                .iter()
+                .map(|decl| format!("<{}>", decl.name))
+                .collect();
+            format!(
+                "only one of {} may appear in <{}>",
+                names.join(", "),
+                decl.name
+            )
+        } else if particle.max == 1 {
+            format!("<{name}> may appear only once in <{}>", decl.name)
+        } else {
+            format!(
+                "at most {} <{name}> elements may appear in <{}>",
+                particle.max, decl.name
+            )
+        }
+    } else {
+        match previous {
+            Some(previous) => format!(
+                "out of order: <{name}> must come before <{previous}> in <{}>",
+                decl.name
+            ),
+            None => format!("out of order in <{}>", decl.name),
         }
     }
 }
@@ -228,7 +348,10 @@ fn describe(particle: &Particle) -> String {
     match particle.term {
         Term::Element(decl) => format!("<{}>", decl.name),
         Term::Choice(decls) => {
-            let names: Vec<String> = decls.iter().map(|decl| format!("<{}>", decl.name)).collect();
+            let names: Vec<String> = decls
+                .iter()
+                .map(|decl| format!("<{}>", decl.name))
+                .collect();
             format!("one of {}", names.join(" or "))
         }
     }

@@ -2,7 +2,9 @@
 //! output, committed so that anyone can read them or feed them to their own tools; a test fails
 //! if they drift from the model.
 
-use super::model::{AttributeDecl, Content, DocumentSchema, ElementDecl, Particle, SimpleKind, SimpleType, Term};
+use super::model::{
+    AttributeDecl, Content, DocumentSchema, ElementDecl, Particle, SimpleKind, SimpleType, Term,
+};
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -22,7 +24,12 @@ pub fn generate(schema: &DocumentSchema) -> String {
     );
     out.push_str("<xs:schema xmlns:xs=\"http://www.w3.org/2001/XMLSchema\">\n");
     let root = schema.root;
-    let _ = writeln!(out, "  <xs:element name=\"{}\" type=\"{}\">", root.name, complex_name(root));
+    let _ = writeln!(
+        out,
+        "  <xs:element name=\"{}\" type=\"{}\">",
+        root.name,
+        complex_name(root)
+    );
     documentation(&mut out, root.doc, 2);
     out.push_str("  </xs:element>\n");
     for decl in &collector.complex {
@@ -60,7 +67,10 @@ impl Collector {
         let name = complex_name(decl);
         match self.complex_names.get(&name) {
             Some(seen) if std::ptr::eq(*seen, decl) => return,
-            Some(_) => panic!("two different declarations of <{}> in one document", decl.name),
+            Some(_) => panic!(
+                "two different declarations of <{}> in one document",
+                decl.name
+            ),
             None => {
                 self.complex_names.insert(name, decl);
                 self.complex.push(decl);
@@ -101,7 +111,10 @@ fn type_of(decl: &ElementDecl) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn documentation(out: &mut String, doc: &str, depth: usize) {
@@ -126,7 +139,12 @@ fn occurs(particle: &Particle) -> String {
 
 fn element_ref(out: &mut String, decl: &ElementDecl, occurs: &str, depth: usize) {
     let indent = "  ".repeat(depth);
-    let _ = writeln!(out, "{indent}<xs:element name=\"{}\" type=\"{}\"{occurs}>", decl.name, type_of(decl));
+    let _ = writeln!(
+        out,
+        "{indent}<xs:element name=\"{}\" type=\"{}\"{occurs}>",
+        decl.name,
+        type_of(decl)
+    );
     documentation(out, decl.doc, depth + 1);
     let _ = writeln!(out, "{indent}</xs:element>");
 }
@@ -134,7 +152,11 @@ fn element_ref(out: &mut String, decl: &ElementDecl, occurs: &str, depth: usize)
 fn attributes(out: &mut String, attributes: &[AttributeDecl], depth: usize) {
     let indent = "  ".repeat(depth);
     for attribute in attributes {
-        let use_ = if attribute.required { "required" } else { "optional" };
+        let use_ = if attribute.required {
+            "required"
+        } else {
+            "optional"
+        };
         let _ = writeln!(
             out,
             "{indent}<xs:attribute name=\"{}\" type=\"{}\" use=\"{use_}\">",
@@ -188,23 +210,45 @@ fn simple_type(out: &mut String, ty: &SimpleType) {
     let _ = writeln!(out, "  <xs:simpleType name=\"{}\">", ty.name);
     documentation(out, ty.doc, 2);
     let facets: Vec<String> = match &ty.kind {
-        SimpleKind::String { min_chars, max_chars } => restriction(
+        SimpleKind::String {
+            min_chars,
+            max_chars,
+        } => restriction(
             "xs:string",
-            vec![facet("minLength", &min_chars.to_string()), facet("maxLength", &max_chars.to_string())],
+            vec![
+                facet("minLength", &min_chars.to_string()),
+                facet("maxLength", &max_chars.to_string()),
+            ],
         ),
-        SimpleKind::Token { min_chars, max_chars } => restriction(
+        SimpleKind::Token {
+            min_chars,
+            max_chars,
+        } => restriction(
             "xs:token",
-            vec![facet("minLength", &min_chars.to_string()), facet("maxLength", &max_chars.to_string())],
+            vec![
+                facet("minLength", &min_chars.to_string()),
+                facet("maxLength", &max_chars.to_string()),
+            ],
         ),
         SimpleKind::Pattern(pattern) => restriction(
             "xs:token",
-            vec![facet("maxLength", &pattern.max_chars.to_string()), facet("pattern", pattern.xsd)],
+            vec![
+                facet("maxLength", &pattern.max_chars.to_string()),
+                facet("pattern", pattern.xsd),
+            ],
         ),
         SimpleKind::Unsigned { max } => restriction(
             "xs:unsignedLong",
-            vec![facet("pattern", "[0-9]+"), facet("maxInclusive", &max.to_string())],
+            vec![
+                facet("pattern", "[0-9]+"),
+                facet("maxInclusive", &max.to_string()),
+            ],
         ),
-        SimpleKind::Decimal { signed, integer_digits, fraction_digits } => {
+        SimpleKind::Decimal {
+            signed,
+            integer_digits,
+            fraction_digits,
+        } => {
             let sign = if *signed { "-?" } else { "" };
             let fraction = if *fraction_digits == 0 {
                 String::new()
@@ -222,14 +266,21 @@ fn simple_type(out: &mut String, ty: &SimpleType) {
             )],
         ),
         SimpleKind::Boolean => restriction("xs:boolean", Vec::new()),
-        SimpleKind::Enumeration(values) => {
-            restriction("xs:token", values.iter().map(|value| facet("enumeration", value)).collect())
-        }
+        SimpleKind::Enumeration(values) => restriction(
+            "xs:token",
+            values
+                .iter()
+                .map(|value| facet("enumeration", value))
+                .collect(),
+        ),
         SimpleKind::Base64 { max_chars } => restriction(
             "xs:token",
             vec![
                 facet("maxLength", &max_chars.to_string()),
-                facet("pattern", "([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"),
+                facet(
+                    "pattern",
+                    "([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?",
+                ),
             ],
         ),
     };

@@ -45,7 +45,11 @@ pub fn read_document(bytes: &[u8], limits: &Limits) -> Result<Element, SyntaxErr
             0,
         ));
     }
-    let bom_len = if bytes.starts_with(UTF8_BOM) { UTF8_BOM.len() } else { 0 };
+    let bom_len = if bytes.starts_with(UTF8_BOM) {
+        UTF8_BOM.len()
+    } else {
+        0
+    };
     let text = match std::str::from_utf8(&bytes[bom_len..]) {
         Ok(text) => text,
         Err(error) => {
@@ -223,9 +227,8 @@ impl<'a> DocumentReader<'a> {
         let raw_tag = self.raw_tag(at);
         let mut name_offsets = attribute_name_offsets(raw_tag).into_iter();
         for attribute in start.attributes().with_checks(true) {
-            let attribute = attribute.map_err(|error| {
-                SyntaxError::new(format!("malformed attribute: {error}"), at)
-            })?;
+            let attribute = attribute
+                .map_err(|error| SyntaxError::new(format!("malformed attribute: {error}"), at))?;
             let offset = at + name_offsets.next().unwrap_or(0);
             if attributes.len() >= self.limits.attributes_per_element_max {
                 return Err(SyntaxError::new(
@@ -319,7 +322,10 @@ impl<'a> DocumentReader<'a> {
     fn character_data(&mut self, data: &str, at: usize, raw: bool) -> Result<(), SyntaxError> {
         check_chars(data, at)?;
         if raw && let Some(index) = data.find("]]>") {
-            return Err(SyntaxError::new("\"]]>\" is not allowed in text", at + index));
+            return Err(SyntaxError::new(
+                "\"]]>\" is not allowed in text",
+                at + index,
+            ));
         }
         match self.stack.last_mut() {
             Some(open) => {
@@ -373,7 +379,9 @@ fn resolve_reference(reference: &str, at: usize) -> Result<char, SyntaxError> {
                 decimal.parse::<u32>().ok().and_then(char::from_u32)
             } else {
                 return Err(SyntaxError::new(
-                    format!("entity reference &{reference}; is not defined (entities are not accepted)"),
+                    format!(
+                        "entity reference &{reference}; is not defined (entities are not accepted)"
+                    ),
                     at,
                 ));
             }
@@ -422,7 +430,10 @@ fn check_name(name: &str, at: usize) -> Result<(), SyntaxError> {
     if valid {
         Ok(())
     } else {
-        Err(SyntaxError::new(format!("{name:?} is not a valid XML name"), at))
+        Err(SyntaxError::new(
+            format!("{name:?} is not a valid XML name"),
+            at,
+        ))
     }
 }
 
@@ -489,14 +500,32 @@ mod tests {
 
     #[test]
     fn refuses_undefined_entities_and_bad_characters() {
-        assert!(read("<a>&nbsp;</a>").expect_err("entity").message.contains("not defined"));
-        assert!(read("<a>&#1;</a>").expect_err("char ref").message.contains("not a character"));
-        assert!(read("<a>\u{1}</a>").expect_err("control").message.contains("U+0001"));
+        assert!(
+            read("<a>&nbsp;</a>")
+                .expect_err("entity")
+                .message
+                .contains("not defined")
+        );
+        assert!(
+            read("<a>&#1;</a>")
+                .expect_err("char ref")
+                .message
+                .contains("not a character")
+        );
+        assert!(
+            read("<a>\u{1}</a>")
+                .expect_err("control")
+                .message
+                .contains("U+0001")
+        );
     }
 
     #[test]
     fn refuses_oversized_documents_without_parsing() {
-        let limits = Limits { document_bytes_max: 10, ..Limits::DEFAULT };
+        let limits = Limits {
+            document_bytes_max: 10,
+            ..Limits::DEFAULT
+        };
         let error = read_document(b"<a>0123456789</a>", &limits).expect_err("too big");
         assert_eq!(error.offset, 0);
         assert!(error.message.contains("limit is 10 bytes"));

@@ -103,7 +103,9 @@ impl Element {
 
     /// The value of the attribute called `name`, if present.
     pub fn attribute(&self, name: &str) -> Option<&Attribute> {
-        self.attributes.iter().find(|attribute| attribute.name == name)
+        self.attributes
+            .iter()
+            .find(|attribute| attribute.name == name)
     }
 
     /// All character data directly inside this element, concatenated, and the offset of the

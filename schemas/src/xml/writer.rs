@@ -43,7 +43,10 @@ fn write_element(element: &Element, layout: Layout, depth: usize, out: &mut Stri
     }
     out.push('>');
     // Only element-only content may be re-indented; anything holding text keeps its exact shape.
-    let has_text = element.children.iter().any(|node| matches!(node, Node::Text(_)));
+    let has_text = element
+        .children
+        .iter()
+        .any(|node| matches!(node, Node::Text(_)));
     let indent = layout == Layout::Pretty && !has_text;
     for child in &element.children {
         if indent {
