@@ -1,0 +1,6 @@
+//! Fuzzes the `UsageRecord` parser. Seed corpus: `schemas/examples/`.
+#![no_main]
+
+mod common;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| common::check::<xeno_schemas::documents::UsageRecord>(data));
