@@ -64,7 +64,10 @@ fn twenty_megabytes_of_text_are_refused_unread() {
     document.resize(20 * MIB, b'x');
     document.extend_from_slice(b"</EnvName></Basic></EnvironmentalRequirements>");
     let (error, peak) = refuse::<EnvironmentalRequirements>(&document);
-    assert!(error.contains("document is 20971566 bytes; the limit is 65536 bytes"), "{error}");
+    assert!(
+        error.contains("document is 20971566 bytes; the limit is 65536 bytes"),
+        "{error}"
+    );
     assert!(error.ends_with("at 1:1"), "{error}");
     assert!(peak < 4 * KIB, "allocated {peak} bytes");
 }
@@ -90,25 +93,40 @@ fn entity_bombs_are_refused_at_the_doctype() {
         (b'b'..=b'z')
             .map(|c| {
                 let previous = char::from(c - 1);
-                format!("<!ENTITY {} \"{}\">", char::from(c), format!("&{previous};").repeat(10))
+                format!(
+                    "<!ENTITY {} \"{}\">",
+                    char::from(c),
+                    format!("&{previous};").repeat(10)
+                )
             })
             .collect::<String>()
     );
     let (error, peak) = refuse::<EnvironmentalRequirements>(bomb.as_bytes());
-    assert_eq!(error, "DOCTYPE declarations are not accepted (no DTDs, no entity definitions) at 1:22");
+    assert_eq!(
+        error,
+        "DOCTYPE declarations are not accepted (no DTDs, no entity definitions) at 1:22"
+    );
     assert!(peak < 16 * KIB, "allocated {peak} bytes");
 }
 
 #[test]
 fn many_elements_and_attributes_are_capped() {
-    let wide = format!("<TaskDescription>{}</TaskDescription>", "<x/>".repeat(10_000));
+    let wide = format!(
+        "<TaskDescription>{}</TaskDescription>",
+        "<x/>".repeat(10_000)
+    );
     let (error, peak) = refuse::<TaskDescription>(wide.as_bytes());
     assert_eq!(error, "more than 4096 elements at 1:16398");
     assert!(peak < 2 * MIB, "allocated {peak} bytes");
 
     let attributes: String = (0..100).map(|i| format!(" a{i}=\"{i}\"")).collect();
-    let (error, _) = refuse::<EnvironmentalRequirements>(format!("<EnvironmentalRequirements{attributes}/>").as_bytes());
-    assert!(error.starts_with("more than 32 attributes on one element"), "{error}");
+    let (error, _) = refuse::<EnvironmentalRequirements>(
+        format!("<EnvironmentalRequirements{attributes}/>").as_bytes(),
+    );
+    assert!(
+        error.starts_with("more than 32 attributes on one element"),
+        "{error}"
+    );
 }
 
 #[test]

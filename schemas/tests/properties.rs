@@ -11,8 +11,8 @@ use proptest::strategy::ValueTree;
 use std::time::{Duration, Instant};
 use xeno_schemas::Document;
 use xeno_schemas::documents::{
-    ALL_SCHEMAS, EnvVersion, EnvironmentalRequirements, Program, PurchaseOrder, QoS, ServerAdvertisement,
-    TaskDescription, TaskFile, UsageRecord, parse_any,
+    ALL_SCHEMAS, EnvVersion, EnvironmentalRequirements, Program, PurchaseOrder, QoS,
+    ServerAdvertisement, TaskDescription, TaskFile, UsageRecord, parse_any,
 };
 use xeno_schemas::schema::model::{Content, ElementDecl, Pattern, SimpleKind, Term};
 
@@ -24,10 +24,15 @@ fn check_all_parsers(bytes: &[u8]) {
     fn one<T: Document + PartialEq + std::fmt::Debug>(bytes: &[u8]) {
         let started = Instant::now();
         let result = T::parse(bytes);
-        assert!(started.elapsed() < PARSE_TIME_MAX, "parse took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < PARSE_TIME_MAX,
+            "parse took {:?}",
+            started.elapsed()
+        );
         if let Ok(document) = result {
             let xml = document.to_xml();
-            let back = T::parse(xml.as_bytes()).unwrap_or_else(|error| panic!("our own output refused: {error}\n{xml}"));
+            let back = T::parse(xml.as_bytes())
+                .unwrap_or_else(|error| panic!("our own output refused: {error}\n{xml}"));
             assert_eq!(back, document);
             assert_eq!(back.to_canonical(), document.to_canonical());
         }
@@ -42,16 +47,49 @@ fn check_all_parsers(bytes: &[u8]) {
 
 fn valid_examples() -> Vec<Vec<u8>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/valid");
-    let mut files: Vec<_> = std::fs::read_dir(dir).expect("examples").map(|e| e.expect("entry").path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("examples")
+        .map(|e| e.expect("entry").path())
+        .collect();
     files.sort();
-    files.into_iter().map(|path| std::fs::read(path).expect("example")).collect()
+    files
+        .into_iter()
+        .map(|path| std::fs::read(path).expect("example"))
+        .collect()
 }
 
 /// Fragments that make mutations likely to reach deep into the validator, not just the lexer.
 const SNIPPETS: &[&str] = &[
-    "<", ">", "</", "/>", "&amp;", "&#0;", "&#x10FFFF;", "&bogus;", "<![CDATA[", "]]>", "<!--", "-->", "<!DOCTYPE x>",
-    "<?xml version=\"1.0\"?>", " a=\"1\"", "xmlns:p=\"u\"", "<p:x/>", "<Extensions>", "</Extensions>", "<Arg>",
-    "</Arg>", "9999999999999999999999", "-1", "1.5", "\u{FEFF}", "\u{0}", "é", "<QoS>", "<CPUmsps>", "<Basic>",
+    "<",
+    ">",
+    "</",
+    "/>",
+    "&amp;",
+    "&#0;",
+    "&#x10FFFF;",
+    "&bogus;",
+    "<![CDATA[",
+    "]]>",
+    "<!--",
+    "-->",
+    "<!DOCTYPE x>",
+    "<?xml version=\"1.0\"?>",
+    " a=\"1\"",
+    "xmlns:p=\"u\"",
+    "<p:x/>",
+    "<Extensions>",
+    "</Extensions>",
+    "<Arg>",
+    "</Arg>",
+    "9999999999999999999999",
+    "-1",
+    "1.5",
+    "\u{FEFF}",
+    "\u{0}",
+    "é",
+    "<QoS>",
+    "<CPUmsps>",
+    "<Basic>",
 ];
 
 #[derive(Debug, Clone)]
@@ -106,7 +144,11 @@ fn mutation() -> impl Strategy<Value = Mutation> {
 
 /// Every pattern any schema uses.
 fn all_patterns() -> Vec<&'static Pattern> {
-    fn visit(decl: &'static ElementDecl, seen: &mut Vec<*const ElementDecl>, patterns: &mut Vec<&'static Pattern>) {
+    fn visit(
+        decl: &'static ElementDecl,
+        seen: &mut Vec<*const ElementDecl>,
+        patterns: &mut Vec<&'static Pattern>,
+    ) {
         if seen.contains(&(decl as *const _)) {
             return;
         }
@@ -127,7 +169,9 @@ fn all_patterns() -> Vec<&'static Pattern> {
                 for particle in *particles {
                     match particle.term {
                         Term::Element(child) => visit(child, seen, patterns),
-                        Term::Choice(children) => children.iter().for_each(|child| visit(child, seen, patterns)),
+                        Term::Choice(children) => children
+                            .iter()
+                            .for_each(|child| visit(child, seen, patterns)),
                     }
                 }
             }
@@ -152,8 +196,17 @@ fn requirements() -> impl Strategy<Value = EnvironmentalRequirements> {
         "[0-9][0-9.]{0,8}".prop_map(|v| Some(EnvVersion::Kernel(v))),
         "[0-9a-z][0-9a-z.+_-]{0,8}".prop_map(|v| Some(EnvVersion::Runtime(v))),
     ];
-    let qos = (proptest::option::of(0u64..=1000), proptest::option::of(0u64..=1_000_000), proptest::option::of(0u64..=1 << 20))
-        .prop_map(|(cpu_msps, memory_mb, disk_mb)| QoS { cpu_msps, memory_mb, disk_mb, ..QoS::default() });
+    let qos = (
+        proptest::option::of(0u64..=1000),
+        proptest::option::of(0u64..=1_000_000),
+        proptest::option::of(0u64..=1 << 20),
+    )
+        .prop_map(|(cpu_msps, memory_mb, disk_mb)| QoS {
+            cpu_msps,
+            memory_mb,
+            disk_mb,
+            ..QoS::default()
+        });
     (
         "[A-Za-z0-9]{1,8}( [A-Za-z0-9]{1,8}){0,2}",
         identifier(),
@@ -163,15 +216,17 @@ fn requirements() -> impl Strategy<Value = EnvironmentalRequirements> {
         qos,
         proptest::option::of(0u64..=31_622_400),
     )
-        .prop_map(|(name, env_type, version, ip_addresses, net_kbps, qos, max_duration_seconds)| {
-            let mut requirements = EnvironmentalRequirements::new(name, env_type);
-            requirements.version = version;
-            requirements.ip_addresses = ip_addresses;
-            requirements.net_kbps = net_kbps;
-            requirements.qos = qos;
-            requirements.max_duration_seconds = max_duration_seconds;
-            requirements
-        })
+        .prop_map(
+            |(name, env_type, version, ip_addresses, net_kbps, qos, max_duration_seconds)| {
+                let mut requirements = EnvironmentalRequirements::new(name, env_type);
+                requirements.version = version;
+                requirements.ip_addresses = ip_addresses;
+                requirements.net_kbps = net_kbps;
+                requirements.qos = qos;
+                requirements.max_duration_seconds = max_duration_seconds;
+                requirements
+            },
+        )
 }
 
 fn sha256() -> impl Strategy<Value = String> {
@@ -180,11 +235,14 @@ fn sha256() -> impl Strategy<Value = String> {
 
 fn task() -> impl Strategy<Value = TaskDescription> {
     let program = prop_oneof![
-        (sha256(), proptest::option::of("[a-z_][a-z0-9_]{0,10}")).prop_map(|(sha256, entry)| Program::WasmModule { sha256, entry }),
+        (sha256(), proptest::option::of("[a-z_][a-z0-9_]{0,10}"))
+            .prop_map(|(sha256, entry)| Program::WasmModule { sha256, entry }),
         sha256().prop_map(|sha256| Program::WasmComponent { sha256 }),
         sha256().prop_map(|sha256| Program::Executable { sha256 }),
         "/?[a-z]{1,8}(/[a-z0-9_.-]{1,8}){0,3}"
-            .prop_filter("no dot segments", |p| !p.split('/').any(|s| s == "." || s == ".."))
+            .prop_filter("no dot segments", |p| !p
+                .split('/')
+                .any(|s| s == "." || s == ".."))
             .prop_map(Program::ExecutablePath),
     ];
     // Arguments may hold any characters XML can carry, including leading and trailing spaces.
@@ -193,14 +251,21 @@ fn task() -> impl Strategy<Value = TaskDescription> {
         program,
         proptest::collection::vec(arg, 0..6),
         proptest::collection::btree_map("[A-Z_][A-Z0-9_]{0,6}", arg, 0..4),
-        proptest::collection::btree_map("[a-z]{1,6}(/[a-z]{1,6}){0,2}", (sha256(), 0u32..0o7777), 0..4),
+        proptest::collection::btree_map(
+            "[a-z]{1,6}(/[a-z]{1,6}){0,2}",
+            (sha256(), 0u32..0o7777),
+            0..4,
+        ),
         proptest::option::of(0u64..=604_800),
     )
         .prop_map(|(program, args, env, files, wall_clock_seconds)| {
             let mut task = TaskDescription::new(program);
             task.args = args;
             task.env = env.into_iter().collect();
-            task.files = files.into_iter().map(|(path, (sha256, mode))| TaskFile { path, sha256, mode }).collect();
+            task.files = files
+                .into_iter()
+                .map(|(path, (sha256, mode))| TaskFile { path, sha256, mode })
+                .collect();
             task.wall_clock_seconds = wall_clock_seconds;
             task
         })

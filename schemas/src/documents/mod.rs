@@ -36,15 +36,15 @@ pub const ALL_SCHEMAS: [&DocumentSchema; 5] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AnyDocument {
     /// An `EnvironmentalRequirements`.
-    EnvironmentalRequirements(EnvironmentalRequirements),
+    EnvironmentalRequirements(Box<EnvironmentalRequirements>),
     /// A `TaskDescription`.
-    TaskDescription(TaskDescription),
+    TaskDescription(Box<TaskDescription>),
     /// A `ServerAdvertisement`.
-    ServerAdvertisement(ServerAdvertisement),
+    ServerAdvertisement(Box<ServerAdvertisement>),
     /// A `PurchaseOrder`.
-    PurchaseOrder(PurchaseOrder),
+    PurchaseOrder(Box<PurchaseOrder>),
     /// A `UsageRecord`.
-    UsageRecord(UsageRecord),
+    UsageRecord(Box<UsageRecord>),
 }
 
 /// The schema whose root element is `name`.
@@ -58,14 +58,18 @@ pub fn schema_for_root(name: &str) -> Option<&'static DocumentSchema> {
 pub fn parse_any(bytes: &[u8]) -> Result<AnyDocument, crate::DocumentErrors> {
     let root = root_element_name(bytes);
     Ok(match root.as_deref() {
-        Some("TaskDescription") => AnyDocument::TaskDescription(TaskDescription::parse(bytes)?),
-        Some("ServerAdvertisement") => {
-            AnyDocument::ServerAdvertisement(ServerAdvertisement::parse(bytes)?)
+        Some("TaskDescription") => {
+            AnyDocument::TaskDescription(Box::new(TaskDescription::parse(bytes)?))
         }
-        Some("PurchaseOrder") => AnyDocument::PurchaseOrder(PurchaseOrder::parse(bytes)?),
-        Some("UsageRecord") => AnyDocument::UsageRecord(UsageRecord::parse(bytes)?),
+        Some("ServerAdvertisement") => {
+            AnyDocument::ServerAdvertisement(Box::new(ServerAdvertisement::parse(bytes)?))
+        }
+        Some("PurchaseOrder") => AnyDocument::PurchaseOrder(Box::new(PurchaseOrder::parse(bytes)?)),
+        Some("UsageRecord") => AnyDocument::UsageRecord(Box::new(UsageRecord::parse(bytes)?)),
         // Anything else is reported against the paper's own document type.
-        _ => AnyDocument::EnvironmentalRequirements(EnvironmentalRequirements::parse(bytes)?),
+        _ => AnyDocument::EnvironmentalRequirements(Box::new(EnvironmentalRequirements::parse(
+            bytes,
+        )?)),
     })
 }
 

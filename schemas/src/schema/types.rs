@@ -287,7 +287,7 @@ fn check_base64(value: &str, max_chars: u32) -> Result<Value, String> {
     }
     let bytes = value.as_bytes();
     let alphabet = |b: &u8| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/';
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(expected());
     }
     let padding = bytes.iter().rev().take_while(|b| **b == b'=').count();
