@@ -16,6 +16,7 @@
 //!   them, so Rust and XSD validation cannot drift; the tests also check them against `xmllint`.
 //! - [`xml`]: the reader that untrusted bytes meet first (no DTDs, no entities, capped size,
 //!   depth and counts) and the deterministic writer whose compact output signatures cover.
+//! - [`signing`]: signing and verifying documents (purchase orders, advertisements).
 //! - [`proto`]: the gRPC services (XenoCorp, XenoServer, TaskManager, XIS, ResourceDiscovery),
 //!   generated from `schemas/proto/` at build time without a system `protoc`.
 //!
@@ -35,6 +36,7 @@ pub mod documents;
 pub mod error;
 pub mod proto;
 pub mod schema;
+pub mod signing;
 pub mod xml;
 
 pub use documents::Document;
