@@ -1,0 +1,91 @@
+//! The embedded store: one SQLite file in the data directory, in WAL mode with full
+//! synchronous commits, so that an acknowledged batch survives a crash or power loss.
+
+use super::rows::{self, SqlValue, statement_for};
+use super::{SCHEMA, Store, StoreAudit, coalesce};
+use crate::core::Snapshot;
+use crate::model::Effect;
+use anyhow::Context;
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, ToSql};
+use std::path::Path;
+
+/// A SQLite database holding the corp's state.
+pub struct SqliteStore {
+    connection: Connection,
+}
+
+impl ToSql for SqlValue {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            SqlValue::Null => ToSqlOutput::Owned(Value::Null),
+            SqlValue::Int(value) => ToSqlOutput::Owned(Value::Integer(*value)),
+            SqlValue::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+            SqlValue::Bool(value) => ToSqlOutput::Owned(Value::Integer(i64::from(*value))),
+        })
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let connection =
+            Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: every commit is fsynced, so an acknowledged charge survives power loss too.
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        for statement in SCHEMA {
+            connection
+                .execute(statement, [])
+                .with_context(|| format!("creating the schema: {statement}"))?;
+        }
+        Ok(SqliteStore { connection })
+    }
+
+    fn query(&self, query: &str) -> anyhow::Result<Vec<Vec<SqlValue>>> {
+        let mut statement = self.connection.prepare(query)?;
+        let columns = statement.column_count();
+        let mut rows = statement.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut values = Vec::with_capacity(columns);
+            for index in 0..columns {
+                values.push(match row.get_ref(index)? {
+                    ValueRef::Null => SqlValue::Null,
+                    ValueRef::Integer(value) => SqlValue::Int(value),
+                    ValueRef::Text(text) => SqlValue::Text(String::from_utf8(text.to_vec())?),
+                    other => anyhow::bail!("unexpected stored value {other:?}"),
+                });
+            }
+            out.push(values);
+        }
+        Ok(out)
+    }
+}
+
+impl Store for SqliteStore {
+    fn load(&mut self) -> anyhow::Result<Snapshot> {
+        rows::snapshot(|query| self.query(query))
+    }
+
+    fn persist(&mut self, effects: &[Effect]) -> anyhow::Result<()> {
+        let transaction = self.connection.transaction()?;
+        for effect in coalesce(effects) {
+            let (statement, parameters) = statement_for(effect);
+            transaction
+                .prepare_cached(statement)?
+                .execute(rusqlite::params_from_iter(parameters.iter()))?;
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    fn audit(&mut self) -> anyhow::Result<StoreAudit> {
+        rows::audit(|query| self.query(query))
+    }
+}
