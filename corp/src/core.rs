@@ -732,9 +732,17 @@ impl Corp {
             return Err(denied("the order's client has had its credentials revoked"));
         }
         let client_restrictions = document.client_restrictions.clone().unwrap_or_default();
-        if let Some(widened) =
-            restrictions::widening(&order.issued.restrictions, &client_restrictions)
-        {
+        // The order's own amount and expiry bound the client as much as the corp's restrictions.
+        let mut corp_bounds = order.issued.restrictions.clone();
+        let amount = order.issued.amount;
+        corp_bounds.max_amount = Some(corp_bounds.max_amount.map_or(amount, |cap| Money {
+            minor: cap.minor.min(amount.minor),
+            ..cap
+        }));
+        corp_bounds.not_after = Some(corp_bounds.not_after.map_or(order.issued.expires_at, |at| {
+            at.min(order.issued.expires_at)
+        }));
+        if let Some(widened) = restrictions::widening(&corp_bounds, &client_restrictions) {
             return Err(denied(format!(
                 "the client's restrictions widen the corp's: {widened}"
             )));
@@ -1104,7 +1112,12 @@ impl Corp {
             let reserved: i64 = orders
                 .iter()
                 .filter(|order| order.issued.client == account.id && order.currency() == *currency)
-                .map(|order| self.ledger.balance(&Book::Hold(order.id().to_owned())))
+                .map(|order| {
+                    // Committed to open orders: unspent holds and charges awaiting settlement.
+                    let id = order.id().to_owned();
+                    self.ledger.balance(&Book::Hold(id.clone()))
+                        + self.ledger.balance(&Book::Spent(id))
+                })
                 .sum();
             if available != 0 || reserved != 0 {
                 balances.push((

@@ -17,6 +17,7 @@
 //! - [`xml`]: the reader that untrusted bytes meet first (no DTDs, no entities, capped size,
 //!   depth and counts) and the deterministic writer whose compact output signatures cover.
 //! - [`signing`]: signing and verifying documents (purchase orders, advertisements).
+//! - [`transport`]: mutual-TLS channels between parties.
 //! - [`proto`]: the gRPC services (XenoCorp, XenoServer, TaskManager, XIS, ResourceDiscovery),
 //!   generated from `schemas/proto/` at build time without a system `protoc`.
 //!
@@ -37,6 +38,7 @@ pub mod error;
 pub mod proto;
 pub mod schema;
 pub mod signing;
+pub mod transport;
 pub mod xml;
 
 pub use documents::Document;

@@ -1,0 +1,678 @@
+//! The corp's behaviour, run against every storage backend (SQLite always; PostgreSQL when
+//! configured, and always under CI): the whole purchase order life, and every kind of bad input
+//! refused with its specific status while the ledger stays unchanged.
+
+mod support;
+
+use support::*;
+use tonic::Code;
+use xeno_schemas::Document;
+use xeno_schemas::documents::{Money, PurchaseOrder, Restrictions};
+use xeno_schemas::proto::corp::v1 as pb;
+
+const POUND: u64 = 1_000_000;
+
+#[tokio::test]
+async fn purchase_order_life_on_every_backend() {
+    for backend in backends() {
+        purchase_order_life(&backend).await;
+    }
+}
+
+async fn purchase_order_life(backend: &Backend) {
+    let corp = TestCorp::start(backend).await;
+    let mut alice = corp
+        .register_client("Alice", pb::PrivacyMode::Identified)
+        .await;
+    let mut server = corp.register_server("xs1").await;
+    assert_eq!(server.id.len(), 64, "a server's id is its key fingerprint");
+    corp.deposit(&alice.id, 100 * POUND).await;
+
+    // Ordering ring-fences the amount: available drops, nothing is spent.
+    let order = alice.buy(10 * POUND).await;
+    let order_id = order.issued.order_id.clone();
+    assert!(order_id.starts_with("corp-t:po-"), "{order_id}");
+    assert_eq!(order.issued.restrictions.must_validate, Some(true));
+    let account = alice.account().await;
+    assert_eq!(
+        (available_gbp(&account), reserved_gbp(&account)),
+        (90 * POUND, 10 * POUND)
+    );
+
+    // The client narrows it to this server and 5 pounds, and signs.
+    let narrowed = alice.sign(
+        &order,
+        Some(Restrictions {
+            servers: Some(vec![server.id.clone()]),
+            max_amount: Some(Money {
+                currency: "GBP".parse().expect("GBP"),
+                minor: 5 * POUND,
+            }),
+            ..Restrictions::default()
+        }),
+    );
+    let validation = server
+        .validate(&narrowed, "session-1", "Wasm")
+        .await
+        .expect("validation");
+    assert_eq!(validation.bound_server_id, server.id);
+    assert_eq!(
+        validation.limit.as_ref().expect("limit").amount_minor,
+        5 * POUND
+    );
+    // The same server validating again for the same session gets the same answer.
+    assert_eq!(
+        server
+            .validate(&narrowed, "session-1", "Wasm")
+            .await
+            .expect("again"),
+        validation
+    );
+
+    // Charges: idempotent by sequence; refused beyond what remains.
+    let first = server.charge(&order_id, 1, POUND).await.expect("charge 1");
+    assert_eq!(first.outcome, pb::ChargeOutcome::Charged as i32);
+    assert!(!first.replayed);
+    let replay = server.charge(&order_id, 1, POUND).await.expect("replay");
+    assert!(replay.replayed);
+    assert_eq!(replay.charged_total, first.charged_total);
+    let over = server
+        .charge(&order_id, 2, 4 * POUND + 500_000)
+        .await
+        .expect("charge 2");
+    assert_eq!(over.outcome, pb::ChargeOutcome::RefusedInsufficient as i32);
+    assert_eq!(over.remaining.expect("remaining").amount_minor, 4 * POUND);
+    let rest = server
+        .charge(&order_id, 3, 4 * POUND)
+        .await
+        .expect("charge 3");
+    assert_eq!(rest.remaining.expect("remaining").amount_minor, 0);
+
+    // Settlement: the remainder returns to the client; the server is paid less 5% commission.
+    let settlement = server
+        .corp
+        .close_purchase_order(pb::ClosePurchaseOrderRequest {
+            order_id: order_id.clone(),
+        })
+        .await
+        .expect("close")
+        .into_inner();
+    let amount = |m: Option<xeno_schemas::proto::common::v1::Money>| m.expect("money").amount_minor;
+    assert_eq!(amount(settlement.spent), 5 * POUND);
+    assert_eq!(amount(settlement.returned), 5 * POUND);
+    assert_eq!(amount(settlement.commission), 250_000);
+    assert_eq!(amount(settlement.payout), 4_750_000);
+    let again = server
+        .corp
+        .close_purchase_order(pb::ClosePurchaseOrderRequest {
+            order_id: order_id.clone(),
+        })
+        .await
+        .expect("close twice");
+    assert_eq!(amount(again.into_inner().returned), 5 * POUND);
+    let account = alice.account().await;
+    assert_eq!(
+        (available_gbp(&account), reserved_gbp(&account)),
+        (95 * POUND, 0)
+    );
+    assert_eq!(
+        available_gbp(&server.account().await),
+        4_750_000,
+        "server payout"
+    );
+
+    // Audit: the client sees its own charges with their annotations.
+    let audit = alice
+        .corp
+        .audit_order(pb::AuditOrderRequest {
+            order_id: order_id.clone(),
+        })
+        .await
+        .expect("audit")
+        .into_inner();
+    assert_eq!(audit.charges.len(), 3);
+    assert!(
+        audit.charges[0]
+            .usage_record_xml
+            .contains("task hello running (charge 1)")
+    );
+    assert_eq!(
+        audit.charges[1].outcome,
+        pb::ChargeOutcome::RefusedInsufficient as i32
+    );
+    assert!(audit.client_identity.starts_with("Alice"));
+    let by_server = server
+        .corp
+        .audit_server(pb::AuditServerRequest {
+            server_id: server.id.clone(),
+        })
+        .await
+        .expect("server audit");
+    assert_eq!(by_server.into_inner().orders.len(), 1);
+
+    corp.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn pseudonymous_clients_are_revealed_only_to_auditors() {
+    for backend in backends() {
+        let corp = TestCorp::start(&backend).await;
+        let mut carol = corp
+            .register_client("Carol Secret", pb::PrivacyMode::Pseudonymous)
+            .await;
+        let mut server = corp.register_server("xs1").await;
+        let mut auditor = corp
+            .register_client("Audrey Auditor", pb::PrivacyMode::Identified)
+            .await;
+        corp.deposit(&carol.id, 10 * POUND).await;
+        let certificate = carol.credentials.certificate_pem.clone();
+        assert!(!certificate.is_empty());
+        let order = carol.buy(POUND).await;
+        let order_id = order.issued.order_id.clone();
+        let validation = server
+            .validate(&carol.sign(&order, None), "s", "Wasm")
+            .await
+            .expect("validate");
+        assert_eq!(
+            validation.client, carol.id,
+            "servers see the opaque account id"
+        );
+        server.charge(&order_id, 1, 1000).await.expect("charge");
+
+        let request = || pb::AuditOrderRequest {
+            order_id: order_id.clone(),
+        };
+        let seen_by_server = server
+            .corp
+            .audit_order(request())
+            .await
+            .expect("server audit")
+            .into_inner();
+        assert_eq!(seen_by_server.client_identity, carol.id);
+        let refused = auditor
+            .corp
+            .audit_order(request())
+            .await
+            .expect_err("not an auditor yet");
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        corp.admin()
+            .await
+            .grant_auditor(pb::GrantAuditorRequest {
+                account_id: auditor.id.clone(),
+            })
+            .await
+            .expect("grant");
+        let seen_by_auditor = auditor
+            .corp
+            .audit_order(request())
+            .await
+            .expect("auditor")
+            .into_inner();
+        assert!(
+            seen_by_auditor.client_identity.starts_with("Carol Secret"),
+            "{}",
+            seen_by_auditor.client_identity
+        );
+        assert_eq!(seen_by_auditor.charges.len(), 1);
+        let audit = auditor
+            .corp
+            .audit_server(pb::AuditServerRequest {
+                server_id: server.id.clone(),
+            })
+            .await
+            .expect("server audit");
+        assert_eq!(audit.into_inner().orders.len(), 1);
+        corp.assert_invariants().await;
+    }
+}
+
+/// Everything observable about the money: each party's account.
+async fn ledger_view(parties: &mut [&mut Party]) -> Vec<pb::GetAccountResponse> {
+    let mut views = Vec::new();
+    for party in parties.iter_mut() {
+        views.push(party.account().await);
+    }
+    views
+}
+
+fn expect_refusal<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: Code,
+    words: &str,
+    case: &str,
+) {
+    let status = result.expect_err(&format!("{case}: must be refused"));
+    assert_eq!(status.code(), code, "{case}: {}", status.message());
+    assert!(
+        status.message().contains(words),
+        "{case}: message {:?} lacks {words:?}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_moves_no_money() {
+    for backend in backends() {
+        bad_input(&backend).await;
+    }
+}
+
+async fn bad_input(backend: &Backend) {
+    let corp = TestCorp::start(backend).await;
+    let mut alice = corp
+        .register_client("Alice", pb::PrivacyMode::Identified)
+        .await;
+    let mut bob = corp
+        .register_client("Bob", pb::PrivacyMode::Identified)
+        .await;
+    let mut server = corp.register_server("xs1").await;
+    let mut other_server = corp.register_server("xs2").await;
+    corp.deposit(&alice.id, 50 * POUND).await;
+    let order = alice.buy(10 * POUND).await;
+    let order_id = order.issued.order_id.clone();
+    let signed = alice.sign(&order, None);
+    let before = ledger_view(&mut [&mut alice, &mut bob, &mut server]).await;
+
+    // Documents and signatures.
+    let result = server
+        .corp
+        .validate_purchase_order(pb::ValidatePurchaseOrderRequest {
+            purchase_order_xml: "<PurchaseOrder><Issued/>".to_owned(),
+            session_id: "s".to_owned(),
+            requirements_xml: requirements("Wasm", None),
+        })
+        .await;
+    expect_refusal(
+        result,
+        Code::InvalidArgument,
+        "purchase order: ",
+        "malformed order",
+    );
+    let mut tampered = signed.clone();
+    tampered.issued.amount.minor = 1000 * POUND;
+    expect_refusal(
+        server.validate(&tampered, "s", "Wasm").await,
+        Code::PermissionDenied,
+        "corp's signature",
+        "tampered amount",
+    );
+    expect_refusal(
+        server.validate(&order, "s", "Wasm").await,
+        Code::PermissionDenied,
+        "not signed by its client",
+        "unsigned by client",
+    );
+    expect_refusal(
+        server.validate(&bob.sign(&order, None), "s", "Wasm").await,
+        Code::PermissionDenied,
+        "client's signature",
+        "signed by another client",
+    );
+    let waived = alice.sign(
+        &order,
+        Some(Restrictions {
+            must_validate: Some(false),
+            ..Restrictions::default()
+        }),
+    );
+    expect_refusal(
+        server.validate(&waived, "s", "Wasm").await,
+        Code::PermissionDenied,
+        "widen",
+        "widened restriction",
+    );
+    let raised = alice.sign(
+        &order,
+        Some(Restrictions {
+            max_amount: Some(Money {
+                currency: "GBP".parse().expect("GBP"),
+                minor: 11 * POUND,
+            }),
+            ..Restrictions::default()
+        }),
+    );
+    expect_refusal(
+        server.validate(&raised, "s", "Wasm").await,
+        Code::PermissionDenied,
+        "widen",
+        "raised cap",
+    );
+    let past = alice.sign(
+        &order,
+        Some(Restrictions {
+            not_after: Some(time::OffsetDateTime::now_utc() - time::Duration::minutes(1)),
+            ..Restrictions::default()
+        }),
+    );
+    expect_refusal(
+        server.validate(&past, "s", "Wasm").await,
+        Code::FailedPrecondition,
+        "expired",
+        "expired order",
+    );
+    let elsewhere = alice.sign(
+        &order,
+        Some(Restrictions {
+            servers: Some(vec![other_server.id.clone()]),
+            ..Restrictions::default()
+        }),
+    );
+    expect_refusal(
+        server.validate(&elsewhere, "s", "Wasm").await,
+        Code::PermissionDenied,
+        "other servers",
+        "restricted to another server",
+    );
+    let only_linux = alice.sign(
+        &order,
+        Some(Restrictions {
+            env_types: Some(vec!["Linux".to_owned()]),
+            ..Restrictions::default()
+        }),
+    );
+    expect_refusal(
+        server.validate(&only_linux, "s", "Wasm").await,
+        Code::PermissionDenied,
+        "environment types Linux",
+        "wrong environment type",
+    );
+    expect_refusal(
+        alice.validate(&signed, "s", "Wasm").await,
+        Code::PermissionDenied,
+        "only server accounts",
+        "client validating",
+    );
+
+    // Charges before validation, from the wrong server, unknown orders, overspending and replays.
+    expect_refusal(
+        server.charge(&order_id, 1, POUND).await,
+        Code::PermissionDenied,
+        "not been validated",
+        "charge before validation",
+    );
+    server
+        .validate(&signed, "s", "Wasm")
+        .await
+        .expect("a good validation");
+    expect_refusal(
+        other_server.validate(&signed, "s2", "Wasm").await,
+        Code::AlreadyExists,
+        "another server",
+        "bound elsewhere",
+    );
+    expect_refusal(
+        other_server.charge(&order_id, 1, POUND).await,
+        Code::PermissionDenied,
+        "bound to may charge",
+        "wrong server charging",
+    );
+    expect_refusal(
+        server.charge("corp-t:po-999", 1, POUND).await,
+        Code::NotFound,
+        "no order",
+        "unknown order",
+    );
+    expect_refusal(
+        server.charge(&order_id, 0, POUND).await,
+        Code::InvalidArgument,
+        "start at 1",
+        "sequence 0",
+    );
+    let mismatched = server
+        .corp
+        .charge_from_purchase_order(pb::ChargeRequest {
+            order_id: order_id.clone(),
+            sequence: 1,
+            amount: Some(gbp(2 * POUND)),
+            usage_record_xml: usage_xml(&order_id, 1, POUND),
+        })
+        .await;
+    expect_refusal(
+        mismatched,
+        Code::InvalidArgument,
+        "does not match the request",
+        "annotation disagreeing with the charge",
+    );
+    let bad_record = server
+        .corp
+        .charge_from_purchase_order(pb::ChargeRequest {
+            order_id: order_id.clone(),
+            sequence: 1,
+            amount: Some(gbp(POUND)),
+            usage_record_xml: "<UsageRecord/>".to_owned(),
+        })
+        .await;
+    expect_refusal(
+        bad_record,
+        Code::InvalidArgument,
+        "usage record: UsageRecord: missing <Order>",
+        "malformed usage record",
+    );
+    let euros = server
+        .corp
+        .charge_from_purchase_order(pb::ChargeRequest {
+            order_id: order_id.clone(),
+            sequence: 1,
+            amount: Some(xeno_schemas::proto::common::v1::Money {
+                currency: "EUR".to_owned(),
+                amount_minor: POUND,
+            }),
+            usage_record_xml: usage_xml(&order_id, 1, POUND),
+        })
+        .await;
+    expect_refusal(euros, Code::InvalidArgument, "not EUR", "wrong currency");
+    let over = server
+        .charge(&order_id, 1, 11 * POUND)
+        .await
+        .expect("an overspending charge is answered");
+    assert_eq!(over.outcome, pb::ChargeOutcome::RefusedInsufficient as i32);
+    expect_refusal(
+        server.charge(&order_id, 1, POUND).await,
+        Code::AlreadyExists,
+        "already used",
+        "sequence reused with another amount",
+    );
+
+    // Orders beyond the balance, callers without or with revoked certificates, bad CSRs.
+    expect_refusal(
+        bob.corp
+            .create_purchase_order(pb::CreatePurchaseOrderRequest {
+                amount: Some(gbp(POUND)),
+                lifetime_seconds: 0,
+            })
+            .await,
+        Code::FailedPrecondition,
+        "insufficient available balance: 0.00 GBP available, 1.00 GBP asked",
+        "order beyond the balance",
+    );
+    expect_refusal(
+        alice
+            .corp
+            .create_purchase_order(pb::CreatePurchaseOrderRequest {
+                amount: Some(gbp(0)),
+                lifetime_seconds: 0,
+            })
+            .await,
+        Code::InvalidArgument,
+        "positive",
+        "zero order",
+    );
+    expect_refusal(
+        alice
+            .corp
+            .create_purchase_order(pb::CreatePurchaseOrderRequest {
+                amount: Some(xeno_schemas::proto::common::v1::Money {
+                    currency: "XYZ".to_owned(),
+                    amount_minor: 1,
+                }),
+                lifetime_seconds: 0,
+            })
+            .await,
+        Code::InvalidArgument,
+        "not accepted here",
+        "unknown currency",
+    );
+    expect_refusal(
+        corp.anonymous()
+            .await
+            .create_purchase_order(pb::CreatePurchaseOrderRequest {
+                amount: Some(gbp(POUND)),
+                lifetime_seconds: 0,
+            })
+            .await,
+        Code::Unauthenticated,
+        "client certificate",
+        "no client certificate",
+    );
+    expect_refusal(
+        corp.anonymous()
+            .await
+            .register_client(pb::RegisterClientRequest {
+                name: "Mallory".to_owned(),
+                address: "x".to_owned(),
+                charging_details: "x".to_owned(),
+                privacy: 0,
+                csr_pem:
+                    "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+                        .to_owned(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "certificate signing request",
+        "bad CSR",
+    );
+    let after = ledger_view(&mut [&mut alice, &mut bob, &mut server]).await;
+    assert_eq!(
+        before
+            .iter()
+            .map(|a| (available_gbp(a), reserved_gbp(a)))
+            .collect::<Vec<_>>(),
+        after
+            .iter()
+            .map(|a| (available_gbp(a), reserved_gbp(a)))
+            .collect::<Vec<_>>(),
+        "bad input moved money"
+    );
+
+    corp.admin()
+        .await
+        .revoke(pb::RevokeRequest {
+            account_id: bob.id.clone(),
+        })
+        .await
+        .expect("revoke");
+    expect_refusal(
+        bob.corp.get_account(pb::GetAccountRequest {}).await,
+        Code::Unauthenticated,
+        "revoked",
+        "revoked certificate",
+    );
+    corp.admin()
+        .await
+        .revoke(pb::RevokeRequest {
+            account_id: other_server.id.clone(),
+        })
+        .await
+        .expect("revoke server");
+    expect_refusal(
+        other_server.validate(&signed, "s3", "Wasm").await,
+        Code::Unauthenticated,
+        "revoked",
+        "revoked server",
+    );
+    corp.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn orders_from_another_corp_are_refused() {
+    let first = TestCorp::start(&Backend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(&Backend::Sqlite, dir.path());
+    config.corp_id = "corp-other".to_owned();
+    let second = TestCorp::start_with(config, dir).await;
+    let mut client = second
+        .register_client("Dan", pb::PrivacyMode::Identified)
+        .await;
+    second.deposit(&client.id, 10 * POUND).await;
+    let order = client.buy(POUND).await;
+    assert!(order.issued.order_id.starts_with("corp-other:"));
+    let mut server = first.register_server("xs1").await;
+    let refused = server
+        .validate(&client.sign(&order, None), "s", "Wasm")
+        .await;
+    expect_refusal(
+        refused,
+        Code::PermissionDenied,
+        "issued by corp-other, not corp-t",
+        "foreign corp's order",
+    );
+    // The server's certificate from the first corp means nothing to the second.
+    let foreign = xeno_schemas::transport::connect(
+        &second.address(),
+        &second.ca_pem(),
+        Some(&server.credentials),
+    )
+    .await;
+    if let Ok(channel) = foreign {
+        let answer = xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient::new(channel)
+            .get_account(pb::GetAccountRequest {})
+            .await;
+        assert!(
+            answer.is_err(),
+            "a foreign certificate must not be accepted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn state_survives_a_restart() {
+    for backend in backends() {
+        let mut corp = TestCorp::start(&backend).await;
+        let mut alice = corp
+            .register_client("Alice", pb::PrivacyMode::Identified)
+            .await;
+        let mut server = corp.register_server("xs1").await;
+        corp.deposit(&alice.id, 10 * POUND).await;
+        let order = alice.buy(5 * POUND).await;
+        let order_id = order.issued.order_id.clone();
+        server
+            .validate(&alice.sign(&order, None), "s", "Wasm")
+            .await
+            .expect("validate");
+        server.charge(&order_id, 1, POUND).await.expect("charge");
+        corp.restart().await;
+        let mut server = reconnect(&corp, server).await;
+        let mut alice = reconnect(&corp, alice).await;
+        let replay = server
+            .charge(&order_id, 1, POUND)
+            .await
+            .expect("replay after restart");
+        assert!(
+            replay.replayed,
+            "the charge acknowledged before the restart is remembered"
+        );
+        let next = server
+            .charge(&order_id, 2, POUND)
+            .await
+            .expect("charge after restart");
+        assert_eq!(next.charged_total.expect("total").amount_minor, 2 * POUND);
+        assert_eq!(reserved_gbp(&alice.account().await), 5 * POUND);
+        corp.assert_invariants().await;
+    }
+}
+
+async fn reconnect(corp: &TestCorp, party: Party) -> Party {
+    let channel =
+        xeno_schemas::transport::connect(&corp.address(), &corp.ca_pem(), Some(&party.credentials))
+            .await
+            .expect("reconnect");
+    Party {
+        corp: xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient::new(channel),
+        ..party
+    }
+}
+
+#[allow(dead_code)]
+fn document(order: &PurchaseOrder) -> String {
+    order.to_xml()
+}
