@@ -6,8 +6,7 @@ mod support;
 
 use support::*;
 use tonic::Code;
-use xeno_schemas::Document;
-use xeno_schemas::documents::{Money, PurchaseOrder, Restrictions};
+use xeno_schemas::documents::{Money, Restrictions};
 use xeno_schemas::proto::corp::v1 as pb;
 
 const POUND: u64 = 1_000_000;
@@ -641,8 +640,8 @@ async fn state_survives_a_restart() {
             .expect("validate");
         server.charge(&order_id, 1, POUND).await.expect("charge");
         corp.restart().await;
-        let mut server = reconnect(&corp, server).await;
-        let mut alice = reconnect(&corp, alice).await;
+        let mut server = corp.harness().reconnect(&server).await;
+        let mut alice = corp.harness().reconnect(&alice).await;
         let replay = server
             .charge(&order_id, 1, POUND)
             .await
@@ -659,20 +658,4 @@ async fn state_survives_a_restart() {
         assert_eq!(reserved_gbp(&alice.account().await), 5 * POUND);
         corp.assert_invariants().await;
     }
-}
-
-async fn reconnect(corp: &TestCorp, party: Party) -> Party {
-    let channel =
-        xeno_schemas::transport::connect(&corp.address(), &corp.ca_pem(), Some(&party.credentials))
-            .await
-            .expect("reconnect");
-    Party {
-        corp: xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient::new(channel),
-        ..party
-    }
-}
-
-#[allow(dead_code)]
-fn document(order: &PurchaseOrder) -> String {
-    order.to_xml()
 }

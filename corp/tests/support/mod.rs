@@ -112,35 +112,92 @@ impl TestCorp {
         self.running.as_ref().expect("running")
     }
 
+    /// Helpers bound to the running corp.
+    pub fn harness(&self) -> Harness {
+        let running = self.running();
+        Harness {
+            address: running.grpc_addr.to_string(),
+            ca: running.ca_certificate_pem.clone(),
+            admin_socket: running.admin_socket.clone(),
+        }
+    }
+
     pub fn address(&self) -> String {
-        self.running().grpc_addr.to_string()
+        self.harness().address
     }
 
     pub fn ca_pem(&self) -> String {
-        self.running().ca_certificate_pem.clone()
+        self.harness().ca
     }
 
+    pub async fn anonymous(&self) -> XenoCorpClient<Channel> {
+        self.harness().anonymous().await
+    }
+
+    pub async fn admin(&self) -> CorpAdminClient<Channel> {
+        self.harness().admin().await
+    }
+
+    pub async fn register_client(&self, name: &str, privacy: pb::PrivacyMode) -> Party {
+        self.harness().register_client(name, privacy).await
+    }
+
+    pub async fn register_server(&self, name: &str) -> Party {
+        self.harness().register_server(name).await
+    }
+
+    pub async fn deposit(&self, account: &str, amount_minor: u64) {
+        self.harness().deposit(account, amount_minor).await;
+    }
+
+    pub async fn assert_invariants(&self) -> pb::CheckInvariantsResponse {
+        self.harness().assert_invariants().await
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let running = xeno_corp::daemon::start(self.config.clone())
+            .await
+            .expect("restarting the corp");
+        self.running = Some(running);
+    }
+}
+
+/// Test helpers against a corp, in process or not: its gRPC address, CA and admin socket.
+pub struct Harness {
+    pub address: String,
+    pub ca: String,
+    pub admin_socket: std::path::PathBuf,
+}
+
+impl Harness {
     /// A connection without a client certificate (for registration).
     pub async fn anonymous(&self) -> XenoCorpClient<Channel> {
         XenoCorpClient::new(
-            connect(&self.address(), &self.ca_pem(), None)
+            connect(&self.address, &self.ca, None)
                 .await
                 .expect("connecting"),
         )
     }
 
     pub async fn admin(&self) -> CorpAdminClient<Channel> {
-        xeno_corp::admin::connect(&self.running().admin_socket)
+        xeno_corp::admin::connect(&self.admin_socket)
             .await
             .expect("admin socket")
     }
 
-    async fn party(&self, id: String, certificate_pem: String, key_pem: String) -> Party {
+    pub async fn party(&self, id: String, certificate_pem: String, key_pem: String) -> Party {
         let credentials = Credentials {
             certificate_pem,
             key_pem: key_pem.clone(),
         };
-        let channel = connect(&self.address(), &self.ca_pem(), Some(&credentials))
+        let channel = connect(&self.address, &self.ca, Some(&credentials))
             .await
             .expect("mTLS connection");
         let signing_key =
@@ -152,6 +209,16 @@ impl TestCorp {
             signing_key,
             corp: XenoCorpClient::new(channel),
         }
+    }
+
+    /// The same party, connected afresh (after a restart).
+    pub async fn reconnect(&self, party: &Party) -> Party {
+        self.party(
+            party.id.clone(),
+            party.credentials.certificate_pem.clone(),
+            party.credentials.key_pem.clone(),
+        )
+        .await
     }
 
     pub async fn register_client(&self, name: &str, privacy: pb::PrivacyMode) -> Party {
@@ -226,20 +293,6 @@ impl TestCorp {
             report.violations
         );
         report
-    }
-
-    pub async fn stop(&mut self) {
-        if let Some(running) = self.running.take() {
-            running.shutdown().await;
-        }
-    }
-
-    pub async fn restart(&mut self) {
-        self.stop().await;
-        let running = xeno_corp::daemon::start(self.config.clone())
-            .await
-            .expect("restarting the corp");
-        self.running = Some(running);
     }
 }
 

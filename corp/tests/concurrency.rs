@@ -1,0 +1,167 @@
+//! Money under concurrency, on every backend: validation is exactly-once however many servers
+//! race for an order, and charges are exactly-once however often they are retried.
+
+mod support;
+
+use std::collections::HashMap;
+use support::*;
+use tonic::Code;
+use xeno_schemas::proto::corp::v1 as pb;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_concurrent_validations_from_ten_servers_have_one_winner() {
+    for backend in backends() {
+        let corp = TestCorp::start(&backend).await;
+        let mut alice = corp
+            .register_client("Alice", pb::PrivacyMode::Identified)
+            .await;
+        corp.deposit(&alice.id, 10_000_000).await;
+        let bought = alice.buy(1_000_000).await;
+        let order = alice.sign(&bought, None);
+        let mut servers = Vec::new();
+        for index in 0..10 {
+            servers.push(corp.register_server(&format!("xs{index}")).await);
+        }
+        let mut attempts = tokio::task::JoinSet::new();
+        for (index, server) in servers.iter().enumerate() {
+            for _ in 0..10 {
+                let mut client = server.corp.clone();
+                let order = order.clone();
+                let server_id = server.id.clone();
+                attempts.spawn(async move {
+                    let answer = client
+                        .validate_purchase_order(pb::ValidatePurchaseOrderRequest {
+                            purchase_order_xml: xeno_schemas::Document::to_xml(&order),
+                            session_id: format!("session-of-{index}"),
+                            requirements_xml: requirements("Wasm", Some(100)),
+                        })
+                        .await;
+                    (server_id, answer)
+                });
+            }
+        }
+        let mut winners: HashMap<String, Vec<pb::ValidatePurchaseOrderResponse>> = HashMap::new();
+        let mut refused = 0;
+        while let Some(result) = attempts.join_next().await {
+            let (server_id, answer) = result.expect("task");
+            match answer {
+                Ok(response) => winners
+                    .entry(server_id)
+                    .or_default()
+                    .push(response.into_inner()),
+                Err(status) => {
+                    assert_eq!(status.code(), Code::AlreadyExists, "{}", status.message());
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "exactly one server wins: {:?}",
+            winners.keys().collect::<Vec<_>>()
+        );
+        let (winner, answers) = winners.into_iter().next().expect("a winner");
+        assert_eq!(
+            answers.len(),
+            10,
+            "the winner's every attempt gets the same answer"
+        );
+        assert!(
+            answers
+                .iter()
+                .all(|answer| answer == &answers[0] && answer.bound_server_id == winner)
+        );
+        assert_eq!(refused, 90);
+        corp.assert_invariants().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_charges_from_thirty_two_servers_each_sent_twice_are_charged_once() {
+    const SERVERS: usize = 32;
+    const CHARGES: usize = 10_000;
+    for backend in backends() {
+        let corp = TestCorp::start(&backend).await;
+        let mut alice = corp
+            .register_client("Alice", pb::PrivacyMode::Identified)
+            .await;
+        corp.deposit(&alice.id, 1_000_000_000).await;
+        let mut plans = Vec::new();
+        for index in 0..SERVERS {
+            let mut server = corp.register_server(&format!("xs{index}")).await;
+            let bought = alice.buy(10_000_000).await;
+            let order = alice.sign(&bought, None);
+            server
+                .validate(&order, &format!("s{index}"), "Wasm")
+                .await
+                .expect("validate");
+            let count = CHARGES / SERVERS + usize::from(index < CHARGES % SERVERS);
+            plans.push((server, order.issued.order_id.clone(), count));
+        }
+        let mut senders = tokio::task::JoinSet::new();
+        let mut expected: HashMap<String, u64> = HashMap::new();
+        for (server, order_id, count) in plans {
+            // Amounts vary with the sequence so that a double charge could not hide.
+            let total: u64 = (1..=count as u64).map(|sequence| 100 + sequence).sum();
+            expected.insert(order_id.clone(), total);
+            for copy in 0..2 {
+                let mut client = server.corp.clone();
+                let order_id = order_id.clone();
+                senders.spawn(async move {
+                    let mut outcomes = Vec::new();
+                    for sequence in 1..=count as u64 {
+                        // The two copies go in opposite orders, so originals and retries interleave.
+                        let sequence = if copy == 0 {
+                            sequence
+                        } else {
+                            count as u64 + 1 - sequence
+                        };
+                        let answer = client
+                            .charge_from_purchase_order(pb::ChargeRequest {
+                                order_id: order_id.clone(),
+                                sequence,
+                                amount: Some(gbp(100 + sequence)),
+                                usage_record_xml: usage_xml(&order_id, sequence, 100 + sequence),
+                            })
+                            .await
+                            .expect("every charge is answered")
+                            .into_inner();
+                        outcomes.push(answer);
+                    }
+                    outcomes
+                });
+            }
+        }
+        let mut answered = 0;
+        let mut replayed = 0;
+        while let Some(result) = senders.join_next().await {
+            for answer in result.expect("sender") {
+                assert_eq!(answer.outcome, pb::ChargeOutcome::Charged as i32);
+                answered += 1;
+                replayed += usize::from(answer.replayed);
+            }
+        }
+        assert_eq!(answered, 2 * CHARGES);
+        assert_eq!(replayed, CHARGES, "exactly one of each pair is a replay");
+        for (order_id, total) in expected {
+            let audit = alice
+                .corp
+                .audit_order(pb::AuditOrderRequest {
+                    order_id: order_id.clone(),
+                })
+                .await
+                .expect("audit")
+                .into_inner();
+            let charged = audit
+                .order
+                .expect("order")
+                .charged
+                .expect("charged")
+                .amount_minor;
+            assert_eq!(charged, total, "order {order_id} charged once per sequence");
+        }
+        let report = corp.assert_invariants().await;
+        assert_eq!(report.charges, CHARGES as u64);
+    }
+}
