@@ -380,6 +380,7 @@ impl Corp {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn transfer(
         &mut self,
         from: &Book,

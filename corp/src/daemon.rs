@@ -58,10 +58,8 @@ impl RunningCorp {
     }
 }
 
-fn shutdown_signal(mut receiver: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> {
-    async move {
-        let _ = receiver.wait_for(|stop| *stop).await;
-    }
+async fn shutdown_signal(mut receiver: watch::Receiver<bool>) {
+    let _ = receiver.wait_for(|stop| *stop).await;
 }
 
 /// Starts a corp from its configuration.

@@ -271,6 +271,13 @@ struct ServerForm {
     csr: String,
 }
 
+/// A textarea's value with the browser's line breaks undone: HTML form submission normalises
+/// every newline in a textarea to CRLF, and the corp refuses a carriage return as a control
+/// character, so a multi-line address would otherwise never register.
+fn textarea(value: String) -> String {
+    value.replace("\r\n", "\n").replace('\r', "\n")
+}
+
 fn registered_page(state: &WebState, account_id: &str, certificate_pem: &str) -> Response {
     let link = format!("/account/{}/{}", account_id, token(&state.key, account_id));
     page(
@@ -304,7 +311,7 @@ async fn register_client(State(state): State<WebState>, Form(form): Form<ClientF
     };
     let registration = ClientRegistration {
         name: form.name,
-        address: form.address,
+        address: textarea(form.address),
         charging_details: form.charging,
         privacy,
         csr_pem: form.csr,
@@ -354,7 +361,7 @@ async fn register_server(State(state): State<WebState>, Form(form): Form<ServerF
     };
     let registration = ServerRegistration {
         owner_name: form.name,
-        owner_address: form.address,
+        owner_address: textarea(form.address),
         payout_details: form.payout,
         machine,
         csr_pem: form.csr,

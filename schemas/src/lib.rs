@@ -18,6 +18,8 @@
 //!   depth and counts) and the deterministic writer whose compact output signatures cover.
 //! - [`signing`]: signing and verifying documents (purchase orders, advertisements).
 //! - [`transport`]: mutual-TLS channels between parties.
+//! - [`taskmanager`]: the task manager plugin interface as a Rust trait, and the adapter that
+//!   reaches plugins in other processes.
 //! - [`proto`]: the gRPC services (XenoCorp, XenoServer, TaskManager, XIS, ResourceDiscovery),
 //!   generated from `schemas/proto/` at build time without a system `protoc`.
 //!
@@ -38,6 +40,7 @@ pub mod error;
 pub mod proto;
 pub mod schema;
 pub mod signing;
+pub mod taskmanager;
 pub mod transport;
 pub mod xml;
 

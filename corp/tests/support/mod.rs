@@ -78,16 +78,17 @@ pub struct Party {
 }
 
 pub fn test_config(backend: &Backend, dir: &std::path::Path) -> Config {
-    let mut config = Config::default();
-    config.corp_id = "corp-t".to_owned();
-    config.data_dir = dir.to_owned();
-    config.listen = "127.0.0.1:0".parse().expect("address");
-    config.web_listen = Some("127.0.0.1:0".parse().expect("address"));
-    config.database = match backend {
-        Backend::Sqlite => "sqlite".to_owned(),
-        Backend::Postgres(url) => fresh_postgres_database(url),
-    };
-    config
+    Config {
+        corp_id: "corp-t".to_owned(),
+        data_dir: dir.to_owned(),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        web_listen: Some("127.0.0.1:0".parse().expect("address")),
+        database: match backend {
+            Backend::Sqlite => "sqlite".to_owned(),
+            Backend::Postgres(url) => fresh_postgres_database(url),
+        },
+        ..Config::default()
+    }
 }
 
 impl TestCorp {

@@ -1,0 +1,389 @@
+//! Charges per second and latency, with 64 concurrent servers charging over mutual TLS on
+//! loopback against a `xenocorp` process, on SQLite and (when configured) PostgreSQL; and
+//! pgbench's simple-update throughput on the same PostgreSQL for comparison.
+//!
+//! Run: `cargo bench -p xeno-corp --bench charges` (PostgreSQL: set XENO_TEST_POSTGRES_URL, and
+//! have `pgbench` on PATH). Options by environment: BENCH_SECONDS (default 10),
+//! BENCH_SERVERS (default 64).
+
+use hdrhistogram::Histogram;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use xeno_schemas::Document;
+use xeno_schemas::documents::{Money, PurchaseOrder, UsageRecord};
+use xeno_schemas::proto::common::v1 as common;
+use xeno_schemas::proto::corp::v1 as pb;
+use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
+use xeno_schemas::signing::{SigningKey, pem_to_der};
+use xeno_schemas::transport::{Credentials, connect};
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn gbp(minor: u64) -> Option<common::Money> {
+    Some(common::Money {
+        currency: "GBP".to_owned(),
+        amount_minor: minor,
+    })
+}
+
+struct Corp {
+    child: std::process::Child,
+    address: String,
+    ca: String,
+    admin_socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Corp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_corp(database: &str) -> Corp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("xenocorp.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\nlisten = \"127.0.0.1:0\"\nweb_listen = \"127.0.0.1:0\"\ndatabase = {database:?}\n", dir.path().join("data")),
+    )
+    .expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xenocorp"))
+        .args(["--config", config.to_str().expect("path"), "serve"])
+        .stdout(Stdio::piped())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("xenocorp");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let address = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("grpc="))
+        .expect("grpc=")
+        .to_owned();
+    let ca = std::fs::read_to_string(dir.path().join("data/ca-cert.pem")).expect("CA");
+    Corp {
+        child,
+        address,
+        ca,
+        admin_socket: dir.path().join("data/admin.sock"),
+        _dir: dir,
+    }
+}
+
+async fn register(
+    corp: &Corp,
+    server: bool,
+    name: &str,
+) -> (
+    String,
+    XenoCorpClient<tonic::transport::Channel>,
+    SigningKey,
+) {
+    let (key_pem, csr_pem) = xeno_corp::ca::generate_key_and_csr(name).expect("csr");
+    let mut anonymous = XenoCorpClient::new(
+        connect(&corp.address, &corp.ca, None)
+            .await
+            .expect("connect"),
+    );
+    let (id, certificate_pem) = if server {
+        let r = anonymous
+            .register_server(pb::RegisterServerRequest {
+                owner_name: name.to_owned(),
+                owner_address: "x".to_owned(),
+                payout_details: "x".to_owned(),
+                machine: Some(pb::MachineSpec {
+                    architecture: "x86_64".to_owned(),
+                    cpu_cores: 2,
+                    memory_mb: 1024,
+                    ..Default::default()
+                }),
+                csr_pem,
+                endpoint: "127.0.0.1:1".to_owned(),
+            })
+            .await
+            .expect("register server")
+            .into_inner();
+        (r.server_id, r.certificate_pem)
+    } else {
+        let r = anonymous
+            .register_client(pb::RegisterClientRequest {
+                name: name.to_owned(),
+                address: "x".to_owned(),
+                charging_details: "x".to_owned(),
+                privacy: 1,
+                csr_pem,
+            })
+            .await
+            .expect("register client")
+            .into_inner();
+        (r.account_id, r.certificate_pem)
+    };
+    let credentials = Credentials {
+        certificate_pem,
+        key_pem: key_pem.clone(),
+    };
+    let channel = connect(&corp.address, &corp.ca, Some(&credentials))
+        .await
+        .expect("mTLS");
+    let key = SigningKey::from_pkcs8_der(&pem_to_der(&key_pem, "PRIVATE KEY").expect("pem"))
+        .expect("key");
+    (id, XenoCorpClient::new(channel), key)
+}
+
+fn usage(order_id: &str, sequence: u64, minor: u64) -> String {
+    let now = time::OffsetDateTime::now_utc();
+    UsageRecord {
+        order_id: order_id.to_owned(),
+        session_id: "bench".to_owned(),
+        sequence,
+        period_start: now,
+        period_end: now,
+        cpu_ms: 150,
+        memory_mb_ms: 64_000,
+        network_bytes_in: None,
+        network_bytes_out: None,
+        fuel: Some(2_000_000),
+        syscalls: None,
+        output_bytes: Some(100),
+        charge: Money {
+            currency: "GBP".parse().expect("GBP"),
+            minor,
+        },
+        activity: Some("bench task running".to_owned()),
+        tasks: Vec::new(),
+        extensions: Vec::new(),
+    }
+    .to_xml()
+}
+
+struct Result {
+    charges_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+}
+
+async fn run(database: &str, servers: usize, seconds: u64) -> Result {
+    let corp = start_corp(database);
+    let (client_id, mut client, client_key) = register(&corp, false, "bench client").await;
+    xeno_corp::admin::connect(&corp.admin_socket)
+        .await
+        .expect("admin")
+        .deposit(pb::DepositRequest {
+            account_id: client_id,
+            amount: gbp(1_000_000_000_000),
+        })
+        .await
+        .expect("deposit");
+    let mut lanes = Vec::new();
+    for index in 0..servers {
+        let (_, mut server, _) = register(&corp, true, &format!("server {index}")).await;
+        let response = client
+            .create_purchase_order(pb::CreatePurchaseOrderRequest {
+                amount: gbp(10_000_000_000),
+                lifetime_seconds: 0,
+            })
+            .await
+            .expect("order")
+            .into_inner();
+        let mut order =
+            PurchaseOrder::parse(response.purchase_order_xml.as_bytes()).expect("order");
+        order.client_signature = Some(client_key.sign(&order.client_signed_bytes()).expect("sign"));
+        let mut requirements =
+            xeno_schemas::documents::EnvironmentalRequirements::new("bench", "Wasm");
+        requirements.qos.cpu_msps = Some(100);
+        server
+            .validate_purchase_order(pb::ValidatePurchaseOrderRequest {
+                purchase_order_xml: order.to_xml(),
+                session_id: format!("s{index}"),
+                requirements_xml: requirements.to_xml(),
+            })
+            .await
+            .expect("validate");
+        lanes.push((server, order.issued.order_id));
+    }
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (mut server, order_id) in lanes {
+        let measuring = Arc::clone(&measuring);
+        let stop = Arc::clone(&stop);
+        tasks.spawn(async move {
+            let mut histogram =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+            let mut sequence = 0;
+            while !stop.load(Ordering::Relaxed) {
+                sequence += 1;
+                let request = pb::ChargeRequest {
+                    order_id: order_id.clone(),
+                    sequence,
+                    amount: gbp(1),
+                    usage_record_xml: usage(&order_id, sequence, 1),
+                };
+                let started = Instant::now();
+                let answer = server
+                    .charge_from_purchase_order(request)
+                    .await
+                    .expect("charge")
+                    .into_inner();
+                assert_eq!(answer.outcome, pb::ChargeOutcome::Charged as i32);
+                if measuring.load(Ordering::Relaxed) {
+                    histogram
+                        .record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))
+                        .expect("record");
+                }
+            }
+            histogram
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    while let Some(histogram) = tasks.join_next().await {
+        total.add(histogram.expect("lane")).expect("merge");
+    }
+    let report = xeno_corp::admin::connect(&corp.admin_socket)
+        .await
+        .expect("admin")
+        .check_invariants(pb::CheckInvariantsRequest {})
+        .await
+        .expect("check")
+        .into_inner();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    Result {
+        charges_per_second: total.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: total.value_at_quantile(0.50) as f64 / 1000.0,
+        p99_ms: total.value_at_quantile(0.99) as f64 / 1000.0,
+        p999_ms: total.value_at_quantile(0.999) as f64 / 1000.0,
+    }
+}
+
+/// pgbench's simple-update (`-N`) throughput with the same client count, on a scratch database.
+fn pgbench(url: &str, clients: usize, seconds: u64) -> Option<f64> {
+    let scratch = format!("xeno_pgbench_{}", std::process::id());
+    let base = url.rsplit_once('/').map(|(b, _)| b)?.to_owned();
+    let mut admin = postgres::Client::connect(url, postgres::NoTls).ok()?;
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {scratch}"))
+        .ok()?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {scratch}"))
+        .ok()?;
+    let target = format!("{base}/{scratch}");
+    let init = Command::new("pgbench")
+        .args(["-i", "-q", "-s", "10", &target])
+        .output()
+        .ok()?;
+    if !init.status.success() {
+        eprintln!(
+            "pgbench -i failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        return None;
+    }
+    let output = Command::new("pgbench")
+        .args([
+            "-N",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &seconds.to_string(),
+            &target,
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok());
+    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {scratch}"));
+    tps
+}
+
+fn main() {
+    let servers = usize::try_from(env_number("BENCH_SERVERS", 64)).unwrap_or(64);
+    let seconds = env_number("BENCH_SECONDS", 10);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "charges: {servers} concurrent servers, mTLS on loopback, {seconds} s measured after 2 s warm-up"
+    );
+    println!(
+        "{:<12} {:>12} {:>9} {:>9} {:>9}",
+        "backend", "charges/s", "p50 ms", "p99 ms", "p99.9 ms"
+    );
+    let sqlite = runtime.block_on(run("sqlite", servers, seconds));
+    println!(
+        "{:<12} {:>12.0} {:>9.2} {:>9.2} {:>9.2}",
+        "sqlite", sqlite.charges_per_second, sqlite.p50_ms, sqlite.p99_ms, sqlite.p999_ms
+    );
+    if let Ok(url) = std::env::var("XENO_TEST_POSTGRES_URL") {
+        let database = {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let name = format!("xeno_bench_{}", std::process::id());
+                let mut client =
+                    postgres::Client::connect(&url, postgres::NoTls).expect("postgres");
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                    .expect("drop");
+                client
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .expect("create");
+                format!(
+                    "{}/{name}",
+                    url.rsplit_once('/').map(|(b, _)| b).expect("url")
+                )
+            })
+            .join()
+            .expect("thread")
+        };
+        let postgres = runtime.block_on(run(&database, servers, seconds));
+        println!(
+            "{:<12} {:>12.0} {:>9.2} {:>9.2} {:>9.2}",
+            "postgresql",
+            postgres.charges_per_second,
+            postgres.p50_ms,
+            postgres.p99_ms,
+            postgres.p999_ms
+        );
+        let url_for_bench = url.clone();
+        let tps = std::thread::spawn(move || pgbench(&url_for_bench, servers, seconds))
+            .join()
+            .ok()
+            .flatten();
+        match tps {
+            Some(tps) => println!(
+                "pgbench -N -c {servers}: {tps:.0} tps; xenocorp on PostgreSQL = {:.2}x pgbench",
+                postgres.charges_per_second / tps
+            ),
+            None => println!("pgbench: not available"),
+        }
+    } else {
+        println!("postgresql: skipped (set XENO_TEST_POSTGRES_URL)");
+    }
+}
