@@ -188,6 +188,29 @@ pub struct OrderAudit {
     pub purchase_order_xml: String,
 }
 
+/// A charge's usage record, parsed and checked before it reaches the state machine (parsing is
+/// the costly part of a charge; doing it on the request's own thread keeps the single writer
+/// thread for what must be serial).
+#[derive(Debug, Clone)]
+pub struct UsageAnnotation {
+    /// The document as sent.
+    pub xml: Arc<str>,
+    /// Its `Order`.
+    pub order_id: String,
+    /// Its `Sequence`.
+    pub sequence: u64,
+    /// Its `Charge`.
+    pub charge: Money,
+}
+
+impl UsageAnnotation {
+    /// Parses a UsageRecord document.
+    pub fn parse(xml: &str) -> CorpResult<UsageAnnotation> {
+        let record = UsageRecord::parse(xml.as_bytes()).map_err(|error| invalid(format!("usage record: {error}")))?;
+        Ok(UsageAnnotation { xml: Arc::from(xml), order_id: record.order_id, sequence: record.sequence, charge: record.charge })
+    }
+}
+
 fn invalid(message: impl Into<String>) -> CorpError {
     CorpError::InvalidArgument(message.into())
 }
@@ -837,9 +860,10 @@ impl Corp {
         order_id: &str,
         sequence: u64,
         amount: Money,
-        usage_xml: &str,
+        usage: UsageAnnotation,
         effects: &mut Vec<Effect>,
     ) -> CorpResult<ChargeAnswer> {
+        let usage_xml: &str = &usage.xml;
         let server_id = self
             .caller_with_role(caller, Role::Server, "charge purchase orders")?
             .id
@@ -858,7 +882,7 @@ impl Corp {
         }
         if let Some(previous) = order.charges.get(&sequence) {
             return if previous.amount_minor == amount.minor
-                && previous.usage_xml == usage_xml
+                && *previous.usage_xml == *usage_xml
                 && amount.currency == order.currency()
             {
                 Ok(ChargeAnswer {
@@ -892,12 +916,10 @@ impl Corp {
                 amount.currency
             )));
         }
-        let record = UsageRecord::parse(usage_xml.as_bytes())
-            .map_err(|error| invalid(format!("usage record: {error}")))?;
-        if record.order_id != order_id || record.sequence != sequence || record.charge != amount {
+        if usage.order_id != order_id || usage.sequence != sequence || usage.charge != amount {
             return Err(invalid(format!(
                 "the usage record (order {}, sequence {}, charge {}) does not match the request (order {order_id}, sequence {sequence}, charge {amount})",
-                record.order_id, record.sequence, record.charge
+                usage.order_id, usage.sequence, usage.charge
             )));
         }
         let remaining = order.remaining_minor();
@@ -916,7 +938,7 @@ impl Corp {
             sequence,
             amount_minor: amount.minor,
             outcome,
-            usage_xml: usage_xml.to_owned(),
+            usage_xml: Arc::clone(&usage.xml),
             charged_total_after: charged_after,
             remaining_after: order.limit_minor - charged_after,
             recorded_at_ms: now_ms,

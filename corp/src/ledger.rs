@@ -132,9 +132,11 @@ impl Ledger {
 
     /// A book's balance (zero if it never moved).
     pub fn balance(&self, book: &Book) -> i64 {
-        self.balances
-            .get(&book.key())
-            .map_or(0, |(_, balance)| *balance)
+        self.balance_of(&book.key())
+    }
+
+    fn balance_of(&self, key: &str) -> i64 {
+        self.balances.get(key).map_or(0, |(_, balance)| *balance)
     }
 
     /// Every balance.
@@ -164,13 +166,13 @@ impl Ledger {
             from_key, to_key,
             "a transfer must move money between two books"
         );
-        let from_balance = self.balance(movement.from) - amount;
+        let from_balance = self.balance_of(&from_key) - amount;
         assert!(
             from_balance >= 0 || matches!(movement.from, Book::Funding(_)),
             "transfer of {amount} would overdraw {from_key}"
         );
         let to_balance = self
-            .balance(movement.to)
+            .balance_of(&to_key)
             .checked_add(amount)
             .expect("balance overflow");
         self.balances

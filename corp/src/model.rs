@@ -163,8 +163,8 @@ pub struct ChargeRecord {
     pub amount_minor: u64,
     /// What happened.
     pub outcome: ChargeOutcome,
-    /// The UsageRecord annotation.
-    pub usage_xml: String,
+    /// The UsageRecord annotation (shared: the record is kept in memory and persisted).
+    pub usage_xml: std::sync::Arc<str>,
     /// Total charged on the order after this request.
     pub charged_total_after: u64,
     /// What remained after this request.

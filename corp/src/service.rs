@@ -227,19 +227,12 @@ impl pb::xeno_corp_server::XenoCorp for CorpService {
         let caller = caller_serial(&request)?;
         let request = request.into_inner();
         let amount = money_from("amount", request.amount)?;
+        let usage = crate::core::UsageAnnotation::parse(&request.usage_record_xml).map_err(status)?;
         let now = now_ms();
         let answer = self
             .writer
             .submit(move |corp, _, effects| {
-                corp.charge(
-                    now,
-                    &caller,
-                    &request.order_id,
-                    request.sequence,
-                    amount,
-                    &request.usage_record_xml,
-                    effects,
-                )
+                corp.charge(now, &caller, &request.order_id, request.sequence, amount, usage, effects)
             })
             .await
             .map_err(status)?;
@@ -332,7 +325,7 @@ impl pb::xeno_corp_server::XenoCorp for CorpService {
                         minor: charge.amount_minor,
                     })),
                     outcome: outcome_to(charge.outcome),
-                    usage_record_xml: charge.usage_xml,
+                    usage_record_xml: charge.usage_xml.to_string(),
                     recorded_at_unix_ms: charge.recorded_at_ms,
                 })
                 .collect(),

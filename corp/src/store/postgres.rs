@@ -177,7 +177,7 @@ impl Bulk {
                 self.charge_amounts.push(to_i64(record.amount_minor));
                 self.charge_outcomes
                     .push(record.outcome.as_str().to_owned());
-                self.charge_usages.push(record.usage_xml.clone());
+                self.charge_usages.push(record.usage_xml.to_string());
                 self.charge_totals.push(to_i64(record.charged_total_after));
                 self.charge_remaining.push(to_i64(record.remaining_after));
                 self.charge_times.push(record.recorded_at_ms);

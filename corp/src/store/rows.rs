@@ -121,7 +121,7 @@ pub fn statement_for(effect: &Effect) -> (&'static str, Vec<SqlValue>) {
                 to_i64(record.sequence).into(),
                 to_i64(record.amount_minor).into(),
                 record.outcome.as_str().into(),
-                (&record.usage_xml).into(),
+                SqlValue::Text(record.usage_xml.to_string()),
                 to_i64(record.charged_total_after).into(),
                 to_i64(record.remaining_after).into(),
                 record.recorded_at_ms.into(),
@@ -308,7 +308,7 @@ pub fn charge(row: &Values<'_>) -> anyhow::Result<(String, ChargeRecord)> {
             amount_minor: row.amount(2)?,
             outcome: ChargeOutcome::from_name(&outcome)
                 .ok_or_else(|| anyhow!("unknown stored outcome {outcome:?}"))?,
-            usage_xml: row.text(4)?,
+            usage_xml: row.text(4)?.into(),
             charged_total_after: row.amount(5)?,
             remaining_after: row.amount(6)?,
             recorded_at_ms: row.int(7)?,
