@@ -142,6 +142,12 @@ async fn register(
     (id, XenoCorpClient::new(channel), key)
 }
 
+/// A usage record for one lane, built once; each charge substitutes its sequence number (the
+/// load generator shares the two cores with the corp, so it keeps its own work small).
+fn usage_template(order_id: &str) -> String {
+    usage(order_id, 999_999_999, 1)
+}
+
 fn usage(order_id: &str, sequence: u64, minor: u64) -> String {
     let now = time::OffsetDateTime::now_utc();
     UsageRecord {
@@ -223,14 +229,19 @@ async fn run(database: &str, servers: usize, seconds: u64) -> Result {
         tasks.spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+            let template = usage_template(&order_id);
             let mut sequence = 0;
             while !stop.load(Ordering::Relaxed) {
                 sequence += 1;
+                let usage_record_xml = template.replace(
+                    "<Sequence>999999999</Sequence>",
+                    &format!("<Sequence>{sequence}</Sequence>"),
+                );
                 let request = pb::ChargeRequest {
                     order_id: order_id.clone(),
                     sequence,
                     amount: gbp(1),
-                    usage_record_xml: usage(&order_id, sequence, 1),
+                    usage_record_xml,
                 };
                 let started = Instant::now();
                 let answer = server
