@@ -266,12 +266,9 @@ fn show(order: &PurchaseOrder, profile: &Profile) -> Result<()> {
         "corp signature       {}",
         if corp_valid { "valid" } else { "INVALID" }
     );
-    let client_valid = match &order.client_signature {
-        None => None,
-        Some(signature) => {
-            Some(xeno_schemas::signing::verify(signature, &order.client_signed_bytes()).is_ok())
-        }
-    };
+    let client_valid = order.client_signature.as_ref().map(|signature| {
+        xeno_schemas::signing::verify(signature, &order.client_signed_bytes()).is_ok()
+    });
     println!(
         "client signature     {}",
         match client_valid {
@@ -331,7 +328,13 @@ pub async fn audit(profile: &Profile, order_id: String) -> Result<()> {
         .await
         .map_err(|s| from_status("audit", s))?
         .into_inner();
-    let order = audit.order.unwrap_or_default();
+    print_audit(&audit);
+    Ok(())
+}
+
+/// Prints an order's audit trail.
+pub fn print_audit(audit: &pb::AuditOrderResponse) {
+    let order = audit.order.clone().unwrap_or_default();
     println!(
         "order {} for {} (client {}): charged {}",
         order.order_id,
@@ -345,10 +348,11 @@ pub async fn audit(profile: &Profile, order_id: String) -> Result<()> {
         let usage = UsageRecord::parse(charge.usage_record_xml.as_bytes()).ok();
         let detail = usage.map_or_else(String::new, |u| {
             format!(
-                "{} .. {}  cpu {} ms  memory {} MB·s  {}",
+                "{} .. {}  cpu {} ms  fuel {}  memory {} MB·s  {}",
                 format_date_time(u.period_start),
                 format_date_time(u.period_end),
                 u.cpu_ms,
+                u.fuel.unwrap_or(0),
                 format_minor(u.memory_mb_ms * 1000),
                 u.activity.unwrap_or_default()
             )
@@ -360,5 +364,4 @@ pub async fn audit(profile: &Profile, order_id: String) -> Result<()> {
             outcome
         );
     }
-    Ok(())
 }

@@ -81,6 +81,13 @@ impl Profile {
         SigningKey::from_pkcs8_der(&der).context("loading the profile's key")
     }
 
+    /// Points the profile at the corp's current address (saved).
+    pub fn move_corp(&mut self, address: &str) -> Result<()> {
+        self.file.corp = address.to_owned();
+        std::fs::write(self.dir.join(PROFILE_FILE), toml::to_string(&self.file)?)
+            .context("updating the profile")
+    }
+
     /// Where orders are kept by default.
     pub fn orders_dir(&self) -> PathBuf {
         self.dir.join("orders")

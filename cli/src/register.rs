@@ -84,7 +84,7 @@ pub struct ServerArgs {
     xis_node: String,
 }
 
-fn key_and_csr(common_name: &str) -> Result<(String, String)> {
+pub fn key_and_csr(common_name: &str) -> Result<(String, String)> {
     let key = KeyPair::generate().context("generating a key pair")?;
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();

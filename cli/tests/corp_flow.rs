@@ -42,10 +42,12 @@ fn gbp(minor: u64) -> Option<Money> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_order_narrow_validate_charge_close_audit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = xeno_corp::config::Config::default();
-    config.data_dir = dir.path().join("corp");
-    config.listen = "127.0.0.1:0".parse().expect("address");
-    config.web_listen = None;
+    let config = xeno_corp::config::Config {
+        data_dir: dir.path().join("corp"),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        web_listen: None,
+        ..xeno_corp::config::Config::default()
+    };
     let corp = xeno_corp::daemon::start(config).await.expect("corp");
     let address = corp.grpc_addr.to_string();
     let ca_file = dir.path().join("corp-ca.pem");

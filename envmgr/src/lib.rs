@@ -1,7 +1,26 @@
 //! # xeno-envmgr: the XenoServer environment manager
 //!
-//! The paper's indirection layer (sections II-B.2 and V-B): the `xenoserver` daemon that answers
-//! status queries, creates sessions from `EnvironmentalRequirements` and a purchase order,
-//! deploys tasks into them, streams their output, meters usage and charges the corp, dispatching
-//! each session by `EnvType` to a task manager through the `xenoserve.taskmanager.v1` plugin
-//! interface of `xeno-schemas`.
+//! The paper's indirection layer (sections II-B.2 and V-B): the `xenoserver` daemon answers
+//! status queries, creates sessions from `EnvironmentalRequirements` and a purchase order (after
+//! an admission decision and the order's validation with its corp), deploys tasks into them,
+//! streams their output, meters their usage and charges the corp, dispatching each session by
+//! `EnvType` to a task manager through the plugin interface of `xeno_schemas::taskmanager`
+//! (built in, or an external plugin over a Unix socket or TCP).
+//!
+//! - [`server::Server`]: admission, sessions, deployment, settlement.
+//! - [`session::Session`]: one session's metering and charging (durable, idempotent, exact).
+//! - [`pricing`]: the price sheet and exact cost arithmetic.
+//! - [`store`]: sessions, tasks and charges in SQLite, so a restart loses nothing.
+//! - [`service`]: the `xenoserve.server.v1.XenoServer` gRPC service.
+//! - [`daemon::start`]: everything wired from a [`config::Config`].
+#![deny(missing_docs)]
+
+pub mod advertisement;
+pub mod config;
+pub mod daemon;
+pub mod identity;
+pub mod pricing;
+pub mod server;
+pub mod service;
+pub mod session;
+pub mod store;

@@ -228,7 +228,7 @@ static WALL_CLOCK: ElementDecl = leaf(
 static OUTPUT_BYTES: ElementDecl = leaf(
     "OutputBytes",
     &OUTPUT_BYTES_TYPE,
-    "Keep at most this many bytes of the task's output; later output is counted and dropped.",
+    "Keep at most this many bytes of the task's output for later reading; beyond it output is counted but not kept.",
 );
 static TASK_LIMITS: ElementDecl = ElementDecl {
     name: "Limits",

@@ -1,0 +1,151 @@
+//! A domain's scratch directory, and placing a task's `Files` in it.
+//!
+//! Files are written through cap-primitives, which resolves every path beneath the scratch
+//! directory (with `openat2(RESOLVE_BENEATH)` where the kernel has it): a symlink an earlier
+//! task planted cannot redirect a write outside. Modes keep only the permission bits (setuid,
+//! setgid and sticky are dropped: the files live on the host and belong to this daemon).
+
+use crate::error::Error;
+use bytes::Bytes;
+use cap_primitives::fs::{DirOptions, OpenOptions, OpenOptionsExt};
+use std::fs::File;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use tempfile::TempDir;
+
+/// Permission bits a shipped file may carry.
+const FILE_MODE_MASK: u32 = 0o777;
+
+/// The directory a domain's tasks see as `/`.
+pub(crate) struct Scratch {
+    path: PathBuf,
+    /// Set when the task manager created the directory, which it then removes on destroy.
+    owned: Mutex<Option<TempDir>>,
+}
+
+impl Scratch {
+    /// The caller's directory, which must exist, or a new temporary one if `dir` is empty.
+    pub(crate) fn open(dir: &str) -> Result<Scratch, Error> {
+        if dir.is_empty() {
+            let temp = tempfile::Builder::new()
+                .prefix("xeno-wasm-")
+                .tempdir()
+                .map_err(|error| {
+                    Error::Internal(format!("cannot create a scratch directory: {error}"))
+                })?;
+            return Ok(Scratch {
+                path: temp.path().to_owned(),
+                owned: Mutex::new(Some(temp)),
+            });
+        }
+        let path = Path::new(dir)
+            .canonicalize()
+            .map_err(|error| Error::Invalid(format!("scratch_dir {dir:?}: {error}")))?;
+        if !path.is_dir() {
+            return Err(Error::Invalid(format!(
+                "scratch_dir {dir:?} is not a directory"
+            )));
+        }
+        Ok(Scratch {
+            path,
+            owned: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the directory if the task manager created it.
+    pub(crate) fn remove(&self) {
+        let owned = crate::sync::lock(&self.owned).take();
+        if let Some(temp) = owned
+            && let Err(error) = temp.close()
+        {
+            tracing::warn!(path = %self.path.display(), "cannot remove scratch directory: {error}");
+        }
+    }
+}
+
+/// A file to place: its session path, permission bits and bytes.
+pub(crate) struct PlacedFile {
+    pub(crate) path: String,
+    pub(crate) mode: u32,
+    pub(crate) data: Bytes,
+}
+
+/// A session path ("/a/b" or "a/b") as a path relative to the scratch directory. The document
+/// schema has already refused `.` and `..` segments; this checks again because the bytes came
+/// over the network.
+pub(crate) fn relative(session_path: &str) -> Result<PathBuf, Error> {
+    let relative = PathBuf::from(session_path.trim_start_matches('/'));
+    if relative
+        .components()
+        .any(|component| !matches!(component, Component::Normal(_)))
+    {
+        return Err(Error::Invalid(format!(
+            "path {session_path:?} leaves the session directory"
+        )));
+    }
+    Ok(relative)
+}
+
+fn create_dirs(root: &File, dir: &Path) -> std::io::Result<()> {
+    let mut partial = PathBuf::new();
+    for component in dir.components() {
+        partial.push(component);
+        match cap_primitives::fs::create_dir(root, &partial, &DirOptions::new()) {
+            Err(error) if error.kind() != ErrorKind::AlreadyExists => return Err(error),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn place(root: &File, file: &PlacedFile) -> Result<(), Error> {
+    let path = relative(&file.path)?;
+    let failed = |error: std::io::Error| {
+        Error::Invalid(format!("cannot write file {:?}: {error}", file.path))
+    };
+    if let Some(parent) = path.parent() {
+        create_dirs(root, parent).map_err(failed)?;
+    }
+    // Replace whatever is there (a read-only file, a symlink) rather than write through it.
+    match cap_primitives::fs::remove_file(root, &path) {
+        Err(error) if error.kind() != ErrorKind::NotFound => return Err(failed(error)),
+        _ => {}
+    }
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true).mode(0o600);
+    let mut handle = cap_primitives::fs::open(root, &path, &options).map_err(failed)?;
+    handle.write_all(&file.data).map_err(failed)?;
+    handle
+        .set_permissions(std::fs::Permissions::from_mode(file.mode & FILE_MODE_MASK))
+        .map_err(failed)
+}
+
+/// Places `files` in `scratch` and creates `working_dir` (relative) if given. Blocking.
+pub(crate) fn place_all(
+    scratch: &Path,
+    files: &[PlacedFile],
+    working_dir: Option<&Path>,
+) -> Result<(), Error> {
+    let root = cap_primitives::fs::open_ambient_dir(scratch, cap_primitives::ambient_authority())
+        .map_err(|error| {
+        Error::Internal(format!("cannot open the scratch directory: {error}"))
+    })?;
+    for file in files {
+        place(&root, file)?;
+    }
+    if let Some(dir) = working_dir {
+        create_dirs(&root, dir).map_err(|error| {
+            Error::Invalid(format!(
+                "cannot create WorkingDir {}: {error}",
+                dir.display()
+            ))
+        })?;
+    }
+    Ok(())
+}

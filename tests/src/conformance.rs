@@ -1,0 +1,117 @@
+//! # The task manager conformance suite
+//!
+//! The contract of the task manager plugin interface
+//! (`schemas/proto/xenoserve/taskmanager/v1/taskmanager.proto`), as behaviour a user of the
+//! platform relies on, checked against a running task manager. Every task manager runs it in
+//! its own tests: the built-in Wasm and Linux VM managers in process, external plugins over
+//! their socket. Passing it is what lets an environment manager use a task manager without
+//! knowing which one it is.
+//!
+//! The suite drives a [`DynTaskManager`] and needs programs that behave in known ways in the
+//! environment under test: print `hello`, exit with a given status, spin, and so on. The task
+//! manager's test supplies them by implementing [`Guests`]. Each check (see [`Check`] for the
+//! list and what each asserts) creates its own domains with unique ids, bounds every wait, and
+//! destroys its domains when it ends, passed or failed. Checks run one after another; most take
+//! milliseconds, the metering checks measure for a few seconds, and the whole suite takes about
+//! six seconds against the Process plugin.
+//!
+//! ## Running it against your plugin
+//!
+//! 1. Write guests for your environment: a type implementing [`Guests`] whose methods return
+//!    a [`Guest`] (a `TaskDescription` document and its payloads) for each behaviour. Build the
+//!    documents with [`TaskDescription`](xeno_schemas::documents::TaskDescription) and
+//!    [`Document::to_xml`](xeno_schemas::Document::to_xml), and name payloads by their
+//!    SHA-256 in lowercase hex.
+//! 2. In an integration test, start your plugin (for an external one, its binary on a socket in
+//!    a temporary directory, killed when the test ends however it ends), connect with
+//!    [`RemoteTaskManager::connect`](xeno_schemas::taskmanager::RemoteTaskManager::connect)
+//!    (or use your built-in manager directly), and run [`run_suite`]:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use xeno_schemas::taskmanager::{DynTaskManager, RemoteTaskManager};
+//! use xeno_tests::conformance::{self, Guest, Guests};
+//!
+//! struct MyGuests;
+//!
+//! impl Guests for MyGuests {
+//!     fn env_type(&self) -> &str { "MyEnv" }
+//!     fn hello(&self) -> Guest { todo!("a task printing hello") }
+//!     fn exit_code(&self, _code: u8) -> Guest { todo!() }
+//!     fn echo_args_env(&self, _args: &[&str], _greeting: &str) -> Guest { todo!() }
+//!     fn stderr(&self) -> Guest { todo!() }
+//!     fn spin(&self) -> Guest { todo!() }
+//!     fn flood(&self, _lines: u32) -> Guest { todo!() }
+//! }
+//!
+//! // The body of a #[tokio::test(flavor = "multi_thread")]:
+//! async fn my_plugin_conforms() {
+//!     // ... start the plugin on /tmp/xyz/plugin.sock ...
+//!     let plugin: DynTaskManager = Arc::new(
+//!         RemoteTaskManager::connect("unix:/tmp/xyz/plugin.sock").await.expect("plugin reachable"),
+//!     );
+//!     let report = conformance::run_suite(plugin, &MyGuests).await.unwrap_or_else(|failed| panic!("{failed}"));
+//!     println!("{report}");
+//! }
+//! ```
+//!
+//! The crate is `xeno-tests`: add it to your crate's `[dev-dependencies]`
+//! (`xeno-tests = { path = "../tests" }`). A complete worked example is the Process plugin's
+//! test, `tests/tests/process_plugin.rs`, with its guests written as `/bin/sh` scripts in
+//! `tests/tests/support/mod.rs`.
+//!
+//! A failure names the check, what it expected and what happened, with the events the stream
+//! had delivered. To run one check while fixing it, use [`run_check`] with one [`Check`].
+//!
+//! Where the contract leaves a choice, the suite accepts either: whether stdout and stderr
+//! share one offset sequence per task or have one each; whether output beyond the cap drops the
+//! oldest or the newest bytes; whether StreamOutput of an unknown domain fails at the call or
+//! as the stream's first item; whether a resumed task's TaskStarted is sent again; whether
+//! DeployTask into a destroyed domain is FAILED_PRECONDITION or NOT_FOUND.
+
+mod checks;
+mod events;
+mod guests;
+mod report;
+mod rpc;
+
+pub use guests::{FLOOD_LINE, Guest, Guests, default_limits};
+pub use report::{Check, CheckResult, Failure, Outcome, Report, SuiteFailed};
+
+use std::time::Instant;
+use xeno_schemas::taskmanager::DynTaskManager;
+
+/// Runs every check in [`Check::ALL`] against `task_manager`, each to its end whatever the
+/// others did. Returns the report if none failed.
+pub async fn run_suite(
+    task_manager: DynTaskManager,
+    guests: &dyn Guests,
+) -> Result<Report, SuiteFailed> {
+    let mut report = Report::default();
+    for check in Check::ALL {
+        let started = Instant::now();
+        let outcome = run_check(&task_manager, guests, check).await;
+        report.results.push(CheckResult {
+            check,
+            elapsed: started.elapsed(),
+            outcome,
+        });
+    }
+    if report.failures().next().is_some() {
+        Err(SuiteFailed { report })
+    } else {
+        Ok(report)
+    }
+}
+
+/// Runs one check, then destroys the domains it created.
+pub async fn run_check(
+    task_manager: &DynTaskManager,
+    guests: &dyn Guests,
+    check: Check,
+) -> Result<Outcome, Failure> {
+    let ctx = rpc::Ctx::new(task_manager, guests, check);
+    let outcome = checks::run(&ctx, check).await;
+    ctx.clean_up().await;
+    outcome.map_err(|message| Failure { check, message })
+}
