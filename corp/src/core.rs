@@ -206,8 +206,14 @@ pub struct UsageAnnotation {
 impl UsageAnnotation {
     /// Parses a UsageRecord document.
     pub fn parse(xml: &str) -> CorpResult<UsageAnnotation> {
-        let record = UsageRecord::parse(xml.as_bytes()).map_err(|error| invalid(format!("usage record: {error}")))?;
-        Ok(UsageAnnotation { xml: Arc::from(xml), order_id: record.order_id, sequence: record.sequence, charge: record.charge })
+        let record = UsageRecord::parse(xml.as_bytes())
+            .map_err(|error| invalid(format!("usage record: {error}")))?;
+        Ok(UsageAnnotation {
+            xml: Arc::from(xml),
+            order_id: record.order_id,
+            sequence: record.sequence,
+            charge: record.charge,
+        })
     }
 }
 

@@ -227,12 +227,21 @@ impl pb::xeno_corp_server::XenoCorp for CorpService {
         let caller = caller_serial(&request)?;
         let request = request.into_inner();
         let amount = money_from("amount", request.amount)?;
-        let usage = crate::core::UsageAnnotation::parse(&request.usage_record_xml).map_err(status)?;
+        let usage =
+            crate::core::UsageAnnotation::parse(&request.usage_record_xml).map_err(status)?;
         let now = now_ms();
         let answer = self
             .writer
             .submit(move |corp, _, effects| {
-                corp.charge(now, &caller, &request.order_id, request.sequence, amount, usage, effects)
+                corp.charge(
+                    now,
+                    &caller,
+                    &request.order_id,
+                    request.sequence,
+                    amount,
+                    usage,
+                    effects,
+                )
             })
             .await
             .map_err(status)?;
