@@ -11,7 +11,7 @@ use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use xeno_schemas::proto::corp::v1::corp_admin_server::CorpAdminServer;
 use xeno_schemas::proto::corp::v1::xeno_corp_server::XenoCorpServer;
@@ -125,7 +125,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningCorp> {
     let grpc_stop = shutdown_signal(stop.clone());
     tasks.spawn(async move {
         router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), grpc_stop)
+            .serve_with_incoming_shutdown(xeno_schemas::transport::incoming(listener), grpc_stop)
             .await
             .context("gRPC server")
     });

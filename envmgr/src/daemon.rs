@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server as GrpcServer, ServerTlsConfig};
 use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
 use xeno_schemas::proto::server::v1::xeno_server_server::XenoServerServer;
@@ -201,7 +200,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(async move {
         router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            .serve_with_incoming_shutdown(xeno_schemas::transport::incoming(listener), async move {
                 let _ = stop.wait_for(|stop| *stop).await;
             })
             .await
