@@ -216,7 +216,7 @@ async fn run(deploys: usize) {
         certificate_pem: client.certificate_pem,
         key_pem: client_key.clone(),
     };
-    let mut corp_client = XenoCorpClient::new(
+    let corp_client = XenoCorpClient::new(
         connect(&corp.grpc_addr.to_string(), &ca, Some(&credentials))
             .await
             .expect("mTLS"),
@@ -235,9 +235,10 @@ async fn run(deploys: usize) {
     let manager =
         xeno_schemas::taskmanager::DynTaskManager::clone(&server.server.managers["Wasm"].handle);
 
-    let mut new_session = || {
+    let session_remote = remote.clone();
+    let new_session = || {
         let mut corp_client = corp_client.clone();
-        let mut remote = remote.clone();
+        let mut remote = session_remote.clone();
         let key = &key;
         let server_id = server.server_id.clone();
         async move {

@@ -45,7 +45,7 @@ pub(crate) struct Reader {
 impl Reader {
     pub(crate) fn new(slot: ReaderSlot, from_offset: HashMap<String, u64>, follow: bool) -> Self {
         let wake = slot.events().subscribe();
-        Reader {
+        let mut reader = Reader {
             slot,
             wake,
             next_seq: None,
@@ -58,7 +58,12 @@ impl Reader {
             end_seq: None,
             history_end: None,
             follow,
-        }
+        };
+        // Catch up now, not at the first poll: output written after the caller opened the
+        // stream is live for it, even if it is slow to start reading, so the task's cap
+        // (which only limits what is kept for replay) does not apply to it.
+        reader.catch_up();
+        reader
     }
 
     pub(crate) fn into_stream(self) -> impl Stream<Item = Result<DomainEvent, Status>> + Send {
@@ -141,7 +146,9 @@ impl Reader {
             }
         }
         self.next_seq = Some(snapshot.first_retained_seq);
-        self.history_end = Some(snapshot.next_seq);
+        // Only the first catch-up draws the line: output after it is live for this reader, so
+        // when a later catch-up (after falling behind) finds it still in the log, it is sent.
+        self.history_end.get_or_insert(snapshot.next_seq);
         if !self.follow && self.end_seq.is_none() {
             self.end_seq = Some(snapshot.next_seq);
         }
