@@ -9,7 +9,7 @@
 //! by forwarding. Either way the environment manager holds a [`DynTaskManager`].
 //!
 //! ```no_run
-//! # async fn example() -> anyhow::Result<()> {
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use xeno_schemas::taskmanager::{DynTaskManager, RemoteTaskManager};
 //! let plugin: DynTaskManager = std::sync::Arc::new(RemoteTaskManager::connect("unix:/run/xeno/process.sock").await?);
 //! # Ok(()) }
