@@ -10,7 +10,6 @@ use crate::guest::Launch;
 use crate::limiter::TaskLimiter;
 use crate::manager::{Core, check_id};
 use crate::output::OutputPipe;
-use crate::payload;
 use crate::task::{self, Task};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +19,7 @@ use xeno_schemas::Document;
 use xeno_schemas::documents::{Program, TaskDescription};
 use xeno_schemas::proto::common::v1::OutputStream;
 use xeno_schemas::proto::taskmanager::v1 as pb;
+use xeno_schemas::taskmanager::payload;
 
 /// argv[0] when the task names neither `Argv0` nor `Name`.
 const DEFAULT_ARGV0: &str = "task.wasm";
@@ -34,7 +34,7 @@ impl Core {
         let payloads_max = self.config.payload_bytes_max;
         let payloads = request.payloads;
         let payloads = self
-            .blocking(move || payload::verify(payloads, payloads_max))
+            .blocking(move || Ok(payload::verify(payloads, payloads_max)?))
             .await?;
         let fingerprint = payload::fingerprint(&request.task_xml, &payloads);
 

@@ -48,6 +48,12 @@ pub enum Error {
     Internal(String),
 }
 
+impl From<xeno_schemas::taskmanager::payload::PayloadError> for Error {
+    fn from(error: xeno_schemas::taskmanager::payload::PayloadError) -> Self {
+        Error::Invalid(error.0)
+    }
+}
+
 impl Error {
     /// The gRPC code the plugin interface assigns to this error.
     pub fn code(&self) -> Code {

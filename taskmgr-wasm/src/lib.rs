@@ -148,7 +148,6 @@ mod deploy;
 mod domain;
 mod engine;
 mod error;
-mod events;
 mod files;
 mod guest;
 mod host;
@@ -158,10 +157,8 @@ mod manager;
 mod metered;
 mod metering;
 mod output;
-mod payload;
 mod rate;
 mod service;
-mod stream;
 mod sync;
 mod task;
 

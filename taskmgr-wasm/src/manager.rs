@@ -6,10 +6,8 @@ use crate::config::WasmConfig;
 use crate::domain::{Domain, DomainSettings};
 use crate::engine::{self, Runtime};
 use crate::error::{Error, StartError};
-use crate::events::{DomainEvents, EventLimits, ReaderSlot};
 use crate::files::Scratch;
 use crate::rate::{CpuGate, CpuLimits};
-use crate::stream::Reader;
 use crate::sync::lock;
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -20,6 +18,7 @@ use tokio::sync::Semaphore;
 use xeno_schemas::proto::common::v1::{TaskState, Usage};
 use xeno_schemas::proto::taskmanager::v1 as pb;
 use xeno_schemas::taskmanager::EventStream;
+use xeno_schemas::taskmanager::events::{DomainEvents, EventLimits};
 
 /// The `EnvType` this task manager serves.
 pub const ENV_TYPE: &str = "Wasm";
@@ -354,14 +353,15 @@ impl Core {
                 request.from_offset.len()
             )));
         }
-        let slot = ReaderSlot::take(&domain.events).ok_or_else(|| {
-            Error::Exhausted(format!(
-                "domain {:?} already has its maximum of {} output readers",
-                request.domain_id, self.config.stream_readers_max
-            ))
-        })?;
-        let reader = Reader::new(slot, request.from_offset, request.follow);
-        Ok(Box::pin(reader.into_stream()))
+        domain
+            .events
+            .open_stream(request.from_offset, request.follow)
+            .ok_or_else(|| {
+                Error::Exhausted(format!(
+                    "domain {:?} already has its maximum of {} output readers",
+                    request.domain_id, self.config.stream_readers_max
+                ))
+            })
     }
 
     pub(crate) fn report_usage(

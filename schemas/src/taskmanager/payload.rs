@@ -1,23 +1,27 @@
 //! Payloads: checking that each payload's bytes hash to the SHA-256 it claims, that the task
 //! names exactly the payloads it was sent, and that they fit this task manager's limits.
 
-use crate::error::Error;
+use crate::proto::common::v1::Payload;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use xeno_schemas::proto::common::v1::Payload;
+
+/// A DeployTask's payloads do not match its task or the limits: the message says how.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PayloadError(pub String);
 
 /// Payloads by their (verified) SHA-256, lowercase hex.
-pub(crate) type Payloads = HashMap<String, Bytes>;
+pub type Payloads = HashMap<String, Bytes>;
 
 /// Verifies every payload's hash and the total size. Blocking: hashing 256 MiB takes a while.
-pub(crate) fn verify(payloads: Vec<Payload>, total_bytes_max: u64) -> Result<Payloads, Error> {
+pub fn verify(payloads: Vec<Payload>, total_bytes_max: u64) -> Result<Payloads, PayloadError> {
     let total: u64 = payloads
         .iter()
         .map(|payload| payload.data.len() as u64)
         .sum();
     if total > total_bytes_max {
-        return Err(Error::Invalid(format!(
+        return Err(PayloadError(format!(
             "payloads total {total} bytes; this task manager accepts at most {total_bytes_max} per task"
         )));
     }
@@ -25,7 +29,7 @@ pub(crate) fn verify(payloads: Vec<Payload>, total_bytes_max: u64) -> Result<Pay
     for payload in payloads {
         let actual = hex::encode(Sha256::digest(&payload.data));
         if actual != payload.sha256 {
-            return Err(Error::Invalid(format!(
+            return Err(PayloadError(format!(
                 "payload declared as sha256 {:?} hashes to {actual}",
                 payload.sha256
             )));
@@ -36,14 +40,14 @@ pub(crate) fn verify(payloads: Vec<Payload>, total_bytes_max: u64) -> Result<Pay
 }
 
 /// Checks that the task names exactly the payloads it came with.
-pub(crate) fn check_named(named: &[&str], payloads: &Payloads) -> Result<(), Error> {
+pub fn check_named(named: &[&str], payloads: &Payloads) -> Result<(), PayloadError> {
     if let Some(missing) = named.iter().find(|hash| !payloads.contains_key(**hash)) {
-        return Err(Error::Invalid(format!(
+        return Err(PayloadError(format!(
             "the task names payload {missing} but it was not sent"
         )));
     }
     if let Some(extra) = payloads.keys().find(|hash| !named.contains(&hash.as_str())) {
-        return Err(Error::Invalid(format!(
+        return Err(PayloadError(format!(
             "payload {extra} was sent but the task does not name it"
         )));
     }
@@ -51,7 +55,7 @@ pub(crate) fn check_named(named: &[&str], payloads: &Payloads) -> Result<(), Err
 }
 
 /// What makes two DeployTask requests the same: the document and the payloads' hashes.
-pub(crate) fn fingerprint(task_xml: &str, payloads: &Payloads) -> [u8; 32] {
+pub fn fingerprint(task_xml: &str, payloads: &Payloads) -> [u8; 32] {
     let mut hashes: Vec<&String> = payloads.keys().collect();
     hashes.sort();
     let mut digest = Sha256::new();

@@ -8,12 +8,21 @@
 //! the environment manager reaches it through [`RemoteTaskManager`], which implements the trait
 //! by forwarding. Either way the environment manager holds a [`DynTaskManager`].
 //!
+//! Two building blocks every task manager needs, so that all of them behave alike: [`events`],
+//! a domain's bounded event log and kept output with the StreamOutput reader over it (offsets,
+//! caps, replay, gaps, follow); and [`payload`], checking a DeployTask's payloads against the
+//! hashes its task names.
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use xeno_schemas::taskmanager::{DynTaskManager, RemoteTaskManager};
 //! let plugin: DynTaskManager = std::sync::Arc::new(RemoteTaskManager::connect("unix:/run/xeno/process.sock").await?);
 //! # Ok(()) }
 //! ```
+
+pub mod events;
+pub mod payload;
+mod stream;
 
 use crate::proto::taskmanager::v1 as pb;
 use crate::proto::taskmanager::v1::task_manager_client::TaskManagerClient;

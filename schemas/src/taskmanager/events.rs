@@ -8,31 +8,41 @@
 //! bytes of its output up to its cap (the documents' rule: "later output is counted and
 //! dropped"); the log holds the most recent events up to its own bounds, so a live reader
 //! still receives everything unless it falls further behind than the log reaches.
+//!
+//! Shared by the task managers: a task manager keeps one [`DomainEvents`] per domain, records
+//! what its tasks do with [`DomainEvents::task_started`], [`DomainEvents::output`],
+//! [`DomainEvents::task_ended`] and [`DomainEvents::destroyed`], and answers StreamOutput with
+//! [`DomainEvents::open_stream`].
 
-use crate::sync::lock;
+use crate::proto::common::v1::{OutputChunk, OutputStream};
+use crate::proto::taskmanager::v1::{
+    DomainDestroyed, DomainEvent, TaskEnded, TaskStarted, domain_event::Event,
+};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::watch;
-use xeno_schemas::proto::common::v1::{OutputChunk, OutputStream};
-use xeno_schemas::proto::taskmanager::v1::{
-    DomainDestroyed, DomainEvent, TaskEnded, TaskStarted, domain_event::Event,
-};
 
 /// Largest chunk of output in one event: the interface's limit.
-pub(crate) const CHUNK_BYTES_MAX: usize = 64 * 1024;
+pub const CHUNK_BYTES_MAX: usize = 64 * 1024;
 /// What an event costs in the log beyond its data, for the byte bound: small writes make many
 /// events, and their bookkeeping is memory too.
 const EVENT_OVERHEAD_BYTES: usize = 128;
 
 /// Bounds of a domain's event log and kept output.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct EventLimits {
-    pub(crate) log_bytes_max: usize,
-    pub(crate) log_events_max: usize,
-    pub(crate) kept_bytes_max: u64,
-    pub(crate) readers_max: usize,
+pub struct EventLimits {
+    /// Bytes of recent events kept for readers that fall behind (each event also costs a
+    /// fixed overhead, so that many small writes are bounded too).
+    pub log_bytes_max: usize,
+    /// Count of recent events kept for readers that fall behind.
+    pub log_events_max: usize,
+    /// Output kept across the domain's tasks for replay; beyond it the oldest ended tasks'
+    /// output is released first, then new output is counted and dropped.
+    pub kept_bytes_max: u64,
+    /// Readers open at once.
+    pub readers_max: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -182,7 +192,7 @@ pub(crate) struct TaskSnapshot {
 }
 
 /// A domain's event log and kept output.
-pub(crate) struct DomainEvents {
+pub struct DomainEvents {
     limits: EventLimits,
     state: Mutex<State>,
     seq: watch::Sender<u64>,
@@ -221,7 +231,8 @@ impl Drop for ReaderSlot {
 }
 
 impl DomainEvents {
-    pub(crate) fn new(limits: EventLimits) -> Self {
+    /// An empty log with these bounds.
+    pub fn new(limits: EventLimits) -> Self {
         DomainEvents {
             limits,
             state: Mutex::new(State {
@@ -243,7 +254,8 @@ impl DomainEvents {
         self.seq.send_replace(state.next_seq);
     }
 
-    pub(crate) fn task_started(&self, task_id: &str, cap_bytes: u64) {
+    /// Records a task's start; it keeps the first `cap_bytes` of its output for replay.
+    pub fn task_started(&self, task_id: &str, cap_bytes: u64) {
         let mut state = lock(&self.state);
         state.order.push(task_id.to_owned());
         state.tasks.insert(
@@ -268,7 +280,7 @@ impl DomainEvents {
 
     /// Records `data` written by a task to `stream`. Never blocks on readers and never fails:
     /// what does not fit is counted and dropped.
-    pub(crate) fn output(&self, task_id: &str, stream: OutputStream, data: &[u8]) {
+    pub fn output(&self, task_id: &str, stream: OutputStream, data: &[u8]) {
         if data.is_empty() {
             return;
         }
@@ -311,7 +323,8 @@ impl DomainEvents {
         self.publish(&state);
     }
 
-    pub(crate) fn task_ended(&self, ended: TaskEnded) {
+    /// Records a task's end.
+    pub fn task_ended(&self, ended: TaskEnded) {
         let mut state = lock(&self.state);
         let seq = state.push(Event::TaskEnded(ended.clone()), &self.limits);
         if let Some(task) = state.tasks.get_mut(&ended.task_id) {
@@ -322,7 +335,7 @@ impl DomainEvents {
     }
 
     /// Forgets an ended task's output (the domain no longer remembers the task).
-    pub(crate) fn forget(&self, task_id: &str) {
+    pub fn forget(&self, task_id: &str) {
         let mut state = lock(&self.state);
         if let Some(mut task) = state.tasks.remove(task_id) {
             state.kept_bytes -= task.release_kept();
@@ -331,7 +344,7 @@ impl DomainEvents {
     }
 
     /// Records the domain's destruction (the last event) and releases all kept output.
-    pub(crate) fn destroyed(&self, reason: &str) {
+    pub fn destroyed(&self, reason: &str) {
         let mut state = lock(&self.state);
         if state.destroyed {
             return;
@@ -348,6 +361,19 @@ impl DomainEvents {
         }
         state.kept_bytes = 0;
         self.publish(&state);
+    }
+
+    /// A StreamOutput reader: replays what is kept from the positions in `from_offset`, then
+    /// follows live if asked. `None` when the domain already has `readers_max` readers.
+    pub fn open_stream(
+        self: &Arc<Self>,
+        from_offset: HashMap<String, u64>,
+        follow: bool,
+    ) -> Option<super::EventStream> {
+        let slot = ReaderSlot::take(self)?;
+        Some(Box::pin(
+            super::stream::Reader::new(slot, from_offset, follow).into_stream(),
+        ))
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
@@ -402,6 +428,12 @@ impl DomainEvents {
             next_seq: state.next_seq,
         }
     }
+}
+
+/// A poisoned lock still guards consistent data here (every critical section leaves the state
+/// valid before anything that can panic), and failing every later call would be worse.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
