@@ -361,7 +361,10 @@ impl Server {
             output_bytes_max: self.config.defaults.output_bytes_max,
             disk_mb: requirements.qos.disk_mb.unwrap_or(0),
             net_kbps,
-            tasks_max: self.config.defaults.tasks_max,
+            tasks_max: match manager.capabilities.tasks_per_domain_max {
+                0 => self.config.defaults.tasks_max,
+                most => self.config.defaults.tasks_max.min(most),
+            },
         };
         let domain = manager
             .handle

@@ -202,6 +202,7 @@ impl Core {
             program_kinds: vec!["WasmModule".to_owned(), "WasmComponent".to_owned()],
             domains_max: self.config.domains_max,
             reports_fuel: true,
+            tasks_per_domain_max: self.config.tasks_per_domain_max,
         }
     }
 

@@ -218,6 +218,7 @@ impl ProcessTaskManager {
             program_kinds: vec!["Executable".into(), "ExecutablePath".into()],
             domains_max: self.inner.config.domains_max,
             reports_fuel: false,
+            tasks_per_domain_max: 0,
         }
     }
 

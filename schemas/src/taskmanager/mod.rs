@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod error;
 pub mod events;
 pub mod payload;
 mod stream;
@@ -27,6 +28,7 @@ mod stream;
 use crate::proto::taskmanager::v1 as pb;
 use crate::proto::taskmanager::v1::task_manager_client::TaskManagerClient;
 pub use crate::proto::taskmanager::v1::task_manager_server::{TaskManager, TaskManagerServer};
+pub use error::Error;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;

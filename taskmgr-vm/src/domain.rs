@@ -1,0 +1,285 @@
+//! A domain: one session's isolation unit. It owns the session's VM (its RAM is the domain's
+//! memory allowance), scratch directory, CPU budget and events, its tasks, and its usage since
+//! creation.
+
+use crate::error::Error;
+use crate::files::Scratch;
+use crate::metering::{EndedTotals, Monotonic, duration_ms};
+use crate::rate::CpuGate;
+use crate::run::Outcome;
+use crate::sync::lock;
+use crate::task::Task;
+use crate::vm::DomainVm;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use xeno_schemas::proto::common::v1::Usage;
+use xeno_schemas::proto::taskmanager::v1::{TaskEnded, TaskUsage};
+use xeno_schemas::taskmanager::events::DomainEvents;
+
+/// A domain's limits, resolved against the task manager's configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct DomainSettings {
+    pub(crate) memory_bytes: u64,
+    /// The Linux ABI version presented (`uname -r`).
+    pub(crate) version: String,
+    /// The domain's `output_bytes_max` (per task), if it set one.
+    pub(crate) task_output_bytes: Option<u64>,
+    pub(crate) tasks_max: u32,
+    pub(crate) ended_tasks_kept: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Live,
+    Destroying,
+    Destroyed,
+}
+
+struct DomainState {
+    phase: Phase,
+    tasks: HashMap<String, Arc<Task>>,
+    /// Ended tasks, oldest first, for forgetting the oldest beyond `ended_tasks_kept`.
+    ended_order: VecDeque<String>,
+    running: u32,
+    ended: EndedTotals,
+    next_key: u64,
+    reported: Monotonic,
+}
+
+pub(crate) struct Domain {
+    pub(crate) id: String,
+    /// Identifies the CreateDomain request, for idempotent retries.
+    pub(crate) fingerprint: [u8; 32],
+    pub(crate) settings: DomainSettings,
+    pub(crate) scratch: Scratch,
+    pub(crate) vm: Arc<DomainVm>,
+    pub(crate) events: Arc<DomainEvents>,
+    /// Serialises deploys in this domain, so a retried DeployTask sees the first.
+    pub(crate) deploy_lock: tokio::sync::Mutex<()>,
+    cpu: Option<Arc<CpuGate>>,
+    created: Instant,
+    destroyed_at: OnceLock<Instant>,
+    state: Mutex<DomainState>,
+    final_usage: watch::Sender<Option<Usage>>,
+}
+
+impl Domain {
+    // One argument per part of the domain, each made elsewhere by CreateDomain.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: String,
+        fingerprint: [u8; 32],
+        settings: DomainSettings,
+        scratch: Scratch,
+        vm: DomainVm,
+        cpu: Option<CpuGate>,
+        events: DomainEvents,
+        now: Instant,
+    ) -> Self {
+        Domain {
+            id,
+            fingerprint,
+            settings,
+            scratch,
+            vm: Arc::new(vm),
+            events: Arc::new(events),
+            deploy_lock: tokio::sync::Mutex::new(()),
+            cpu: cpu.map(Arc::new),
+            created: now,
+            destroyed_at: OnceLock::new(),
+            state: Mutex::new(DomainState {
+                phase: Phase::Live,
+                tasks: HashMap::new(),
+                ended_order: VecDeque::new(),
+                running: 0,
+                ended: EndedTotals::default(),
+                next_key: 0,
+                reported: Monotonic::default(),
+            }),
+            final_usage: watch::Sender::new(None),
+        }
+    }
+
+    /// When the domain was created: its monotonic clock counts from here.
+    pub(crate) fn created(&self) -> Instant {
+        self.created
+    }
+
+    pub(crate) fn cpu_gate(&self) -> Option<Arc<CpuGate>> {
+        self.cpu.clone()
+    }
+
+    pub(crate) fn task(&self, task_id: &str) -> Result<Arc<Task>, Error> {
+        lock(&self.state)
+            .tasks
+            .get(task_id)
+            .cloned()
+            .ok_or_else(|| Error::TaskNotFound {
+                domain: self.id.clone(),
+                task: task_id.to_owned(),
+            })
+    }
+
+    pub(crate) fn find_task(&self, task_id: &str) -> Option<Arc<Task>> {
+        lock(&self.state).tasks.get(task_id).cloned()
+    }
+
+    /// Refuses a new task if the domain is not live or is full.
+    pub(crate) fn check_room(&self) -> Result<(), Error> {
+        let state = lock(&self.state);
+        self.check_room_locked(&state)
+    }
+
+    fn check_room_locked(&self, state: &DomainState) -> Result<(), Error> {
+        if state.phase != Phase::Live {
+            return Err(Error::DomainDestroyed(self.id.clone()));
+        }
+        if state.running >= self.settings.tasks_max {
+            return Err(Error::Exhausted(format!(
+                "domain {:?} already runs its maximum of {} tasks",
+                self.id, self.settings.tasks_max
+            )));
+        }
+        Ok(())
+    }
+
+    /// Adds a running task and announces it (TaskStarted) before it can write anything.
+    pub(crate) fn register_task(
+        &self,
+        task: &Arc<Task>,
+        output_cap_bytes: u64,
+    ) -> Result<(), Error> {
+        let mut state = lock(&self.state);
+        self.check_room_locked(&state)?;
+        if state.tasks.contains_key(&task.id) {
+            return Err(Error::TaskExists {
+                domain: self.id.clone(),
+                task: task.id.clone(),
+            });
+        }
+        state.next_key += 1;
+        state.tasks.insert(task.id.clone(), Arc::clone(task));
+        state.running += 1;
+        self.events.task_started(&task.id, output_cap_bytes);
+        Ok(())
+    }
+
+    /// Records a task's end (the first call wins), moves its counters into the domain's
+    /// totals and announces it (TaskEnded), all under one lock so that no usage report sees
+    /// the task counted twice or not at all.
+    pub(crate) fn finish_task(&self, task: &Arc<Task>, outcome: Outcome) {
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        let Some(exit) = task.record_exit(outcome, now) else {
+            return;
+        };
+        state.running = state.running.saturating_sub(1);
+        state.ended.add(&task.meter);
+        state.ended_order.push_back(task.id.clone());
+        while state.ended_order.len() > self.settings.ended_tasks_kept {
+            if let Some(old) = state.ended_order.pop_front() {
+                state.tasks.remove(&old);
+                self.events.forget(&old);
+            }
+        }
+        tracing::debug!(domain = %self.id, task = %task.id, reason = %exit.reason, "task ended");
+        self.events.task_ended(TaskEnded {
+            task_id: task.id.clone(),
+            exit: Some(exit),
+        });
+        drop(state);
+        task.mark_done();
+    }
+
+    fn usage_locked(&self, state: &mut DomainState, now: Instant) -> Usage {
+        let until = self.destroyed_at.get().copied().unwrap_or(now);
+        let mut totals = state.ended;
+        for task in state.tasks.values().filter(|task| task.exit().is_none()) {
+            totals.add(&task.meter);
+        }
+        let (memory_mb_ms, memory_peak_bytes) = self.vm.physical.meter(until);
+        let usage = Usage {
+            cpu_time_us: totals.cpu_time_us(),
+            memory_mb_ms,
+            memory_peak_bytes,
+            syscalls: totals.syscalls,
+            output_bytes: totals.output_bytes,
+            wall_time_ms: duration_ms(self.created, until),
+            ..Usage::default()
+        };
+        state.reported.apply(usage)
+    }
+
+    /// The domain's cumulative usage and each remembered task's.
+    pub(crate) fn report(&self) -> (Usage, Vec<TaskUsage>) {
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        let usage = self.usage_locked(&mut state, now);
+        let mut tasks: Vec<TaskUsage> = state
+            .tasks
+            .values()
+            .map(|task| TaskUsage {
+                task_id: task.id.clone(),
+                state: task.state().into(),
+                usage: Some(task.usage(now)),
+            })
+            .collect();
+        tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+        (usage, tasks)
+    }
+
+    /// Asks every task to stop and tells readers the domain is gone, without waiting: for the
+    /// task manager's own shutdown, when its threads are about to stop.
+    pub(crate) fn shut_down(&self, reason: &str) {
+        let tasks: Vec<Arc<Task>> = lock(&self.state).tasks.values().cloned().collect();
+        for task in tasks {
+            task.control.stop(reason);
+        }
+        self.events.destroyed(reason);
+    }
+
+    /// Stops every task, then freezes and returns the final usage. Concurrent and repeated
+    /// calls all return the same usage.
+    pub(crate) async fn destroy(&self, reason: &str, stop_timeout: Duration) -> Usage {
+        let mut final_usage = self.final_usage.subscribe();
+        let running: Option<Vec<Arc<Task>>> = {
+            let mut state = lock(&self.state);
+            if state.phase == Phase::Live {
+                state.phase = Phase::Destroying;
+                Some(
+                    state
+                        .tasks
+                        .values()
+                        .filter(|task| task.exit().is_none())
+                        .cloned()
+                        .collect(),
+                )
+            } else {
+                None
+            }
+        };
+        let Some(running) = running else {
+            // Another call is destroying (or destroyed) the domain: share its answer.
+            return match final_usage.wait_for(Option::is_some).await {
+                Ok(usage) => usage.unwrap_or_default(),
+                Err(_) => Usage::default(),
+            };
+        };
+        let stops = running
+            .iter()
+            .map(|task| task.stop(self, reason, stop_timeout));
+        futures::future::join_all(stops).await;
+        let usage = {
+            let mut state = lock(&self.state);
+            state.phase = Phase::Destroyed;
+            let now = Instant::now();
+            let _ = self.destroyed_at.set(now);
+            self.usage_locked(&mut state, now)
+        };
+        self.events.destroyed(reason);
+        self.final_usage.send_replace(Some(usage));
+        usage
+    }
+}

@@ -1,0 +1,318 @@
+//! Shared by the Linux task manager's tests: the manager (or a SKIP when `/dev/kvm` is not
+//! there), domains, deploying static executables, waiting for their end, and building test
+//! programs with musl-gcc or `as` at test time.
+#![allow(dead_code)]
+
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
+use tonic::Request;
+use xeno_schemas::Document;
+use xeno_schemas::documents::{Program, TaskDescription, TaskFile};
+use xeno_schemas::proto::common::v1::{OutputStream, Payload, TaskExit, TaskState, Usage};
+use xeno_schemas::proto::taskmanager::v1 as pb;
+use xeno_schemas::taskmanager::TaskManager;
+use xeno_taskmgr_vm::{VmConfig, VmTaskManager};
+
+/// How long a test waits for a task to end.
+pub const END_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether missing tools must fail rather than skip (CI installs them).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true")
+}
+
+/// Whether `/dev/kvm` can be opened; prints the SKIP line if not.
+pub fn kvm_available() -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        println!("SKIP: /dev/kvm unavailable");
+    }
+    ok
+}
+
+/// The manager, or `None` (after printing SKIP) without KVM.
+pub fn manager() -> Option<VmTaskManager> {
+    if !kvm_available() {
+        return None;
+    }
+    Some(VmTaskManager::new(VmConfig::default()).expect("the Linux task manager starts"))
+}
+
+/// A tool's path if installed; SKIP (or, under CI=true, a failure) otherwise.
+pub fn tool(path: &str, package: &str) -> Option<PathBuf> {
+    if Path::new(path).exists() {
+        return Some(PathBuf::from(path));
+    }
+    assert!(!in_ci(), "{path} is missing: CI must install {package}");
+    println!("SKIP: {path} missing (install {package})");
+    None
+}
+
+/// Debian's static busybox.
+pub fn busybox() -> Option<Vec<u8>> {
+    let path = tool("/bin/busybox", "busybox-static")?;
+    let bytes = std::fs::read(path).expect("busybox readable");
+    Some(bytes)
+}
+
+pub fn payload(data: Vec<u8>) -> Payload {
+    Payload {
+        sha256: hex::encode(Sha256::digest(&data)),
+        data,
+    }
+}
+
+pub fn limits(cpu_msps: u64, memory_mb: u64) -> pb::DomainLimits {
+    pb::DomainLimits {
+        cpu_msps,
+        memory_mb,
+        output_bytes_max: 16 << 20,
+        tasks_max: 8,
+        ..Default::default()
+    }
+}
+
+pub fn unique(name: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{name}-{}-{n}", std::process::id())
+}
+
+pub async fn create(
+    manager: &VmTaskManager,
+    limits: pb::DomainLimits,
+    scratch: Option<&Path>,
+) -> String {
+    let id = unique("domain");
+    manager
+        .create_domain(Request::new(pb::CreateDomainRequest {
+            domain_id: id.clone(),
+            env_type: "Linux".into(),
+            version: String::new(),
+            limits: Some(limits),
+            requirements_xml: String::new(),
+            scratch_dir: scratch.map(|p| p.display().to_string()).unwrap_or_default(),
+        }))
+        .await
+        .expect("CreateDomain");
+    id
+}
+
+pub async fn destroy(manager: &VmTaskManager, domain: &str) -> Usage {
+    manager
+        .destroy_domain(Request::new(pb::DestroyDomainRequest {
+            domain_id: domain.into(),
+            reason: "test finished".into(),
+        }))
+        .await
+        .expect("DestroyDomain")
+        .into_inner()
+        .usage
+        .expect("usage")
+}
+
+/// A task running `program` (a payload) as `argv0` with `args`, with extra files.
+pub struct Guest {
+    pub task: TaskDescription,
+    pub payloads: Vec<Payload>,
+}
+
+impl Guest {
+    pub fn new(program: &[u8], argv0: &str, args: &[&str]) -> Guest {
+        let program = payload(program.to_vec());
+        let mut task = TaskDescription::new(Program::Executable {
+            sha256: program.sha256.clone(),
+        });
+        task.argv0 = Some(argv0.into());
+        task.args = args.iter().map(|a| (*a).to_owned()).collect();
+        Guest {
+            task,
+            payloads: vec![program],
+        }
+    }
+
+    pub fn file(mut self, path: &str, data: &[u8]) -> Guest {
+        let file = payload(data.to_vec());
+        self.task.files.push(TaskFile {
+            path: path.into(),
+            sha256: file.sha256.clone(),
+            mode: 0o644,
+        });
+        if !self.payloads.iter().any(|p| p.sha256 == file.sha256) {
+            self.payloads.push(file);
+        }
+        self
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Guest {
+        self.task.env.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn request(&self, domain: &str, task: &str) -> pb::DeployTaskRequest {
+        pb::DeployTaskRequest {
+            domain_id: domain.into(),
+            task_id: task.into(),
+            task_xml: self.task.to_xml(),
+            payloads: self.payloads.clone(),
+        }
+    }
+}
+
+/// What a task did.
+#[derive(Debug)]
+pub struct Finished {
+    pub exit: TaskExit,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Finished {
+    pub fn state(&self) -> TaskState {
+        self.exit.state()
+    }
+
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+pub async fn deploy(
+    manager: &VmTaskManager,
+    domain: &str,
+    task: &str,
+    guest: &Guest,
+) -> Result<(), tonic::Status> {
+    manager
+        .deploy_task(Request::new(guest.request(domain, task)))
+        .await
+        .map(|_| ())
+}
+
+/// Deploys `guest` and waits for it to end.
+pub async fn run(manager: &VmTaskManager, domain: &str, task: &str, guest: &Guest) -> Finished {
+    let mut events = manager
+        .stream_output(Request::new(pb::StreamOutputRequest {
+            domain_id: domain.into(),
+            from_offset: HashMap::new(),
+            follow: true,
+        }))
+        .await
+        .expect("StreamOutput")
+        .into_inner();
+    deploy(manager, domain, task, guest)
+        .await
+        .unwrap_or_else(|status| panic!("DeployTask {task}: {status}"));
+    let deadline = Instant::now() + END_WAIT;
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("task {task} did not end within {END_WAIT:?}"))
+            .expect("stream open")
+            .expect("event");
+        match event.event {
+            Some(pb::domain_event::Event::Output(chunk)) if chunk.task_id == task => {
+                if chunk.stream == OutputStream::Stdout as i32 {
+                    stdout.extend_from_slice(&chunk.data);
+                } else if chunk.stream == OutputStream::Stderr as i32 {
+                    stderr.extend_from_slice(&chunk.data);
+                }
+            }
+            Some(pb::domain_event::Event::TaskEnded(ended)) if ended.task_id == task => {
+                return Finished {
+                    exit: ended.exit.expect("exit"),
+                    stdout,
+                    stderr,
+                };
+            }
+            _ => {}
+        }
+    }
+}
+
+pub async fn usage(manager: &VmTaskManager, domain: &str) -> pb::ReportUsageResponse {
+    manager
+        .report_usage(Request::new(pb::ReportUsageRequest {
+            domain_id: domain.into(),
+        }))
+        .await
+        .expect("ReportUsage")
+        .into_inner()
+}
+
+/// Builds a static executable from C with musl-gcc (cached per source for the test run).
+pub fn musl_program(name: &str, source: &str) -> Option<Vec<u8>> {
+    let gcc = tool("/usr/bin/musl-gcc", "musl-tools")?;
+    let dir = build_dir();
+    let c = dir.join(format!("{name}.c"));
+    let out = dir.join(name);
+    std::fs::write(&c, source).expect("write source");
+    let status = Command::new(gcc)
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(&c)
+        .status()
+        .expect("musl-gcc runs");
+    assert!(status.success(), "musl-gcc failed for {name}");
+    Some(std::fs::read(out).expect("built program"))
+}
+
+/// Builds a static executable from x86-64 assembly (GNU as syntax, entry `_start`).
+pub fn asm_program(name: &str, source: &str) -> Option<Vec<u8>> {
+    let assembler = tool("/usr/bin/as", "binutils")?;
+    let linker = tool("/usr/bin/ld", "binutils")?;
+    let dir = build_dir();
+    let s = dir.join(format!("{name}.s"));
+    let o = dir.join(format!("{name}.o"));
+    let out = dir.join(name);
+    std::fs::write(&s, source).expect("write source");
+    assert!(
+        Command::new(assembler)
+            .arg("-o")
+            .arg(&o)
+            .arg(&s)
+            .status()
+            .expect("as")
+            .success()
+    );
+    assert!(
+        Command::new(linker)
+            .args(["-static", "-o"])
+            .arg(&out)
+            .arg(&o)
+            .status()
+            .expect("ld")
+            .success()
+    );
+    Some(std::fs::read(out).expect("built program"))
+}
+
+fn build_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("build dir"))
+        .path()
+}
+
+/// Runs a program natively with `args` in `dir`, feeding nothing on stdin.
+pub fn native(program: &Path, argv0: &str, args: &[&str], dir: &Path) -> (Vec<u8>, i32) {
+    use std::os::unix::process::CommandExt;
+    let output = Command::new(program)
+        .arg0(argv0)
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("native run");
+    (output.stdout, output.status.code().unwrap_or(-1))
+}
