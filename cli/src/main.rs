@@ -4,6 +4,7 @@
 //! a denied request); 2 bad usage, or a problem before anything could be asked (I/O, network).
 
 mod dev;
+mod find;
 mod order;
 mod profile;
 mod refusal;
@@ -68,6 +69,9 @@ enum Command {
         /// The session.
         session: String,
     },
+    /// Find XenoServers: a boolean query over the XIS (--xis), or a resource discovery
+    /// system's ranked suggestions for your requirements (--rd).
+    Find(Box<find::FindArgs>),
     /// Query a XenoServer's status.
     #[command(subcommand)]
     Server(ServerCommand),
@@ -94,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Schema(command) => return schema::run(command),
         Command::Dev(args) => return dev::run(args).await,
+        Command::Find(args) => find::run(*args).await?,
         Command::Register(command) => register::run(command, &profile_dir).await?,
         Command::Order(command) => order::run(command, &profile()?).await?,
         Command::Account => order::account(&profile()?).await?,

@@ -278,6 +278,27 @@ fn xeno_dev_once_runs_the_demo_through_the_whole_platform() {
         stdout.contains("CHARGE_OUTCOME_CHARGED") && stdout.contains("demo complete."),
         "{stdout}"
     );
+    // Where KVM is available, the Linux demo runs Debian's busybox in a paravirtual domain.
+    let linux = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+        && std::path::Path::new("/bin/busybox").is_file();
+    if linux {
+        assert!(stdout.contains("== Linux demo"), "{stdout}");
+        assert!(
+            stdout.contains("| Hello from busybox in a paravirtual Linux domain!"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.matches("CHARGE_OUTCOME_CHARGED").count() >= 2,
+            "both demos were charged: {stdout}"
+        );
+    } else {
+        println!("SKIP: /dev/kvm or /bin/busybox unavailable: the Linux demo is not checked");
+        assert!(stdout.contains("The Linux demo is skipped"), "{stdout}");
+    }
     // A second run on the same state reuses the registrations.
     let again = Command::new(env!("CARGO_BIN_EXE_xeno"))
         .args(["dev", "--once", "--data-dir"])
@@ -289,5 +310,10 @@ fn xeno_dev_once_runs_the_demo_through_the_whole_platform() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
-    assert!(String::from_utf8_lossy(&again.stdout).contains("dev-corp:po-2"));
+    let next_order = if linux {
+        "dev-corp:po-3"
+    } else {
+        "dev-corp:po-2"
+    };
+    assert!(String::from_utf8_lossy(&again.stdout).contains(next_order));
 }

@@ -2,7 +2,7 @@
 //! status queries) and the status answer.
 
 use crate::server::Server;
-use xeno_schemas::documents::{Environment, Load, ServerAdvertisement};
+use xeno_schemas::documents::{Environment, Load, NetworkCoordinates, ServerAdvertisement};
 use xeno_schemas::proto::server::v1 as pb;
 use xeno_schemas::signing::SigningKey;
 
@@ -15,6 +15,16 @@ pub fn advertisement(
     server: &Server,
     key: &SigningKey,
     version: u64,
+) -> anyhow::Result<ServerAdvertisement> {
+    advertisement_with(server, key, version, None)
+}
+
+/// The same with the network coordinates the server has computed (see `discovery`).
+pub fn advertisement_with(
+    server: &Server,
+    key: &SigningKey,
+    version: u64,
+    coordinates: Option<NetworkCoordinates>,
 ) -> anyhow::Result<ServerAdvertisement> {
     let (cpu_free, memory_free, net_free, sessions) = server.free();
     let now = time::OffsetDateTime::now_utc();
@@ -52,7 +62,7 @@ pub fn advertisement(
         }),
         environments,
         price_sheets: vec![server.prices.advertised()],
-        coordinates: None,
+        coordinates,
         paths: Vec::new(),
         tokens: Vec::new(),
         signature: None,

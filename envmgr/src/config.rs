@@ -44,6 +44,36 @@ pub struct Config {
     /// Sizing of the built-in Wasm task manager, when one is configured.
     #[serde(default)]
     pub wasm: WasmSettings,
+    /// Sizing of the built-in Linux (KVM) task manager, when one is configured.
+    #[serde(default)]
+    pub linux: LinuxSettings,
+    /// Advertising in the XIS and measuring network coordinates (off unless an address is
+    /// given).
+    #[serde(default)]
+    pub xis: crate::discovery::XisSettings,
+}
+
+/// Sizing of the built-in Linux task manager: paravirtual domains on KVM.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinuxSettings {
+    /// Most Linux tasks running at once; each is a vCPU thread. Default 256.
+    pub tasks_max: u32,
+    /// Most Linux sessions at once; each is a KVM virtual machine. Default 64.
+    pub domains_max: u32,
+    /// The Linux ABI versions offered as `EnvKernel` (what `uname -r` reports inside a
+    /// domain); the first is the default. Default `["6.1.0"]`.
+    pub versions: Vec<String>,
+}
+
+impl Default for LinuxSettings {
+    fn default() -> Self {
+        LinuxSettings {
+            tasks_max: 256,
+            domains_max: 64,
+            versions: vec!["6.1.0".to_owned()],
+        }
+    }
 }
 
 /// Sizing of the built-in Wasm task manager.
@@ -148,7 +178,8 @@ pub struct Metering {
 pub struct TaskManagerConfig {
     /// The EnvType it serves.
     pub env_type: String,
-    /// A built-in task manager: `wasm`.
+    /// A built-in task manager: `wasm`, or `linux` (paravirtual domains on KVM; needs
+    /// `/dev/kvm`).
     #[serde(default)]
     pub builtin: Option<String>,
     /// An external plugin: `unix:/path/to/socket` or `http://host:port`.
@@ -302,6 +333,11 @@ impl Config {
             "metering.revocation_refresh_ms must be at least 100"
         );
         crate::pricing::PriceSheet::from_config(&self.pricing)?;
+        self.xis.validate()?;
+        ensure!(
+            !self.linux.versions.is_empty(),
+            "linux.versions must name at least one Linux ABI version"
+        );
         for manager in &self.task_managers {
             ensure!(
                 manager.builtin.is_some() != manager.address.is_some(),
@@ -310,8 +346,8 @@ impl Config {
             );
             if let Some(builtin) = &manager.builtin {
                 ensure!(
-                    builtin == "wasm",
-                    "task_managers: unknown built-in {builtin:?} (known: wasm)"
+                    builtin == "wasm" || builtin == "linux",
+                    "task_managers: unknown built-in {builtin:?} (known: wasm, linux)"
                 );
             }
         }

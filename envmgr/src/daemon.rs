@@ -28,6 +28,8 @@ pub struct RunningServer {
     pub server_id: String,
     /// The core, for in-process callers such as `xeno dev`.
     pub server: Arc<Server>,
+    /// Advertising in the XIS, when configured.
+    pub discovery: Option<crate::discovery::Discovery>,
     shutdown: watch::Sender<bool>,
     tasks: tokio::task::JoinSet<anyhow::Result<()>>,
 }
@@ -35,6 +37,9 @@ pub struct RunningServer {
 impl RunningServer {
     /// Stops serving. Sessions stay as they are: a restarted server resumes them.
     pub async fn shutdown(mut self) {
+        if let Some(discovery) = self.discovery.take() {
+            discovery.stop().await;
+        }
         self.server.stop();
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
@@ -67,8 +72,25 @@ fn read(path: &std::path::Path) -> anyhow::Result<String> {
 async fn task_managers(config: &Config) -> anyhow::Result<HashMap<String, Manager>> {
     let mut managers = HashMap::new();
     let mut wasm: Option<DynTaskManager> = None;
+    let mut linux: Option<DynTaskManager> = None;
     for entry in &config.task_managers {
         let handle: DynTaskManager = match (&entry.builtin, &entry.address) {
+            (Some(builtin), _) if builtin == "linux" => match &linux {
+                Some(handle) => Arc::clone(handle),
+                None => {
+                    let handle: DynTaskManager = Arc::new(
+                        xeno_taskmgr_vm::VmTaskManager::new(xeno_taskmgr_vm::VmConfig {
+                            tasks_max: config.linux.tasks_max,
+                            domains_max: config.linux.domains_max,
+                            versions: config.linux.versions.clone(),
+                            ..xeno_taskmgr_vm::VmConfig::default()
+                        })
+                        .context("starting the Linux (KVM) task manager")?,
+                    );
+                    linux = Some(Arc::clone(&handle));
+                    handle
+                }
+            },
             (Some(_), _) => match &wasm {
                 Some(handle) => Arc::clone(handle),
                 None => {
@@ -163,6 +185,22 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         server.config.metering.revocation_refresh_ms,
     ));
 
+    let discovery = if server.config.xis.address.is_empty() {
+        None
+    } else {
+        let settings = server.config.xis.clone();
+        Some(
+            crate::discovery::Discovery::start(
+                &settings,
+                Arc::clone(&server),
+                SigningKey::from_pkcs8_der(
+                    &pem_to_der(&key_pem, "PRIVATE KEY")
+                        .context("the server key is not PKCS#8 PEM")?,
+                )?,
+            )
+            .context("starting to advertise in the XIS")?,
+        )
+    };
     let version = Arc::new(AtomicU64::new(0));
     let status = {
         let server = Arc::clone(&server);
@@ -211,6 +249,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         grpc_addr,
         server_id,
         server,
+        discovery,
         shutdown,
         tasks,
     })

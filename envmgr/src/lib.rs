@@ -18,6 +18,7 @@
 pub mod advertisement;
 pub mod config;
 pub mod daemon;
+pub mod discovery;
 pub mod identity;
 pub mod pricing;
 pub mod server;

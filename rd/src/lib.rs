@@ -1,5 +1,62 @@
-//! # xeno-rd: resource discovery
+//! # xeno-rd: resource discovery over the XIS
 //!
-//! Section IV of the paper: match-making over the XIS. This crate will hold the `xeno-rd` daemon
-//! serving `xenoserve.rd.v1.ResourceDiscovery` (cheapest under a budget, nearest, equidistant and
-//! disjoint-path objectives, latency estimated from Vivaldi network coordinates).
+//! In the paper's architecture (section IV) a Resource Discovery system does the match-making
+//! between clients and XenoServers that the XIS deliberately leaves out: it takes a client's
+//! `EnvironmentalRequirements` and an objective, searches the XIS on the client's behalf, and
+//! suggests servers, best first, with each one's price sheet, load and location (its signed
+//! advertisement, so a client can verify it and then ask the server itself for a spot price).
+//! There is no single platform-wide algorithm: several RD systems can run side by side, each
+//! with its own ranking policy (`[ranking]` in its configuration).
+//!
+//! - [`sync`] keeps a [`catalogue`] of current advertisements, built from XIS lookups (the
+//!   `Received` token gives what changed since the last look) and `GetAdvertisement`, each
+//!   signature checked.
+//! - [`matching`] filters servers by the requirements and ranks them for an objective:
+//!   **cheapest** within a budget for a duration, **near** a set of hosts, **equidistant**
+//!   from several hosts, **disjoint** network paths toward a host.
+//! - [`vivaldi`] is the network coordinate system (with height vectors) every XenoServer runs
+//!   to advertise `NetworkCoordinates`; the latency objectives rank by its estimates.
+//! - [`core::Rd`] applies the policy; [`service`] is the `xenoserve.rd.v1.ResourceDiscovery`
+//!   gRPC service; [`daemon::start`] wires it all from a [`config::Config`] (the `xeno-rd`
+//!   binary is a thin wrapper; `xeno dev` can call it in process next to an XIS).
+//! - [`client::find_xeno_servers`] is the client call (for `xeno find --objective …`): it
+//!   sends a [`core::FindRequest`] and returns the suggestions with every advertisement's
+//!   signature checked.
+//! - [`population`] generates servers (signed, with coordinates and paths) for tests and
+//!   benchmarks.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! let config: xeno_rd::config::Config =
+//!     toml::from_str("listen = \"127.0.0.1:0\"\nxis = \"127.0.0.1:7300\"")?;
+//! let rd = xeno_rd::daemon::start(config).await?;
+//! rd.sync_now(true).await?;
+//! let requirements = xeno_schemas::documents::EnvironmentalRequirements::new("job", "Wasm");
+//! let outcome = rd.core.find(&xeno_rd::core::FindRequest {
+//!     requirements,
+//!     objective: xeno_rd::core::Asked::Cheapest {
+//!         duration_seconds: 3600,
+//!         budget: Some(xeno_schemas::documents::Money { currency: "GBP".parse().unwrap(), minor: 10_000_000 }),
+//!     },
+//!     max_results: 5,
+//! })?;
+//! for suggestion in &outcome.ranked {
+//!     println!("{} at {:?}", suggestion.server.endpoint, suggestion.cost);
+//! }
+//! rd.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod catalogue;
+pub mod client;
+pub mod config;
+pub mod core;
+pub mod daemon;
+pub mod error;
+pub mod matching;
+pub mod population;
+pub mod service;
+pub mod sync;
+pub mod vivaldi;

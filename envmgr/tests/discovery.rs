@@ -1,0 +1,99 @@
+//! A XenoServer configured with an XIS advertises itself there on start, signed and findable by
+//! token, refreshes the record with increasing versions, and comes to advertise network
+//! coordinates measured against its peers.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::Platform;
+
+async fn wait_for<T, F>(what: &str, mut probe: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_advertise_refresh_and_gain_coordinates() {
+    let xis_config: xeno_xis::config::Config =
+        toml::from_str("listen = \"127.0.0.1:0\"\npersist = false").expect("xis config");
+    let xis = xeno_xis::daemon::start(xis_config).await.expect("xis");
+    let settings = format!(
+        "[xis]\naddress = \"{}\"\nrefresh_interval_ms = 1000\nprobe_interval_ms = 100\n",
+        xis.addr
+    );
+    let first = Platform::start(&settings).await;
+    let second = Platform::start(&settings).await;
+    let ids = [
+        first.server().server_id.clone(),
+        second.server().server_id.clone(),
+    ];
+    let channel = xeno_xis::client::connect(&xis.addr.to_string())
+        .await
+        .expect("xis channel");
+
+    // Both are found by the environment type they run.
+    let found = wait_for("both advertisements", || {
+        let channel = channel.clone();
+        async move {
+            let matches = xeno_xis::client::lookup_all(
+                channel,
+                "EnvType",
+                xeno_xis::client::exact("Wasm"),
+                false,
+                100,
+            )
+            .await
+            .expect("lookup");
+            (matches.len() == 2).then_some(matches)
+        }
+    })
+    .await;
+    for id in &ids {
+        assert!(found.iter().any(|m| &m.server_id == id), "{id} not found");
+    }
+
+    // What the XIS holds is signed by the server it names, and says where to reach it.
+    let (advertisement, _) = xeno_xis::client::get_advertisement(channel.clone(), &ids[0])
+        .await
+        .expect("a verified advertisement");
+    assert_eq!(advertisement.endpoint, first.server().grpc_addr.to_string());
+    assert_eq!(advertisement.corps, vec!["corp-e".to_owned()]);
+
+    // It is refreshed with a higher version, and in time carries coordinates measured against
+    // the other server.
+    let first_version = advertisement.version;
+    let refreshed = wait_for("a refresh with coordinates", || {
+        let channel = channel.clone();
+        let id = ids[0].clone();
+        async move {
+            let (advertisement, _) = xeno_xis::client::get_advertisement(channel, &id)
+                .await
+                .expect("advertisement");
+            (advertisement.version > first_version && advertisement.coordinates.is_some())
+                .then_some(advertisement)
+        }
+    })
+    .await;
+    let coordinates = refreshed.coordinates.expect("coordinates");
+    assert_eq!(coordinates.components.len(), 3);
+    let error = coordinates.error.expect("error estimate").to_f64();
+    assert!((0.0..=1.5).contains(&error), "error estimate {error}");
+
+    let mut first = first;
+    let mut second = second;
+    for platform in [&mut first, &mut second] {
+        if let Some(server) = platform.server.take() {
+            server.shutdown().await;
+        }
+    }
+    xis.shutdown().await;
+}
