@@ -5,13 +5,17 @@
 //! an admission decision and the order's validation with its corp), deploys tasks into them,
 //! streams their output, meters their usage and charges the corp, dispatching each session by
 //! `EnvType` to a task manager through the plugin interface of `xeno_schemas::taskmanager`
-//! (built in, or an external plugin over a Unix socket or TCP).
+//! (built in — Wasm, and Linux paravirtual domains on KVM — or an external plugin over a Unix
+//! socket or TCP). It also takes part in discovery (sections III and IV): it advertises its
+//! signed status in the XIS and computes its Vivaldi network coordinates.
 //!
 //! - [`server::Server`]: admission, sessions, deployment, settlement.
 //! - [`session::Session`]: one session's metering and charging (durable, idempotent, exact).
 //! - [`pricing`]: the price sheet and exact cost arithmetic.
 //! - [`store`]: sessions, tasks and charges in SQLite, so a restart loses nothing.
 //! - [`service`]: the `xenoserve.server.v1.XenoServer` gRPC service.
+//! - [`advertisement`]: what the server says about itself; [`discovery`]: advertising it in the
+//!   XIS and measuring network coordinates.
 //! - [`daemon::start`]: everything wired from a [`config::Config`].
 #![deny(missing_docs)]
 

@@ -18,97 +18,8 @@
 use crate::sync::lock;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-const NANOS_PER_MILLI: u64 = 1_000_000;
-/// How much CPU time a throttled domain waits to bank before a waiting thread resumes (at most
-/// half the bucket's depth): waking for every few microseconds' worth would cost a timer,
-/// a context switch and a VM entry each, for no change in the long-run rate.
-const RESUME_TOKENS_NS: i64 = 1_000_000;
-/// Rates are CPU milliseconds per real second: tokens (CPU ns) = real ns × msps / 1000.
-const MSPS_SCALE: u128 = 1000;
-
-/// A domain's CPU limits as given in `DomainLimits`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CpuLimits {
-    pub(crate) msps: u64,
-    pub(crate) peak_msps: u64,
-    pub(crate) burst_ms: u64,
-}
-
-#[derive(Debug)]
-struct Bucket {
-    msps: u64,
-    capacity_ns: i64,
-    tokens_ns: i64,
-    last: Instant,
-    /// Sub-nanosecond remainder of the last refill, so that rounding never loses time.
-    carry: u128,
-}
-
-impl Bucket {
-    fn full(msps: u64, capacity_ns: i64, now: Instant) -> Self {
-        Bucket {
-            msps,
-            capacity_ns,
-            tokens_ns: capacity_ns,
-            last: now,
-            carry: 0,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed_ns = now.saturating_duration_since(self.last).as_nanos();
-        self.last = self.last.max(now);
-        let scaled = elapsed_ns
-            .saturating_mul(u128::from(self.msps))
-            .saturating_add(self.carry);
-        let added = i64::try_from(scaled / MSPS_SCALE).unwrap_or(i64::MAX);
-        self.carry = scaled % MSPS_SCALE;
-        self.tokens_ns = self.tokens_ns.saturating_add(added);
-        if self.tokens_ns >= self.capacity_ns {
-            self.tokens_ns = self.capacity_ns;
-            self.carry = 0;
-        }
-    }
-
-    /// Real time until the bucket holds enough tokens to resume.
-    fn wait(&self) -> Duration {
-        if self.tokens_ns > 0 {
-            return Duration::ZERO;
-        }
-        let resume_ns = RESUME_TOKENS_NS.min(self.capacity_ns / 2).max(1);
-        let needed_ns = u128::from(self.tokens_ns.unsigned_abs()) + resume_ns as u128;
-        let real_ns = (needed_ns * MSPS_SCALE)
-            .saturating_sub(self.carry)
-            .div_ceil(u128::from(self.msps.max(1)));
-        Duration::from_nanos(u64::try_from(real_ns).unwrap_or(u64::MAX))
-    }
-}
-
-#[derive(Debug)]
-struct GateState {
-    mean: Bucket,
-    peak: Option<Bucket>,
-}
-
-impl GateState {
-    fn refill(&mut self, now: Instant) {
-        self.mean.refill(now);
-        if let Some(peak) = &mut self.peak {
-            peak.refill(now);
-        }
-    }
-
-    fn tokens_ns(&self) -> i64 {
-        let peak = self.peak.as_ref().map_or(i64::MAX, |peak| peak.tokens_ns);
-        self.mean.tokens_ns.min(peak)
-    }
-
-    fn wait(&self) -> Duration {
-        let peak = self.peak.as_ref().map_or(Duration::ZERO, Bucket::wait);
-        self.mean.wait().max(peak)
-    }
-}
+use xeno_schemas::taskmanager::rate::CpuBudget;
+pub(crate) use xeno_schemas::taskmanager::rate::CpuLimits;
 
 /// What a vCPU thread may do now.
 #[derive(Debug, PartialEq, Eq)]
@@ -122,58 +33,32 @@ pub(crate) enum Admission {
 /// The CPU budget of one domain.
 #[derive(Debug)]
 pub(crate) struct CpuGate {
-    state: Mutex<GateState>,
+    budget: Mutex<CpuBudget>,
 }
 
 impl CpuGate {
     /// The gate for `limits`, or `None` when `msps` is 0 (no rate limit).
     pub(crate) fn new(limits: CpuLimits, window_ms: u64, now: Instant) -> Option<CpuGate> {
-        if limits.msps == 0 {
-            return None;
-        }
-        let window_ns = |msps: u64| {
-            // msps ms per s over window_ms ms is msps × window_ms µs.
-            let ns = u128::from(msps) * u128::from(window_ms) * 1000;
-            i64::try_from(ns).unwrap_or(i64::MAX)
-        };
-        let burst = limits.peak_msps > limits.msps && limits.burst_ms > 0;
-        let (mean_capacity, peak) = if burst {
-            let credit =
-                i64::try_from(limits.burst_ms.saturating_mul(NANOS_PER_MILLI)).unwrap_or(i64::MAX);
-            let peak = Bucket::full(limits.peak_msps, window_ns(limits.peak_msps), now);
-            (credit.max(window_ns(limits.msps)), Some(peak))
-        } else {
-            (window_ns(limits.msps), None)
-        };
         Some(CpuGate {
-            state: Mutex::new(GateState {
-                mean: Bucket::full(limits.msps, mean_capacity, now),
-                peak,
-            }),
+            budget: Mutex::new(CpuBudget::new(limits, window_ms, now)?),
         })
     }
 
     /// Whether a thread may enter the guest now, and for how much CPU time at most.
     pub(crate) fn admit(&self, now: Instant, slice_max: Duration) -> Admission {
-        let mut state = lock(&self.state);
-        state.refill(now);
-        let tokens = state.tokens_ns();
+        let mut budget = lock(&self.budget);
+        budget.refill(now);
+        let tokens = budget.tokens_ns();
         if tokens > 0 {
-            let budget = Duration::from_nanos(u64::try_from(tokens).unwrap_or(0));
-            return Admission::Run(budget.min(slice_max));
+            let allowed = Duration::from_nanos(u64::try_from(tokens).unwrap_or(0));
+            return Admission::Run(allowed.min(slice_max));
         }
-        Admission::Wait(state.wait())
+        Admission::Wait(budget.wait())
     }
 
     /// Charges CPU time a thread used.
     pub(crate) fn charge(&self, cpu_ns: u64, now: Instant) {
-        let mut state = lock(&self.state);
-        state.refill(now);
-        let cost = i64::try_from(cpu_ns).unwrap_or(i64::MAX);
-        state.mean.tokens_ns = state.mean.tokens_ns.saturating_sub(cost);
-        if let Some(peak) = &mut state.peak {
-            peak.tokens_ns = peak.tokens_ns.saturating_sub(cost);
-        }
+        lock(&self.budget).charge(cpu_ns, now);
     }
 }
 
@@ -200,7 +85,7 @@ mod tests {
         );
         // The slice ran 12 ms against a 2 ms bucket: 10 ms of debt, then 1 ms to bank before
         // resuming, 110 ms at 100 msps.
-        gate.charge(12 * NANOS_PER_MILLI, start);
+        gate.charge(12_000_000, start);
         match gate.admit(start, slice) {
             Admission::Wait(wait) => {
                 assert!(wait >= Duration::from_millis(110), "{wait:?}");

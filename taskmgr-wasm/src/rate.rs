@@ -23,77 +23,12 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::task::Waker;
 use std::time::{Duration, Instant};
+use xeno_schemas::taskmanager::rate::CpuBudget;
+pub(crate) use xeno_schemas::taskmanager::rate::CpuLimits;
 
-const NANOS_PER_MILLI: u64 = 1_000_000;
-/// How much CPU time a throttled domain waits to bank before its first waiting task is woken
-/// (at most half the bucket's depth, so that a late wake-up still finds room for what accrued
-/// meanwhile). Waking for every slice's worth (tens of microseconds) would cost a timer
-/// wake-up, a futex and a context switch per slice; waiting for a millisecond's worth divides
-/// that host overhead by ten to a hundred and changes no long-run rate.
-const RESUME_TOKENS_NS: i64 = 1_000_000;
 /// Longest a task is parked before checking again: a debt this large only comes from a very
 /// low rate and a long host call, and re-checking hourly costs nothing.
 const WAIT_MAX: Duration = Duration::from_secs(3600);
-/// Rates are CPU milliseconds per real second: tokens (CPU ns) = real ns × msps / 1000.
-const MSPS_SCALE: u128 = 1000;
-
-/// A domain's CPU limits as given in `DomainLimits`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CpuLimits {
-    pub(crate) msps: u64,
-    pub(crate) peak_msps: u64,
-    pub(crate) burst_ms: u64,
-}
-
-#[derive(Debug)]
-struct Bucket {
-    msps: u64,
-    capacity_ns: i64,
-    tokens_ns: i64,
-    last: Instant,
-    /// Sub-nanosecond remainder of the last refill, so that rounding never loses time.
-    carry: u128,
-}
-
-impl Bucket {
-    fn full(msps: u64, capacity_ns: i64, now: Instant) -> Self {
-        Bucket {
-            msps,
-            capacity_ns,
-            tokens_ns: capacity_ns,
-            last: now,
-            carry: 0,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed_ns = now.saturating_duration_since(self.last).as_nanos();
-        self.last = self.last.max(now);
-        let scaled = elapsed_ns
-            .saturating_mul(u128::from(self.msps))
-            .saturating_add(self.carry);
-        let added = i64::try_from(scaled / MSPS_SCALE).unwrap_or(i64::MAX);
-        self.carry = scaled % MSPS_SCALE;
-        self.tokens_ns = self.tokens_ns.saturating_add(added);
-        if self.tokens_ns >= self.capacity_ns {
-            self.tokens_ns = self.capacity_ns;
-            self.carry = 0;
-        }
-    }
-
-    /// Real time until the bucket holds enough tokens to resume.
-    fn wait(&self) -> Duration {
-        if self.tokens_ns > 0 {
-            return Duration::ZERO;
-        }
-        let resume_ns = RESUME_TOKENS_NS.min(self.capacity_ns / 2).max(1);
-        let needed_ns = u128::from(self.tokens_ns.unsigned_abs()) + resume_ns as u128;
-        let real_ns = (needed_ns * MSPS_SCALE)
-            .saturating_sub(self.carry)
-            .div_ceil(u128::from(self.msps.max(1)));
-        Duration::from_nanos(u64::try_from(real_ns).unwrap_or(u64::MAX))
-    }
-}
 
 #[derive(Debug)]
 struct Waiter {
@@ -103,26 +38,21 @@ struct Waiter {
 
 #[derive(Debug)]
 struct GateState {
-    mean: Bucket,
-    peak: Option<Bucket>,
+    budget: CpuBudget,
     queue: VecDeque<Waiter>,
 }
 
 impl GateState {
     fn refill(&mut self, now: Instant) {
-        self.mean.refill(now);
-        if let Some(peak) = &mut self.peak {
-            peak.refill(now);
-        }
+        self.budget.refill(now);
     }
 
     fn has_tokens(&self) -> bool {
-        self.mean.tokens_ns > 0 && self.peak.as_ref().is_none_or(|peak| peak.tokens_ns > 0)
+        self.budget.tokens_ns() > 0
     }
 
     fn wait(&self) -> Duration {
-        let peak = self.peak.as_ref().map_or(Duration::ZERO, Bucket::wait);
-        self.mean.wait().max(peak).min(WAIT_MAX)
+        self.budget.wait().min(WAIT_MAX)
     }
 
     fn queue_position(&self, key: u64) -> Option<usize> {
@@ -154,27 +84,9 @@ pub(crate) struct CpuGate {
 impl CpuGate {
     /// The gate for `limits`, or `None` when `msps` is 0 (no rate limit).
     pub(crate) fn new(limits: CpuLimits, window_ms: u64, now: Instant) -> Option<CpuGate> {
-        if limits.msps == 0 {
-            return None;
-        }
-        let window_ns = |msps: u64| {
-            // msps ms per s over window_ms ms is msps × window_ms µs.
-            let ns = u128::from(msps) * u128::from(window_ms) * 1000;
-            i64::try_from(ns).unwrap_or(i64::MAX)
-        };
-        let burst = limits.peak_msps > limits.msps && limits.burst_ms > 0;
-        let (mean_capacity, peak) = if burst {
-            let credit =
-                i64::try_from(limits.burst_ms.saturating_mul(NANOS_PER_MILLI)).unwrap_or(i64::MAX);
-            let peak = Bucket::full(limits.peak_msps, window_ns(limits.peak_msps), now);
-            (credit.max(window_ns(limits.msps)), Some(peak))
-        } else {
-            (window_ns(limits.msps), None)
-        };
         Some(CpuGate {
             state: Mutex::new(GateState {
-                mean: Bucket::full(limits.msps, mean_capacity, now),
-                peak,
+                budget: CpuBudget::new(limits, window_ms, now)?,
                 queue: VecDeque::new(),
             }),
         })
@@ -231,12 +143,7 @@ impl CpuGate {
     /// Charges a slice's CPU time and lets the first waiter re-check the budget.
     pub(crate) fn charge(&self, cpu_ns: u64, now: Instant) {
         let mut state = lock(&self.state);
-        state.refill(now);
-        let cost = i64::try_from(cpu_ns).unwrap_or(i64::MAX);
-        state.mean.tokens_ns = state.mean.tokens_ns.saturating_sub(cost);
-        if let Some(peak) = &mut state.peak {
-            peak.tokens_ns = peak.tokens_ns.saturating_sub(cost);
-        }
+        state.budget.charge(cpu_ns, now);
         let front = state.front_waker();
         drop(state);
         if let Some(front) = front {
@@ -276,24 +183,6 @@ mod tests {
     }
 
     #[test]
-    fn bucket_refills_at_the_rate_without_drift() {
-        let start = Instant::now();
-        let mut bucket = Bucket::full(150, 3 * NANOS_PER_MILLI as i64, start);
-        bucket.tokens_ns = 0;
-        // 10,000 refills of 1.0003 ms each: rounding must not lose time.
-        let mut now = start;
-        let mut total = 0i64;
-        for _ in 0..10_000 {
-            now += Duration::from_nanos(1_000_300);
-            bucket.refill(now);
-            total += bucket.tokens_ns;
-            bucket.tokens_ns = 0;
-        }
-        let expected = (10_000u128 * 1_000_300 * 150 / 1000) as i64;
-        assert!((total - expected).abs() <= 1, "{total} vs {expected}");
-    }
-
-    #[test]
     fn debt_is_paid_back_before_running_again() {
         let start = Instant::now();
         let gate = CpuGate::new(limits(100), 20, start).expect("rate set");
@@ -301,7 +190,7 @@ mod tests {
         assert_eq!(gate.admit(1, waker, start), Admission::Run);
         // The slice ran 12 ms against a 2 ms bucket: 10 ms of debt, then 1 ms to bank before
         // resuming, 110 ms at 100 msps.
-        gate.charge(12 * NANOS_PER_MILLI, start);
+        gate.charge(12_000_000, start);
         match gate.admit(1, waker, start) {
             Admission::WaitUntil(at) => {
                 let wait = at - start;

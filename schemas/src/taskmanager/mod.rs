@@ -23,6 +23,7 @@
 mod error;
 pub mod events;
 pub mod payload;
+pub mod rate;
 mod stream;
 
 use crate::proto::taskmanager::v1 as pb;
