@@ -177,8 +177,10 @@ async fn run(deploys: usize) {
     std::fs::write(dir.path().join("ca.pem"), &ca).expect("write");
     std::fs::write(dir.path().join("cert.pem"), &registered.certificate_pem).expect("write");
     std::fs::write(dir.path().join("key.pem"), &server_key).expect("write");
+    // The bench opens a new 1000-CPUmsps session every 200 deploys and keeps the old ones, so
+    // the capacity is set beyond what admission control would otherwise allow on two cores.
     let config: xeno_envmgr::config::Config = toml::from_str(&format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[[corps]]\nid = \"corp-a\"\naddress = \"{}\"\nca = {:?}\ncertificate = {:?}\nkey = {:?}\n[defaults]\ntasks_max = 64\n[wasm]\ntasks_max = 256\n",
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[[corps]]\nid = \"corp-a\"\naddress = \"{}\"\nca = {:?}\ncertificate = {:?}\nkey = {:?}\n[defaults]\ntasks_max = 64\n[wasm]\ntasks_max = 256\n[capacity]\ncpu_msps = 1000000\nmemory_mb = 1000000\n",
         dir.path().join("server"),
         corp.grpc_addr,
         dir.path().join("ca.pem"),
