@@ -262,7 +262,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
         });
     }
     println!(
-        "\nServing on loopback until interrupted (Ctrl-C). Try:\n  export XENO_PROFILE={}\n  xeno account\n  xeno find --xis {xis_address} \"EnvType=Wasm CPUmsps=100..\"\n  xeno find --rd {rd_address} -f {} --objective cheapest --duration 3600\n  xeno server status {server_address}\n  xeno order create --amount 1.00 --out order.xml\n  xeno order restrict order.xml --server {}\n  xeno session create -f {} --order order.xml --server {server_address}\n  xeno deploy SESSION {} --payload {}\n  xeno logs -f SESSION",
+        "\nServing on loopback until interrupted (Ctrl-C). Try:\n  export XENO_PROFILE={}\n  xeno account\n  xeno find --xis {xis_address} \"EnvType=Wasm CPUmsps=100..\"\n  xeno find --rd {rd_address} -f {} --objective cheapest --duration 600 --budget \"10.00 GBP\"\n  xeno server status {server_address}\n  xeno order create --amount 1.00 --out order.xml\n  xeno order restrict order.xml --server {}\n  xeno session create -f {} --order order.xml --server {server_address}\n  xeno deploy SESSION {} --payload {}\n  xeno logs -f SESSION",
         client.dir.display(),
         demo_dir.join("wasm/requirements.xml").display(),
         server.server_id,
