@@ -283,3 +283,9 @@ impl Domain {
         usage
     }
 }
+
+impl xeno_schemas::taskmanager::domains::TableDomain for Domain {
+    fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
+    }
+}

@@ -8,20 +8,19 @@ use crate::error::{Error, StartError};
 use crate::files::Scratch;
 use crate::kind;
 use crate::rate::{CpuGate, CpuLimits};
-use crate::sync::lock;
 use crate::vm::system::SyscallPath;
 use crate::vm::{DomainVm, selftest};
 use kvm_bindings::CpuId;
 use kvm_ioctls::Kvm;
 use prost::Message;
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xeno_schemas::proto::common::v1::{TaskState, Usage};
 use xeno_schemas::proto::taskmanager::v1 as pb;
 use xeno_schemas::taskmanager::EventStream;
+use xeno_schemas::taskmanager::domains::{Destroying, DomainTable};
 use xeno_schemas::taskmanager::events::{DomainEvents, EventLimits};
 
 /// The `EnvType` this task manager serves.
@@ -36,25 +35,13 @@ const REASON_BYTES_MAX: usize = 1024;
 const FROM_OFFSET_TASKS_MAX: usize = 16_384;
 const MIB: u64 = 1024 * 1024;
 
-enum Entry {
-    Live(Arc<Domain>),
-    Destroyed { usage: Usage },
-}
-
-struct Domains {
-    entries: HashMap<String, Entry>,
-    /// Destroyed domains, oldest first, for forgetting beyond `destroyed_domains_kept`.
-    destroyed_order: VecDeque<String>,
-    live: u32,
-}
-
 pub(crate) struct Core {
     pub(crate) config: VmConfig,
     pub(crate) kvm: Arc<Kvm>,
     pub(crate) cpuid: CpuId,
     /// How system calls reach the VMM on this host (found by the self-test).
     pub(crate) path: SyscallPath,
-    domains: Mutex<Domains>,
+    domains: DomainTable<Domain>,
     /// vCPU threads running, bounded by `tasks_max`.
     pub(crate) running: Arc<AtomicU32>,
 }
@@ -128,15 +115,11 @@ impl VmTaskManager {
         let path = selftest::run(&kvm, &cpuid).map_err(StartError::SelfTest)?;
         tracing::info!(?path, "system call path chosen by the self-test");
         let core = Arc::new(Core {
+            domains: DomainTable::new(config.domains_max, config.destroyed_domains_kept),
             config,
             kvm: Arc::new(kvm),
             cpuid,
             path,
-            domains: Mutex::new(Domains {
-                entries: HashMap::new(),
-                destroyed_order: VecDeque::new(),
-                live: 0,
-            }),
             running: Arc::new(AtomicU32::new(0)),
         });
         Ok(VmTaskManager {
@@ -179,14 +162,7 @@ impl Core {
     }
 
     fn live_domains(&self) -> Vec<Arc<Domain>> {
-        lock(&self.domains)
-            .entries
-            .values()
-            .filter_map(|entry| match entry {
-                Entry::Live(domain) => Some(Arc::clone(domain)),
-                Entry::Destroyed { .. } => None,
-            })
-            .collect()
+        self.domains.live()
     }
 
     pub(crate) fn capabilities(&self) -> pb::GetCapabilitiesResponse {
@@ -204,11 +180,7 @@ impl Core {
 
     /// The live domain `id`, or why there is none.
     pub(crate) fn domain(&self, id: &str) -> Result<Arc<Domain>, Error> {
-        match lock(&self.domains).entries.get(id) {
-            Some(Entry::Live(domain)) => Ok(Arc::clone(domain)),
-            Some(Entry::Destroyed { .. }) => Err(Error::DomainDestroyed(id.to_owned())),
-            None => Err(Error::DomainNotFound(id.to_owned())),
-        }
+        self.domains.get(id)
     }
 
     fn settings(&self, limits: &pb::DomainLimits, version: &str) -> Result<DomainSettings, Error> {
@@ -259,12 +231,8 @@ impl Core {
         let answer = || pb::CreateDomainResponse {
             version: version.clone(),
         };
-        if let Some(entry) = lock(&self.domains).entries.get(&request.domain_id) {
-            return match entry {
-                Entry::Live(domain) if domain.fingerprint == fingerprint => Ok(answer()),
-                Entry::Live(_) => Err(Error::DomainExists(request.domain_id)),
-                Entry::Destroyed { .. } => Err(Error::DomainDestroyed(request.domain_id)),
-            };
+        if let Some(repeat) = self.domains.existing(&request.domain_id, fingerprint) {
+            return repeat.map(|()| answer());
         }
         if request.env_type != ENV_TYPE {
             return Err(Error::Unsupported(format!(
@@ -281,7 +249,7 @@ impl Core {
         kind::check_supported(kind::requested(&request.requirements_xml)?)?;
         let limits = request.limits.unwrap_or_default();
         let settings = self.settings(&limits, &version)?;
-        self.check_domain_room()?;
+        self.domains.room()?;
         let scratch_dir = request.scratch_dir.clone();
         let scratch = self.blocking(move || Scratch::open(&scratch_dir)).await?;
         let vm = match self.make_vm(settings.memory_bytes).await {
@@ -317,27 +285,14 @@ impl Core {
             events,
             now,
         ));
-        let mut domains = lock(&self.domains);
         // Checked again: another CreateDomain may have run while the directory was made.
-        let refused = match domains.entries.get(&request.domain_id) {
-            Some(Entry::Live(existing)) if existing.fingerprint == fingerprint => None,
-            Some(Entry::Live(_)) => Some(Error::DomainExists(request.domain_id.clone())),
-            Some(Entry::Destroyed { .. }) => {
-                Some(Error::DomainDestroyed(request.domain_id.clone()))
-            }
-            None if domains.live >= self.config.domains_max => Some(self.domains_full()),
-            None => {
-                domains.live += 1;
-                domains
-                    .entries
-                    .insert(request.domain_id.clone(), Entry::Live(Arc::clone(&domain)));
-                tracing::info!(domain = %request.domain_id, cpu_msps = limits.cpu_msps, memory_mb = settings.memory_bytes / MIB, "domain created");
-                return Ok(answer());
-            }
-        };
-        drop(domains);
+        let added = self.domains.insert(&request.domain_id, Arc::clone(&domain));
+        if matches!(added, Ok(true)) {
+            tracing::info!(domain = %request.domain_id, cpu_msps = limits.cpu_msps, memory_mb = settings.memory_bytes / MIB, "domain created");
+            return Ok(answer());
+        }
         domain.scratch.remove();
-        refused.map_or(Ok(answer()), Err)
+        added.map(|_| answer())
     }
 
     async fn make_vm(&self, memory_bytes: u64) -> Result<DomainVm, Error> {
@@ -353,20 +308,6 @@ impl Core {
             })
         })
         .await
-    }
-
-    fn domains_full(&self) -> Error {
-        Error::Exhausted(format!(
-            "this task manager already holds its maximum of {} domains",
-            self.config.domains_max
-        ))
-    }
-
-    fn check_domain_room(&self) -> Result<(), Error> {
-        if lock(&self.domains).live >= self.config.domains_max {
-            return Err(self.domains_full());
-        }
-        Ok(())
     }
 
     pub(crate) fn stream_output(
@@ -421,10 +362,9 @@ impl Core {
         &self,
         request: pb::DestroyDomainRequest,
     ) -> Result<Usage, Error> {
-        let domain = match lock(&self.domains).entries.get(&request.domain_id) {
-            Some(Entry::Live(domain)) => Arc::clone(domain),
-            Some(Entry::Destroyed { usage }) => return Ok(*usage),
-            None => return Err(Error::DomainNotFound(request.domain_id)),
+        let domain = match self.domains.destroying(&request.domain_id)? {
+            Destroying::Live(domain) => domain,
+            Destroying::Done(usage) => return Ok(usage),
         };
         let reason = reason_or(&request.reason, "domain destroyed");
         let usage = domain.destroy(reason, self.stop_timeout()).await;
@@ -434,19 +374,7 @@ impl Core {
             Ok(())
         })
         .await?;
-        let mut domains = lock(&self.domains);
-        let replace = matches!(domains.entries.get(&request.domain_id), Some(Entry::Live(live)) if Arc::ptr_eq(live, &domain));
-        if replace {
-            domains
-                .entries
-                .insert(request.domain_id.clone(), Entry::Destroyed { usage });
-            domains.live = domains.live.saturating_sub(1);
-            domains.destroyed_order.push_back(request.domain_id.clone());
-            while domains.destroyed_order.len() > self.config.destroyed_domains_kept {
-                if let Some(old) = domains.destroyed_order.pop_front() {
-                    domains.entries.remove(&old);
-                }
-            }
+        if self.domains.destroyed(&request.domain_id, &domain, usage) {
             tracing::info!(domain = %request.domain_id, cpu_time_us = usage.cpu_time_us, "domain destroyed");
         }
         Ok(usage)

@@ -8,16 +8,15 @@ use crate::engine::{self, Runtime};
 use crate::error::{Error, StartError};
 use crate::files::Scratch;
 use crate::rate::{CpuGate, CpuLimits};
-use crate::sync::lock;
 use prost::Message;
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use xeno_schemas::proto::common::v1::{TaskState, Usage};
 use xeno_schemas::proto::taskmanager::v1 as pb;
 use xeno_schemas::taskmanager::EventStream;
+use xeno_schemas::taskmanager::domains::{Destroying, DomainTable};
 use xeno_schemas::taskmanager::events::{DomainEvents, EventLimits};
 
 /// The `EnvType` this task manager serves.
@@ -35,23 +34,11 @@ const REASON_BYTES_MAX: usize = 1024;
 const FROM_OFFSET_TASKS_MAX: usize = 16_384;
 const MIB: u64 = 1024 * 1024;
 
-enum Entry {
-    Live(Arc<Domain>),
-    Destroyed { usage: Usage },
-}
-
-struct Domains {
-    entries: HashMap<String, Entry>,
-    /// Destroyed domains, oldest first, for forgetting beyond `destroyed_domains_kept`.
-    destroyed_order: VecDeque<String>,
-    live: u32,
-}
-
 pub(crate) struct Core {
     pub(crate) config: WasmConfig,
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) cache: ModuleCache,
-    domains: Mutex<Domains>,
+    domains: DomainTable<Domain>,
     /// One permit per task slot in the instance pool.
     pub(crate) task_slots: Arc<Semaphore>,
     /// The task threads' runtime.
@@ -135,17 +122,13 @@ impl WasmTaskManager {
             config.compile_concurrency
         };
         let core = Arc::new(Core {
+            domains: DomainTable::new(config.domains_max, config.destroyed_domains_kept),
             runtime: Arc::new(engine::build(&config)?),
             cache: ModuleCache::new(
                 config.module_cache_entries,
                 config.module_cache_bytes,
                 compile_concurrency,
             ),
-            domains: Mutex::new(Domains {
-                entries: HashMap::new(),
-                destroyed_order: VecDeque::new(),
-                live: 0,
-            }),
             task_slots: Arc::new(Semaphore::new(config.tasks_max as usize)),
             tasks: runtime.handle().clone(),
             config,
@@ -183,14 +166,7 @@ impl Core {
     }
 
     fn live_domains(&self) -> Vec<Arc<Domain>> {
-        lock(&self.domains)
-            .entries
-            .values()
-            .filter_map(|entry| match entry {
-                Entry::Live(domain) => Some(Arc::clone(domain)),
-                Entry::Destroyed { .. } => None,
-            })
-            .collect()
+        self.domains.live()
     }
 
     pub(crate) fn capabilities(&self) -> pb::GetCapabilitiesResponse {
@@ -208,11 +184,7 @@ impl Core {
 
     /// The live domain `id`, or why there is none.
     pub(crate) fn domain(&self, id: &str) -> Result<Arc<Domain>, Error> {
-        match lock(&self.domains).entries.get(id) {
-            Some(Entry::Live(domain)) => Ok(Arc::clone(domain)),
-            Some(Entry::Destroyed { .. }) => Err(Error::DomainDestroyed(id.to_owned())),
-            None => Err(Error::DomainNotFound(id.to_owned())),
-        }
+        self.domains.get(id)
     }
 
     fn settings(&self, limits: &pb::DomainLimits) -> Result<DomainSettings, Error> {
@@ -257,12 +229,8 @@ impl Core {
         let answer = || pb::CreateDomainResponse {
             version: VERSION.to_owned(),
         };
-        if let Some(entry) = lock(&self.domains).entries.get(&request.domain_id) {
-            return match entry {
-                Entry::Live(domain) if domain.fingerprint == fingerprint => Ok(answer()),
-                Entry::Live(_) => Err(Error::DomainExists(request.domain_id)),
-                Entry::Destroyed { .. } => Err(Error::DomainDestroyed(request.domain_id)),
-            };
+        if let Some(repeat) = self.domains.existing(&request.domain_id, fingerprint) {
+            return repeat.map(|()| answer());
         }
         if request.env_type != ENV_TYPE {
             return Err(Error::Unsupported(format!(
@@ -278,7 +246,7 @@ impl Core {
         }
         let limits = request.limits.unwrap_or_default();
         let settings = self.settings(&limits)?;
-        self.check_domain_room()?;
+        self.domains.room()?;
         let scratch_dir = request.scratch_dir.clone();
         let scratch = self.blocking(move || Scratch::open(&scratch_dir)).await?;
         let now = Instant::now();
@@ -306,41 +274,14 @@ impl Core {
             events,
             now,
         ));
-        let mut domains = lock(&self.domains);
         // Checked again: another CreateDomain may have run while the directory was made.
-        let refused = match domains.entries.get(&request.domain_id) {
-            Some(Entry::Live(existing)) if existing.fingerprint == fingerprint => None,
-            Some(Entry::Live(_)) => Some(Error::DomainExists(request.domain_id.clone())),
-            Some(Entry::Destroyed { .. }) => {
-                Some(Error::DomainDestroyed(request.domain_id.clone()))
-            }
-            None if domains.live >= self.config.domains_max => Some(self.domains_full()),
-            None => {
-                domains.live += 1;
-                domains
-                    .entries
-                    .insert(request.domain_id.clone(), Entry::Live(Arc::clone(&domain)));
-                tracing::info!(domain = %request.domain_id, cpu_msps = limits.cpu_msps, memory_mb = settings.memory_bytes / MIB, "domain created");
-                return Ok(answer());
-            }
-        };
-        drop(domains);
-        domain.scratch.remove();
-        refused.map_or(Ok(answer()), Err)
-    }
-
-    fn domains_full(&self) -> Error {
-        Error::Exhausted(format!(
-            "this task manager already holds its maximum of {} domains",
-            self.config.domains_max
-        ))
-    }
-
-    fn check_domain_room(&self) -> Result<(), Error> {
-        if lock(&self.domains).live >= self.config.domains_max {
-            return Err(self.domains_full());
+        let added = self.domains.insert(&request.domain_id, Arc::clone(&domain));
+        if matches!(added, Ok(true)) {
+            tracing::info!(domain = %request.domain_id, cpu_msps = limits.cpu_msps, memory_mb = settings.memory_bytes / MIB, "domain created");
+            return Ok(answer());
         }
-        Ok(())
+        domain.scratch.remove();
+        added.map(|_| answer())
     }
 
     pub(crate) fn stream_output(
@@ -395,10 +336,9 @@ impl Core {
         &self,
         request: pb::DestroyDomainRequest,
     ) -> Result<Usage, Error> {
-        let domain = match lock(&self.domains).entries.get(&request.domain_id) {
-            Some(Entry::Live(domain)) => Arc::clone(domain),
-            Some(Entry::Destroyed { usage }) => return Ok(*usage),
-            None => return Err(Error::DomainNotFound(request.domain_id)),
+        let domain = match self.domains.destroying(&request.domain_id)? {
+            Destroying::Live(domain) => domain,
+            Destroying::Done(usage) => return Ok(usage),
         };
         let reason = reason_or(&request.reason, "domain destroyed");
         let usage = domain.destroy(reason, self.stop_timeout()).await;
@@ -408,19 +348,7 @@ impl Core {
             Ok(())
         })
         .await?;
-        let mut domains = lock(&self.domains);
-        let replace = matches!(domains.entries.get(&request.domain_id), Some(Entry::Live(live)) if Arc::ptr_eq(live, &domain));
-        if replace {
-            domains
-                .entries
-                .insert(request.domain_id.clone(), Entry::Destroyed { usage });
-            domains.live = domains.live.saturating_sub(1);
-            domains.destroyed_order.push_back(request.domain_id.clone());
-            while domains.destroyed_order.len() > self.config.destroyed_domains_kept {
-                if let Some(old) = domains.destroyed_order.pop_front() {
-                    domains.entries.remove(&old);
-                }
-            }
+        if self.domains.destroyed(&request.domain_id, &domain, usage) {
             tracing::info!(domain = %request.domain_id, cpu_time_us = usage.cpu_time_us, "domain destroyed");
         }
         Ok(usage)

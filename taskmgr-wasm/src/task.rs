@@ -144,8 +144,10 @@ pub(crate) fn spawn(
                     "internal error: the task manager failed while running this task".to_owned(),
                 )
             });
-        domain.finish_task(&running, outcome);
+        // The store went with `metered` above, so the pool slot is free: give it back before
+        // the task is seen to end, so that a deploy after StopTask or TaskEnded finds it.
         drop(permit);
+        domain.finish_task(&running, outcome);
     });
     *lock(&task.abort) = Some(handle.abort_handle());
 }

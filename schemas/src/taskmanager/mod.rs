@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod domains;
 mod error;
 pub mod events;
 pub mod payload;
