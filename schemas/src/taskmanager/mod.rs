@@ -8,10 +8,12 @@
 //! the environment manager reaches it through [`RemoteTaskManager`], which implements the trait
 //! by forwarding. Either way the environment manager holds a [`DynTaskManager`].
 //!
-//! Two building blocks every task manager needs, so that all of them behave alike: [`events`],
-//! a domain's bounded event log and kept output with the StreamOutput reader over it (offsets,
-//! caps, replay, gaps, follow); and [`payload`], checking a DeployTask's payloads against the
-//! hashes its task names.
+//! Building blocks every task manager needs, so that all of them behave alike: [`events`], a
+//! domain's bounded event log and kept output with the StreamOutput reader over it (offsets,
+//! caps, replay, gaps, follow); [`payload`], checking a DeployTask's payloads against the hashes
+//! its task names; [`domains`], the table of live and destroyed domains with the interface's
+//! idempotence rules; [`rate`], the CPU token bucket that enforces `cpu_msps`; and [`Error`],
+//! the refusals with the gRPC codes the interface documents.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {

@@ -222,6 +222,11 @@ impl Vcpu {
         self.fd.set_sregs(&sregs).map_err(kvm("KVM_SET_SREGS"))?;
         self.reset_fpu()?;
         self.fd.set_regs(&start.regs).map_err(kvm("KVM_SET_REGS"))?;
+        // A reused vCPU may still have its previous task's registers marked dirty in the
+        // synced area (a result written for a call after which the task ended, so no KVM_RUN
+        // consumed them); the next run would apply them over the ones just set. Put the start
+        // registers there too, so whatever the flag says, the task starts where it should.
+        *self.regs_mut() = start.regs;
         Ok(())
     }
 
