@@ -30,18 +30,22 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use xeno_schemas::taskmanager::{DynTaskManager, RemoteTaskManager};
-//! use xeno_tests::conformance::{self, Guest, Guests};
+//! use xeno_tests::conformance::{self, BusyboxGuests, Guest, Guests};
 //!
-//! struct MyGuests;
+//! // A plugin running static Linux executables can use the ready-made busybox guests; another
+//! // environment writes its own, each method returning a task with the behaviour named:
+//! struct MyGuests(BusyboxGuests);
 //!
 //! impl Guests for MyGuests {
-//!     fn env_type(&self) -> &str { "MyEnv" }
-//!     fn hello(&self) -> Guest { todo!("a task printing hello") }
-//!     fn exit_code(&self, _code: u8) -> Guest { todo!() }
-//!     fn echo_args_env(&self, _args: &[&str], _greeting: &str) -> Guest { todo!() }
-//!     fn stderr(&self) -> Guest { todo!() }
-//!     fn spin(&self) -> Guest { todo!() }
-//!     fn flood(&self, _lines: u32) -> Guest { todo!() }
+//!     fn env_type(&self) -> &str { "MyLinux" }
+//!     fn hello(&self) -> Guest { self.0.script("printf 'hello\\n'", &[], &[]) }
+//!     fn exit_code(&self, code: u8) -> Guest { self.0.exit_code(code) }
+//!     fn echo_args_env(&self, args: &[&str], greeting: &str) -> Guest {
+//!         self.0.echo_args_env(args, greeting)
+//!     }
+//!     fn stderr(&self) -> Guest { self.0.stderr() }
+//!     fn spin(&self) -> Guest { self.0.spin() }
+//!     fn flood(&self, lines: u32) -> Guest { self.0.flood(lines) }
 //! }
 //!
 //! // The body of a #[tokio::test(flavor = "multi_thread")]:
@@ -50,7 +54,9 @@
 //!     let plugin: DynTaskManager = Arc::new(
 //!         RemoteTaskManager::connect("unix:/tmp/xyz/plugin.sock").await.expect("plugin reachable"),
 //!     );
-//!     let report = conformance::run_suite(plugin, &MyGuests).await.unwrap_or_else(|failed| panic!("{failed}"));
+//!     let busybox = std::fs::read("/bin/busybox").expect("Debian's busybox-static");
+//!     let guests = MyGuests(BusyboxGuests::new("MyLinux", busybox));
+//!     let report = conformance::run_suite(plugin, &guests).await.unwrap_or_else(|failed| panic!("{failed}"));
 //!     println!("{report}");
 //! }
 //! ```
@@ -69,12 +75,14 @@
 //! as the stream's first item; whether a resumed task's TaskStarted is sent again; whether
 //! DeployTask into a destroyed domain is FAILED_PRECONDITION or NOT_FOUND.
 
+mod busybox;
 mod checks;
 mod events;
 mod guests;
 mod report;
 mod rpc;
 
+pub use busybox::BusyboxGuests;
 pub use guests::{FLOOD_LINE, Guest, Guests, default_limits};
 pub use report::{Check, CheckResult, Failure, Outcome, Report, SuiteFailed};
 
