@@ -9,8 +9,9 @@
 //! XIS_BENCH_SERVERS=20000 XIS_BENCH_SECONDS=10 XIS_BENCH_BACKENDS=memory cargo bench -p xeno-xis --bench xis_load
 //! ```
 //!
-//! Everything runs on this machine: the XIS (in this process, over loopback gRPC), the load
-//! generator, and for Redis the six redis-server processes.
+//! Everything runs on this machine: the XIS (in this process, on its own two-thread runtime as
+//! the daemon would have, over loopback gRPC), the load generator and the lookup clients (on
+//! another runtime), and for Redis the six redis-server processes.
 
 #[path = "../tests/support/redis_cluster.rs"]
 mod redis_cluster;
@@ -149,8 +150,17 @@ struct Outcome {
     lookup_errors: u64,
 }
 
-async fn run(config: Config, adverts: &[[String; 2]], seconds: u64) -> Outcome {
-    let xis = xeno_xis::daemon::start(config).await.expect("xis starts");
+async fn run(
+    xis_runtime: &tokio::runtime::Handle,
+    config: Config,
+    adverts: &[[String; 2]],
+    seconds: u64,
+) -> Outcome {
+    let xis = xis_runtime
+        .spawn(xeno_xis::daemon::start(config))
+        .await
+        .expect("xis start task")
+        .expect("xis starts");
     let address = xis.addr.to_string();
     // A few connections, as many servers would open.
     let channels: Vec<Channel> =
@@ -275,7 +285,10 @@ async fn run(config: Config, adverts: &[[String; 2]], seconds: u64) -> Outcome {
         lookups.add(histogram).expect("merge");
         lookup_errors += failed;
     }
-    xis.shutdown().await;
+    xis_runtime
+        .spawn(xis.shutdown())
+        .await
+        .expect("xis shutdown task");
     Outcome {
         core_only,
         initial_rate,
@@ -346,9 +359,19 @@ fn main() {
         std::env::var("XIS_BENCH_BACKENDS").unwrap_or_else(|_| "memory,redis".to_owned());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name("load")
         .enable_all()
         .build()
         .expect("runtime");
+    // The XIS daemon's own runtime (`#[tokio::main]` gives it one worker per core, two here): its
+    // workers are not shared with the load generator's tasks, as they would not be in production.
+    let xis_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("xis")
+        .enable_all()
+        .build()
+        .expect("xis runtime");
+    let xis_handle = xis_runtime.handle();
     println!(
         "XIS load: {servers_count} servers refreshing every {REFRESH_SECONDS} s, {seconds} s measured, {LOOKUP_CLIENTS} lookup clients (page 100, 20 ms think time)"
     );
@@ -370,7 +393,7 @@ fn main() {
         ..Config::default()
     };
     if backends.contains("memory") {
-        let outcome = runtime.block_on(run(base.clone(), &adverts, seconds));
+        let outcome = runtime.block_on(run(xis_handle, base.clone(), &adverts, seconds));
         report("embedded (memory)", target_rate, &outcome);
         let dir = tempfile::tempdir().expect("tempdir");
         let persisted = Config {
@@ -378,7 +401,7 @@ fn main() {
             data_dir: dir.path().to_owned(),
             ..base.clone()
         };
-        let outcome = runtime.block_on(run(persisted, &adverts, seconds));
+        let outcome = runtime.block_on(run(xis_handle, persisted, &adverts, seconds));
         report("embedded (persisted)", target_rate, &outcome);
     }
     if backends.contains("redis") {
@@ -395,7 +418,7 @@ fn main() {
                     },
                     ..base
                 };
-                let outcome = runtime.block_on(run(config, &adverts, seconds));
+                let outcome = runtime.block_on(run(xis_handle, config, &adverts, seconds));
                 report("redis cluster 3+3", target_rate, &outcome);
             }
             None => println!("redis cluster: skipped"),

@@ -1,12 +1,14 @@
 //! The embedded backend: the inverted file as ordered maps in this process.
 //!
-//! For each token, two posting sets per freshness, grouped by value: numbers in a
-//! `BTreeMap<value, BTreeSet<member>>`, texts in a `BTreeMap<value, BTreeSet<server id>>`. An
-//! exact lookup is one map probe (its count the group's size); a range walks the distinct
-//! values in it; a page resumes exactly after its last entry. Records age through two queues ordered by receipt time; the
+//! For each token, two posting sets per freshness: numbers as (value, member) pairs in a
+//! [`CountedSet`], which counts a range without walking it, texts grouped by value in a
+//! `BTreeMap<value, BTreeSet<server id>>`. An exact lookup is one map probe (its count the
+//! group's size); a numeric range is counted from two ranks; a page resumes exactly after its
+//! last entry. Records age through two queues ordered by receipt time; the
 //! XIS sweeps before every lookup, so counts are exact. With a data directory, every accepted
 //! advertisement is appended to [`super::log`] and replayed on restart.
 
+use super::counted::CountedSet;
 use super::log::{self, LogWriter};
 use super::{
     Aging, Entry, F64Key, Freshness, Kind, NewRecord, Position, PutOutcome, RecordMeta,
@@ -29,7 +31,8 @@ type TextGroup<'a> = (&'a Box<str>, &'a BTreeSet<Box<str>>);
 /// One posting set, grouped by value.
 #[derive(Default)]
 struct PostingSet {
-    numbers: BTreeMap<F64Key, BTreeSet<Box<str>>>,
+    /// (value, member): counted, because a price range may span 100,000 distinct values.
+    numbers: CountedSet<(F64Key, Box<str>)>,
     texts: BTreeMap<Box<str>, BTreeSet<Box<str>>>,
     text_total: usize,
 }
@@ -39,9 +42,7 @@ impl PostingSet {
         match posting.kind {
             Kind::Number => {
                 self.numbers
-                    .entry(F64Key::new(posting.number))
-                    .or_default()
-                    .insert(posting.member.clone());
+                    .insert((F64Key::new(posting.number), posting.member.clone()));
             }
             Kind::Text => {
                 if let Some((value, server)) = posting.member.rsplit_once('\0')
@@ -60,13 +61,9 @@ impl PostingSet {
     fn remove(&mut self, posting: &RecordPosting) {
         match posting.kind {
             Kind::Number => {
-                let key = F64Key::new(posting.number);
-                if let Some(members) = self.numbers.get_mut(&key) {
-                    members.remove(&posting.member);
-                    if members.is_empty() {
-                        self.numbers.remove(&key);
-                    }
-                }
+                let value = F64Key::new(posting.number);
+                self.numbers
+                    .remove_by(|(key, member)| (*key, &**member).cmp(&(value, &*posting.member)));
             }
             Kind::Text => {
                 let Some((value, server)) = posting.member.rsplit_once('\0') else {
@@ -90,11 +87,12 @@ impl PostingSet {
 
     fn count(&self, kind: Kind, range: &ValueRange) -> u64 {
         match (kind, range) {
-            (Kind::Number, ValueRange::Number { min, max }) => self
-                .numbers
-                .range(F64Key::new(*min)..=F64Key::new(*max))
-                .map(|(_, members)| members.len() as u64)
-                .sum(),
+            (Kind::Number, ValueRange::Number { min, max }) => {
+                let (min, max) = (F64Key::new(*min), F64Key::new(*max));
+                let below_max = self.numbers.rank(|(key, _)| *key <= max);
+                let below_min = self.numbers.rank(|(key, _)| *key < min);
+                below_max.saturating_sub(below_min) as u64
+            }
             (Kind::Text, ValueRange::AnyText) => self.text_total as u64,
             (Kind::Text, ValueRange::Text(value)) => {
                 self.texts.get(value.as_str()).map_or(0, |s| s.len() as u64)
@@ -113,25 +111,21 @@ impl PostingSet {
         let mut entries = Vec::with_capacity(limit.min(1024));
         match (kind, range) {
             (Kind::Number, ValueRange::Number { min, max }) => {
-                let (start, resume) = match after {
-                    Some(Position::Number { value, member, .. }) if *value >= *min => (
-                        F64Key::new(*value),
-                        Some((F64Key::new(*value), member.as_str())),
-                    ),
-                    _ => (F64Key::new(*min), None),
+                let (min, max) = (F64Key::new(*min), F64Key::new(*max));
+                let start = match after {
+                    Some(Position::Number { value, member, .. }) if F64Key::new(*value) >= min => {
+                        let value = F64Key::new(*value);
+                        self.numbers
+                            .rank(|(key, other)| (*key, &**other) <= (value, member.as_str()))
+                    }
+                    _ => self.numbers.rank(|(key, _)| *key < min),
                 };
-                for (key, members) in self.numbers.range(start..=F64Key::new(*max)) {
-                    let lower = match resume {
-                        Some((at, member)) if at == *key => Bound::Excluded(member),
-                        _ => Bound::Unbounded,
-                    };
-                    for member in members.range::<str, _>((lower, Bound::Unbounded)) {
-                        if entries.len() == limit {
-                            return entries;
-                        }
-                        if let Ok(entry) = number_entry(member.to_string(), key.value()) {
-                            entries.push(entry);
-                        }
+                for (key, member) in self.numbers.iter_from(start) {
+                    if *key > max || entries.len() == limit {
+                        break;
+                    }
+                    if let Ok(entry) = number_entry(member.to_string(), key.value()) {
+                        entries.push(entry);
                     }
                 }
             }

@@ -15,6 +15,7 @@
 //! loses them, leaving a tombstone of its last version so that an old advertisement cannot be
 //! replayed while it could still be believed.
 
+pub mod counted;
 pub mod log;
 pub mod memory;
 pub mod redis;
