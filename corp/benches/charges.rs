@@ -2,9 +2,13 @@
 //! loopback against a `xenocorp` process, on SQLite and (when configured) PostgreSQL; and
 //! pgbench's simple-update throughput on the same PostgreSQL for comparison.
 //!
+//! Each server has one mutual-TLS connection and runs sessions over it, each session charging
+//! its own purchase order with one charge in flight (as an environment manager does); the run
+//! is repeated for each sessions-per-server count.
+//!
 //! Run: `cargo bench -p xeno-corp --bench charges` (PostgreSQL: set XENO_TEST_POSTGRES_URL, and
 //! have `pgbench` on PATH). Options by environment: BENCH_SECONDS (default 10),
-//! BENCH_SERVERS (default 64).
+//! BENCH_SERVERS (default 64), BENCH_SESSIONS (sessions per server, a list; default `1,4`).
 
 use hdrhistogram::Histogram;
 use std::io::{BufRead, BufReader};
@@ -181,7 +185,7 @@ struct Result {
     p999_ms: f64,
 }
 
-async fn run(database: &str, servers: usize, seconds: u64) -> Result {
+async fn run(database: &str, servers: usize, sessions: usize, seconds: u64) -> Result {
     let corp = start_corp(database);
     let (client_id, mut client, client_key) = register(&corp, false, "bench client").await;
     xeno_corp::admin::connect(&corp.admin_socket)
@@ -195,30 +199,35 @@ async fn run(database: &str, servers: usize, seconds: u64) -> Result {
         .expect("deposit");
     let mut lanes = Vec::new();
     for index in 0..servers {
-        let (_, mut server, _) = register(&corp, true, &format!("server {index}")).await;
-        let response = client
-            .create_purchase_order(pb::CreatePurchaseOrderRequest {
-                amount: gbp(10_000_000_000),
-                lifetime_seconds: 0,
-            })
-            .await
-            .expect("order")
-            .into_inner();
-        let mut order =
-            PurchaseOrder::parse(response.purchase_order_xml.as_bytes()).expect("order");
-        order.client_signature = Some(client_key.sign(&order.client_signed_bytes()).expect("sign"));
-        let mut requirements =
-            xeno_schemas::documents::EnvironmentalRequirements::new("bench", "Wasm");
-        requirements.qos.cpu_msps = Some(100);
-        server
-            .validate_purchase_order(pb::ValidatePurchaseOrderRequest {
-                purchase_order_xml: order.to_xml(),
-                session_id: format!("s{index}"),
-                requirements_xml: requirements.to_xml(),
-            })
-            .await
-            .expect("validate");
-        lanes.push((server, order.issued.order_id));
+        let (_, server, _) = register(&corp, true, &format!("server {index}")).await;
+        for session in 0..sessions {
+            // Each session charges its own order over the server's one connection.
+            let mut server = server.clone();
+            let response = client
+                .create_purchase_order(pb::CreatePurchaseOrderRequest {
+                    amount: gbp(1_000_000_000),
+                    lifetime_seconds: 0,
+                })
+                .await
+                .expect("order")
+                .into_inner();
+            let mut order =
+                PurchaseOrder::parse(response.purchase_order_xml.as_bytes()).expect("order");
+            order.client_signature =
+                Some(client_key.sign(&order.client_signed_bytes()).expect("sign"));
+            let mut requirements =
+                xeno_schemas::documents::EnvironmentalRequirements::new("bench", "Wasm");
+            requirements.qos.cpu_msps = Some(100);
+            server
+                .validate_purchase_order(pb::ValidatePurchaseOrderRequest {
+                    purchase_order_xml: order.to_xml(),
+                    session_id: format!("s{index}-{session}"),
+                    requirements_xml: requirements.to_xml(),
+                })
+                .await
+                .expect("validate");
+            lanes.push((server, order.issued.order_id));
+        }
     }
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -335,28 +344,46 @@ fn pgbench(url: &str, clients: usize, seconds: u64) -> Option<f64> {
 fn main() {
     let servers = usize::try_from(env_number("BENCH_SERVERS", 64)).unwrap_or(64);
     let seconds = env_number("BENCH_SECONDS", 10);
+    let sessions: Vec<usize> = std::env::var("BENCH_SESSIONS")
+        .unwrap_or_else(|_| "1,4".to_owned())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|n| *n > 0)
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     println!(
-        "charges: {servers} concurrent servers, mTLS on loopback, {seconds} s measured after 2 s warm-up"
+        "charges: {servers} concurrent servers, mTLS on loopback (one connection each), each with \
+         {sessions:?} sessions charging their own orders, one charge in flight per session; \
+         {seconds} s measured after 2 s warm-up"
     );
     println!(
-        "{:<12} {:>12} {:>9} {:>9} {:>9}",
-        "backend", "charges/s", "p50 ms", "p99 ms", "p99.9 ms"
+        "{:<12} {:>9} {:>12} {:>9} {:>9} {:>9}",
+        "backend", "sessions", "charges/s", "p50 ms", "p99 ms", "p99.9 ms"
     );
-    let sqlite = runtime.block_on(run("sqlite", servers, seconds));
-    println!(
-        "{:<12} {:>12.0} {:>9.2} {:>9.2} {:>9.2}",
-        "sqlite", sqlite.charges_per_second, sqlite.p50_ms, sqlite.p99_ms, sqlite.p999_ms
-    );
+    let row = |backend: &str, sessions: usize, result: &Result| {
+        println!(
+            "{:<12} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>9.2}",
+            backend,
+            servers * sessions,
+            result.charges_per_second,
+            result.p50_ms,
+            result.p99_ms,
+            result.p999_ms
+        );
+    };
+    for &per_server in &sessions {
+        let sqlite = runtime.block_on(run("sqlite", servers, per_server, seconds));
+        row("sqlite", per_server, &sqlite);
+    }
     if let Ok(url) = std::env::var("XENO_TEST_POSTGRES_URL") {
-        let database = {
+        let fresh_database = |run_index: usize| {
             let url = url.clone();
             std::thread::spawn(move || {
-                let name = format!("xeno_bench_{}", std::process::id());
+                let name = format!("xeno_bench_{}_{run_index}", std::process::id());
                 let mut client =
                     postgres::Client::connect(&url, postgres::NoTls).expect("postgres");
                 client
@@ -373,25 +400,28 @@ fn main() {
             .join()
             .expect("thread")
         };
-        let postgres = runtime.block_on(run(&database, servers, seconds));
-        println!(
-            "{:<12} {:>12.0} {:>9.2} {:>9.2} {:>9.2}",
-            "postgresql",
-            postgres.charges_per_second,
-            postgres.p50_ms,
-            postgres.p99_ms,
-            postgres.p999_ms
-        );
+        let mut single_session = None;
+        for (run_index, &per_server) in sessions.iter().enumerate() {
+            let database = fresh_database(run_index);
+            let postgres = runtime.block_on(run(&database, servers, per_server, seconds));
+            row("postgresql", per_server, &postgres);
+            if per_server == 1 {
+                single_session = Some(postgres.charges_per_second);
+            }
+        }
         let url_for_bench = url.clone();
         let tps = std::thread::spawn(move || pgbench(&url_for_bench, servers, seconds))
             .join()
             .ok()
             .flatten();
         match tps {
-            Some(tps) => println!(
-                "pgbench -N -c {servers}: {tps:.0} tps; xenocorp on PostgreSQL = {:.2}x pgbench",
-                postgres.charges_per_second / tps
-            ),
+            Some(tps) => match single_session {
+                Some(ours) => println!(
+                    "pgbench -N -c {servers}: {tps:.0} tps; xenocorp on PostgreSQL, {servers} sessions = {:.2}x pgbench",
+                    ours / tps
+                ),
+                None => println!("pgbench -N -c {servers}: {tps:.0} tps"),
+            },
             None => println!("pgbench: not available"),
         }
     } else {
