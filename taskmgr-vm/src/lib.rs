@@ -138,7 +138,6 @@ mod files;
 mod kind;
 mod loader;
 mod manager;
-mod metering;
 mod mm;
 mod output;
 mod paging;

@@ -3,10 +3,10 @@
 //! always succeeds, so a guest can neither block nor crash the host by writing. A flood costs
 //! the guest one exit per write and bounded memory here.
 
-use crate::metering::TaskMeter;
 use std::sync::Arc;
 use xeno_schemas::proto::common::v1::OutputStream;
 use xeno_schemas::taskmanager::events::DomainEvents;
+use xeno_schemas::taskmanager::metering::TaskMeter;
 
 /// Where a task's output goes.
 #[derive(Clone)]

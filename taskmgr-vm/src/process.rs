@@ -9,7 +9,6 @@
 
 use crate::fds::FdTable;
 use crate::files::FsContext;
-use crate::metering::TaskMeter;
 use crate::mm::Mm;
 use crate::output::Output;
 use crate::run::Outcome;
@@ -21,6 +20,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32};
 use std::time::Instant;
+use xeno_schemas::taskmanager::metering::TaskMeter;
 
 /// Most distinct unknown system call numbers a task's log keeps counts for.
 const UNKNOWN_SYSCALLS_KEPT: usize = 64;

@@ -16,7 +16,6 @@ use crate::cpu::signal::{self, Timer};
 use crate::cpu::{Exit, StartState, Vcpu};
 use crate::fastpath;
 use crate::fault::{self, FaultAction, FaultSignal, signal_name};
-use crate::metering::thread_cpu_ns;
 use crate::process::{Process, Waiter};
 use crate::rate::{Admission, CpuGate};
 use crate::sigframe;
@@ -27,6 +26,7 @@ use crate::vm::layout::{PAGE_SIZE, SYSCALL_EXIT_GPA};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use xeno_schemas::taskmanager::metering::thread_cpu_ns;
 
 /// How a task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +61,7 @@ const WAIT_STEP: Duration = Duration::from_millis(100);
 /// CPU time since the last charge, charged to the task (and the domain's budget).
 struct Charger<'a> {
     last_ns: u64,
-    meter: &'a crate::metering::TaskMeter,
+    meter: &'a xeno_schemas::taskmanager::metering::TaskMeter,
     gate: Option<&'a CpuGate>,
 }
 

@@ -4,7 +4,6 @@
 use crate::control::TaskControl;
 use crate::domain::Domain;
 use crate::error::Error;
-use crate::metering::TaskMeter;
 use crate::run::Outcome;
 use crate::sync::lock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use xeno_schemas::proto::common::v1::{TaskExit, TaskState, Usage};
+use xeno_schemas::taskmanager::metering::TaskMeter;
 
 pub(crate) struct Task {
     pub(crate) id: String,

@@ -5,7 +5,6 @@ use crate::error::Error;
 use crate::files::Scratch;
 use crate::guest::Outcome;
 use crate::limiter::DomainMemory;
-use crate::metering::{EndedTotals, Monotonic, duration_ms};
 use crate::rate::CpuGate;
 use crate::sync::lock;
 use crate::task::Task;
@@ -16,6 +15,7 @@ use tokio::sync::watch;
 use xeno_schemas::proto::common::v1::Usage;
 use xeno_schemas::proto::taskmanager::v1::{TaskEnded, TaskUsage};
 use xeno_schemas::taskmanager::events::DomainEvents;
+use xeno_schemas::taskmanager::metering::{EndedTotals, Monotonic, duration_ms};
 
 /// A domain's limits, resolved against the task manager's configuration.
 #[derive(Debug, Clone, Copy)]

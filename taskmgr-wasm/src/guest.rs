@@ -15,7 +15,6 @@ use crate::cache::Compiled;
 use crate::host::{ComponentHost, HostData, ModuleHost};
 use crate::interrupt::{Interrupt, StopRequest};
 use crate::limiter::TaskLimiter;
-use crate::metering::TaskMeter;
 use crate::output::OutputPipe;
 use std::future::Future;
 use std::path::PathBuf;
@@ -24,6 +23,7 @@ use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::{CallHook, Engine, Store, Trap};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+use xeno_schemas::taskmanager::metering::TaskMeter;
 
 /// Fuel a task starts with: effectively unlimited (years of CPU time at the fastest measured
 /// rate of 21 M fuel per ms), so fuel counts work without ever ending a task.

@@ -1,11 +1,11 @@
 //! What each task's Wasmtime store holds: its WASI context, its memory limiter and its meter.
 
 use crate::limiter::TaskLimiter;
-use crate::metering::TaskMeter;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use xeno_schemas::taskmanager::metering::TaskMeter;
 
 /// Store data common to modules and components.
 pub(crate) trait HostData: Send + 'static {

@@ -155,7 +155,6 @@ mod interrupt;
 mod limiter;
 mod manager;
 mod metered;
-mod metering;
 mod output;
 mod rate;
 mod service;

@@ -2,11 +2,11 @@
 //! resource limiter: growth beyond it fails inside the guest (`memory.grow` returns -1, a
 //! module whose initial memory does not fit fails to instantiate), never in the host.
 
-use crate::metering::{MemoryMeter, TaskMeter};
 use crate::sync::lock;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::ResourceLimiter;
+use xeno_schemas::taskmanager::metering::{MemoryMeter, TaskMeter};
 
 /// Linear memory held by a domain's tasks, against its cap.
 #[derive(Debug)]

@@ -16,7 +16,6 @@
 //! every slice.
 
 use crate::interrupt::Interrupt;
-use crate::metering::{TaskMeter, thread_cpu_ns};
 use crate::rate::{Admission, CpuGate};
 use crate::sync::lock;
 use std::future::Future;
@@ -26,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 use tokio::time::Sleep;
+use xeno_schemas::taskmanager::metering::{TaskMeter, thread_cpu_ns};
 
 /// A task's place in its domain's CPU budget.
 pub(crate) struct Budget {

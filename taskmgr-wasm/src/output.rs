@@ -2,7 +2,6 @@
 //! events (kept up to the task's cap, offered to readers, counted for usage) and always
 //! succeeds, so a guest can neither block nor crash the host by writing.
 
-use crate::metering::TaskMeter;
 use bytes::Bytes;
 use std::io;
 use std::pin::Pin;
@@ -13,6 +12,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream as WasiOutputStream, Pollable, StreamError};
 use xeno_schemas::proto::common::v1::OutputStream;
 use xeno_schemas::taskmanager::events::{CHUNK_BYTES_MAX, DomainEvents};
+use xeno_schemas::taskmanager::metering::TaskMeter;
 
 /// One of a task's output streams.
 #[derive(Clone)]

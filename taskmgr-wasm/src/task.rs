@@ -5,7 +5,6 @@ use crate::domain::Domain;
 use crate::guest::{self, Launch, Outcome};
 use crate::interrupt::Interrupt;
 use crate::metered::{Budget, Metered};
-use crate::metering::TaskMeter;
 use crate::sync::lock;
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
@@ -14,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::task::AbortHandle;
 use xeno_schemas::proto::common::v1::{TaskExit, TaskState, Usage};
+use xeno_schemas::taskmanager::metering::TaskMeter;
 
 pub(crate) struct Task {
     pub(crate) id: String,

@@ -12,7 +12,7 @@
 //! domain's bounded event log and kept output with the StreamOutput reader over it (offsets,
 //! caps, replay, gaps, follow); [`payload`], checking a DeployTask's payloads against the hashes
 //! its task names; [`domains`], the table of live and destroyed domains with the interface's
-//! idempotence rules; [`rate`], the CPU token bucket that enforces `cpu_msps`; and [`Error`],
+//! idempotence rules; [`metering`], the usage counters clients pay by; [`rate`], the CPU token bucket that enforces `cpu_msps`; and [`Error`],
 //! the refusals with the gRPC codes the interface documents.
 //!
 //! ```no_run
@@ -25,6 +25,7 @@
 pub mod domains;
 mod error;
 pub mod events;
+pub mod metering;
 pub mod payload;
 pub mod rate;
 mod stream;

@@ -3,9 +3,9 @@
 //! are the task's own vCPU thread's. Sleeping is interruptible by a stop request.
 
 use super::{Errno, Flow, SysResult};
-use crate::metering::thread_cpu_ns;
 use crate::process::Process;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use xeno_schemas::taskmanager::metering::thread_cpu_ns;
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
