@@ -51,6 +51,10 @@ pub struct Config {
     /// given).
     #[serde(default)]
     pub xis: crate::discovery::XisSettings,
+    /// What the advertisement says beyond what the server measures: location, network
+    /// paths, extension tokens.
+    #[serde(default)]
+    pub advertisement: crate::advertisement::AdvertisedSettings,
 }
 
 /// Sizing of the built-in Linux task manager: paravirtual domains on KVM.
@@ -334,6 +338,7 @@ impl Config {
         );
         crate::pricing::PriceSheet::from_config(&self.pricing)?;
         self.xis.validate()?;
+        self.advertisement.validate()?;
         ensure!(
             !self.linux.versions.is_empty(),
             "linux.versions must name at least one Linux ABI version"

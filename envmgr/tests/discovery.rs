@@ -1,4 +1,5 @@
-//! A XenoServer configured with an XIS advertises itself there on start, signed and findable by
+//! A XenoServer configured with an XIS advertises itself there on start (with what its
+//! operator configured under `[advertisement]`), signed and findable by
 //! token, refreshes the record with increasing versions, and comes to advertise network
 //! coordinates measured against its peers.
 
@@ -30,7 +31,13 @@ async fn servers_advertise_refresh_and_gain_coordinates() {
         "[xis]\naddress = \"{}\"\nrefresh_interval_ms = 1000\nprobe_interval_ms = 100\n",
         xis.addr
     );
-    let first = Platform::start(&settings).await;
+    // The first server's operator says where it is, what it has and how it is connected.
+    let described = format!(
+        "{settings}[advertisement]\ncountry = \"GB\"\ncity = \"Cambridge\"\nlatitude = 52.2053\n\
+         longitude = 0.1218\ntokens = {{ gpu = \"a100\" }}\n\
+         [[advertisement.paths]]\ntoward = \"client-net\"\nhops = [\"edge-1\", \"core-7\"]\n"
+    );
+    let first = Platform::start(&described).await;
     let second = Platform::start(&settings).await;
     let ids = [
         first.server().server_id.clone(),
@@ -67,6 +74,27 @@ async fn servers_advertise_refresh_and_gain_coordinates() {
         .expect("a verified advertisement");
     assert_eq!(advertisement.endpoint, first.server().grpc_addr.to_string());
     assert_eq!(advertisement.corps, vec!["corp-e".to_owned()]);
+    let location = advertisement.location.as_ref().expect("location");
+    assert_eq!(location.country.as_deref(), Some("GB"));
+    assert_eq!(location.longitude.map(|d| d.to_f64()), Some(0.1218));
+    assert_eq!(advertisement.paths[0].toward, "client-net");
+    assert_eq!(advertisement.paths[0].hops, ["edge-1", "core-7"]);
+    let load = advertisement.load.as_ref().expect("load");
+    assert!(load.load_average.is_some() && load.cpu_utilisation_percent.is_some());
+    // What the operator configured is looked up like anything else, and only this server has it.
+    for (token, value) in [("Country", "GB"), ("gpu", "a100")] {
+        let matches = xeno_xis::client::lookup_all(
+            channel.clone(),
+            token,
+            xeno_xis::client::exact(value),
+            false,
+            100,
+        )
+        .await
+        .expect("lookup");
+        let found: Vec<&str> = matches.iter().map(|m| m.server_id.as_str()).collect();
+        assert_eq!(found, [ids[0].as_str()], "{token}={value}");
+    }
 
     // It is refreshed with a higher version, and in time carries coordinates measured against
     // the other server.

@@ -529,6 +529,61 @@ async fn aging(config: Config) {
     xis.shutdown().await;
 }
 
+/// Names are self-certifying, so a client need not trust the XIS: what a dishonest or broken
+/// XIS serves (a record altered after signing, or one server's record under another's name)
+/// is refused by the client library with the reason, rather than believed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_refuse_what_a_dishonest_xis_serves() {
+    let (xis, channel) = start(memory_config(90)).await;
+    let honest = SimulatedServer::generate();
+    let other = SimulatedServer::generate();
+    advertise(&channel, honest.signed_xml(1, |_| {}))
+        .await
+        .expect("advertise");
+    client::get_advertisement(channel.clone(), &honest.id)
+        .await
+        .expect("the honest record verifies");
+
+    // Written straight into the store, past the checks the XIS makes on Advertise.
+    let plant = |advertisement: &ServerAdvertisement, xml: &str, as_id: &str| {
+        let mut record = xeno_xis::core::record_for(advertisement, xml, xeno_xis::core::now_ms())
+            .expect("record");
+        record.server_id = as_id.to_owned();
+        record
+    };
+    let signed =
+        ServerAdvertisement::parse(honest.signed_xml(2, |_| {}).as_bytes()).expect("parse");
+    let mut altered = signed.clone();
+    altered.endpoint = "attacker.example.net:7443".to_owned();
+    let altered_xml = altered.to_canonical();
+    xis.core
+        .store()
+        .put(plant(&altered, &altered_xml, &honest.id))
+        .await
+        .expect("planted");
+    let error = client::get_advertisement(channel.clone(), &honest.id)
+        .await
+        .expect_err("an altered record");
+    assert!(
+        matches!(error, client::ClientError::Forged { .. })
+            && error.to_string().contains("signature"),
+        "{error}"
+    );
+
+    // The honest server's genuine record, served as another server's.
+    let genuine_xml = signed.to_canonical();
+    xis.core
+        .store()
+        .put(plant(&signed, &genuine_xml, &other.id))
+        .await
+        .expect("planted");
+    let error = client::get_advertisement(channel.clone(), &other.id)
+        .await
+        .expect_err("a record under another name");
+    assert!(error.to_string().contains(&honest.id), "{error}");
+    xis.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_on_the_embedded_backend() {
     lookups_and_pages(memory_config(90)).await;
