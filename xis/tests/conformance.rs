@@ -667,3 +667,59 @@ async fn embedded_backend_survives_a_restart() {
     assert_eq!(advertisement.version, 2);
     xis.shutdown().await;
 }
+
+/// A record discarded by aging still blocks replays of its advertisement after the embedded
+/// XIS restarts, whether it was discarded before the restart or while the XIS was down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_stay_refused_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config {
+        persist: true,
+        data_dir: dir.path().to_owned(),
+        ..memory_config(1)
+    };
+    let before = SimulatedServer::generate();
+    let during = SimulatedServer::generate();
+    let (xis, channel) = start(config.clone()).await;
+    let before_v1 = before.signed_xml(1, |_| {});
+    let during_v1 = during.signed_xml(1, |_| {});
+    advertise(&channel, before_v1.clone())
+        .await
+        .expect("before");
+    wait_for(
+        "the first record to be discarded",
+        Duration::from_secs(10),
+        || async {
+            let mut get = pb::xis_client::XisClient::new(channel.clone());
+            get.get_advertisement(pb::GetAdvertisementRequest {
+                server_id: before.id.clone(),
+            })
+            .await
+            .is_err_and(|status| status.code() == Code::NotFound)
+        },
+    )
+    .await;
+    advertise(&channel, during_v1.clone())
+        .await
+        .expect("during");
+    xis.shutdown().await;
+    // Down for longer than two TTLs: the second record ages out while nobody sweeps.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let (xis, channel) = start(config).await;
+    for (name, replay) in [("before", before_v1), ("during", during_v1)] {
+        let error = advertise(&channel, replay)
+            .await
+            .expect_err("a replay after the restart");
+        assert_eq!(error.code(), Code::FailedPrecondition, "{name}: {error:?}");
+    }
+    assert!(
+        ids(&channel, "EnvType", exact("Wasm"), true)
+            .await
+            .is_empty()
+    );
+    advertise(&channel, during.signed_xml(2, |_| {}))
+        .await
+        .expect("a new version is welcome");
+    xis.shutdown().await;
+}

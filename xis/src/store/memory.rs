@@ -6,7 +6,8 @@
 //! group's size); a numeric range is counted from two ranks; a page resumes exactly after its
 //! last entry. Records age through two queues ordered by receipt time; the
 //! XIS sweeps before every lookup, so counts are exact. With a data directory, every accepted
-//! advertisement is appended to [`super::log`] and replayed on restart.
+//! advertisement is appended to [`super::log`] and replayed on restart; records discarded
+//! less than a replay window ago come back as tombstones, so replays stay refused.
 
 use super::counted::CountedSet;
 use super::log::{self, LogWriter};
@@ -195,10 +196,20 @@ struct Index {
     sets: HashMap<Box<str>, [PostingSet; 2]>,
     /// (received, server) of fresh records, then of stale ones.
     aging: [BTreeSet<(u64, String)>; 2],
-    /// Discarded servers' last versions, until replays of them can no longer be believed.
-    tombstones: HashMap<String, (u64, u64)>,
+    /// Discarded servers' last records, until replays of them can no longer be believed.
+    tombstones: HashMap<String, Tombstone>,
     tombstone_expiry: BTreeSet<(u64, String)>,
     live_bytes: u64,
+}
+
+/// What is kept of a discarded record: its version, to refuse replays of it or anything older
+/// until `until_ms`; and the record itself, so that log compaction keeps it and a restart
+/// rebuilds the tombstone from it.
+struct Tombstone {
+    version: u64,
+    until_ms: u64,
+    received_ms: u64,
+    xml: Arc<str>,
 }
 
 fn slot(freshness: Freshness) -> usize {
@@ -240,7 +251,7 @@ impl Index {
             .or_else(|| {
                 self.tombstones
                     .get(&record.server_id)
-                    .map(|(version, _)| *version)
+                    .map(|tombstone| tombstone.version)
             });
         if let Some(stored) = stored
             && stored >= record.version
@@ -307,6 +318,34 @@ impl Index {
         (PutOutcome::Stored { previous }, Some(xml))
     }
 
+    /// Leaves a tombstone for a discarded record, replacing an older one.
+    fn bury(
+        &mut self,
+        server_id: String,
+        version: u64,
+        until_ms: u64,
+        received_ms: u64,
+        xml: Arc<str>,
+    ) {
+        if self
+            .tombstones
+            .get(&server_id)
+            .is_some_and(|old| old.version >= version)
+        {
+            return;
+        }
+        self.tombstone_expiry.insert((until_ms, server_id.clone()));
+        self.tombstones.insert(
+            server_id,
+            Tombstone {
+                version,
+                until_ms,
+                received_ms,
+                xml,
+            },
+        );
+    }
+
     /// The first due entry of an aging queue.
     fn due(&self, freshness: Freshness, cutoff_ms: u64) -> Option<(u64, String)> {
         self.aging[slot(freshness)]
@@ -325,7 +364,7 @@ impl Index {
                 if self
                     .tombstones
                     .get(&server_id)
-                    .is_some_and(|(_, at)| *at == until)
+                    .is_some_and(|tombstone| tombstone.until_ms == until)
                 {
                     self.tombstones.remove(&server_id);
                 }
@@ -351,9 +390,13 @@ impl Index {
                     self.remove_postings(record.postings.iter(), Freshness::Stale);
                     self.live_bytes -= record.xml.len() as u64;
                     let until = now_ms + aging.replay_window_ms;
-                    self.tombstones
-                        .insert(entry.1.clone(), (record.version, until));
-                    self.tombstone_expiry.insert((until, entry.1));
+                    self.bury(
+                        entry.1,
+                        record.version,
+                        until,
+                        record.received_ms,
+                        record.xml,
+                    );
                 }
                 report.discarded += 1;
                 handled += 1;
@@ -414,16 +457,32 @@ impl MemoryStore {
         let mut index = Index::default();
         let mut replayed = 0u64;
         for (received_ms, xml) in log::read_all(&path)? {
-            if received_ms + 2 * aging.ttl_ms < now_ms {
+            let discarded_at = received_ms + 2 * aging.ttl_ms;
+            if discarded_at < now_ms && discarded_at + aging.replay_window_ms < now_ms {
                 continue;
             }
-            match reindex(&xml, received_ms) {
-                Some(record) => {
-                    index.put(record);
-                    replayed += 1;
+            let Some(record) = reindex(&xml, received_ms) else {
+                tracing::warn!("skipping an unreadable record in the XIS log");
+                continue;
+            };
+            if discarded_at < now_ms {
+                // Discarded while the XIS was down (or before): replays of it are still refused,
+                // exactly as if the XIS had stayed up.
+                // (A server with a live record has nothing older in the log: entries are in
+                // the order received, and compaction keeps one per server.)
+                if !index.records.contains_key(&record.server_id) {
+                    index.bury(
+                        record.server_id,
+                        record.version,
+                        discarded_at + aging.replay_window_ms,
+                        received_ms,
+                        record.xml.into(),
+                    );
                 }
-                None => tracing::warn!("skipping an unreadable record in the XIS log"),
+                continue;
             }
+            index.put(record);
+            replayed += 1;
         }
         tracing::info!(records = index.records.len(), replayed, path = %path.display(), "XIS log replayed");
         let index = Arc::new(RwLock::new(index));
@@ -614,10 +673,14 @@ fn log_thread(
                         let index = index
                             .read()
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        // Tombstones' records too: a restart rebuilds them from the log.
                         index
                             .records
                             .values()
                             .map(|record| (record.received_ms, Arc::clone(&record.xml)))
+                            .chain(index.tombstones.values().map(|tombstone| {
+                                (tombstone.received_ms, Arc::clone(&tombstone.xml))
+                            }))
                             .collect()
                     };
                     tracing::info!(
