@@ -6,7 +6,7 @@
 use crate::domain::Domain;
 use crate::error::Error;
 use crate::fds::FdTable;
-use crate::files::{self, FsContext, PlacedFile};
+use crate::files::{self, FsContext};
 use crate::loader;
 use crate::manager::{Core, check_id};
 use crate::output::Output;
@@ -26,6 +26,7 @@ use xeno_schemas::Document;
 use xeno_schemas::documents::{Program, TaskDescription};
 use xeno_schemas::proto::taskmanager::v1 as pb;
 use xeno_schemas::taskmanager::payload;
+use xeno_schemas::taskmanager::scratch::{self, PlacedFile};
 
 /// argv[0] when the task names neither `Argv0` nor `Name`.
 const DEFAULT_ARGV0: &str = "task";
@@ -86,7 +87,7 @@ impl Core {
         let working_dir = description
             .working_dir
             .as_deref()
-            .map(files::relative)
+            .map(scratch::relative)
             .transpose()?
             .filter(|dir| !dir.as_os_str().is_empty());
         let placed: Vec<PlacedFile> = description
@@ -100,13 +101,14 @@ impl Core {
                 })
             })
             .collect();
-        let root = domain.scratch.dir()?;
+        let root = files::scratch_dir(&domain.scratch)?;
+        let scratch_path = domain.scratch.path().to_owned();
         let dir = working_dir.clone();
         let program = description.program.clone();
         let bytes_max = self.config.program_bytes_max;
         let image = self
             .blocking(move || {
-                files::place_all(&root, &placed, dir.as_deref())?;
+                scratch::place_all(&scratch_path, &placed, dir.as_deref())?;
                 match program {
                     Program::Executable { sha256 } => payloads
                         .get(&sha256)
@@ -201,7 +203,7 @@ impl Core {
 
 /// Reads an executable from the session directory (`ExecutablePath`).
 fn read_executable(root: &cap_std::fs::Dir, path: &str, bytes_max: u64) -> Result<Bytes, Error> {
-    let relative = files::relative(path)?;
+    let relative = scratch::relative(path)?;
     let file = root
         .open(&relative)
         .map_err(|error| Error::Invalid(format!("ExecutablePath {path:?}: {error}")))?;
@@ -247,7 +249,7 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
                 return Err(Error::Exhausted(format!("cannot create a vCPU: {error}")));
             }
         };
-        let root = match domain.scratch.dir() {
+        let root = match files::scratch_dir(&domain.scratch) {
             Ok(root) => root,
             Err(error) => {
                 loaded.mm.destroy(&vm.physical);

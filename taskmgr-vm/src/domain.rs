@@ -3,7 +3,6 @@
 //! creation.
 
 use crate::error::Error;
-use crate::files::Scratch;
 use crate::rate::CpuGate;
 use crate::run::Outcome;
 use crate::sync::lock;
@@ -17,6 +16,7 @@ use xeno_schemas::proto::common::v1::Usage;
 use xeno_schemas::proto::taskmanager::v1::{TaskEnded, TaskUsage};
 use xeno_schemas::taskmanager::events::DomainEvents;
 use xeno_schemas::taskmanager::metering::{EndedTotals, Monotonic, duration_ms};
+use xeno_schemas::taskmanager::scratch::Scratch;
 
 /// A domain's limits, resolved against the task manager's configuration.
 #[derive(Debug, Clone)]

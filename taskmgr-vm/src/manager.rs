@@ -5,7 +5,6 @@ use crate::config::VmConfig;
 use crate::cpu::{self, signal};
 use crate::domain::{Domain, DomainSettings};
 use crate::error::{Error, StartError};
-use crate::files::Scratch;
 use crate::kind;
 use crate::rate::{CpuGate, CpuLimits};
 use crate::vm::system::SyscallPath;
@@ -22,6 +21,7 @@ use xeno_schemas::proto::taskmanager::v1 as pb;
 use xeno_schemas::taskmanager::EventStream;
 use xeno_schemas::taskmanager::domains::{Destroying, DomainTable};
 use xeno_schemas::taskmanager::events::{DomainEvents, EventLimits};
+use xeno_schemas::taskmanager::scratch::Scratch;
 
 /// The `EnvType` this task manager serves.
 pub const ENV_TYPE: &str = "Linux";
@@ -251,7 +251,9 @@ impl Core {
         let settings = self.settings(&limits, &version)?;
         self.domains.room()?;
         let scratch_dir = request.scratch_dir.clone();
-        let scratch = self.blocking(move || Scratch::open(&scratch_dir)).await?;
+        let scratch = self
+            .blocking(move || Scratch::open(&scratch_dir, "xeno-vm-"))
+            .await?;
         let vm = match self.make_vm(settings.memory_bytes).await {
             Ok(vm) => vm,
             Err(error) => {

@@ -5,7 +5,6 @@
 use crate::cache::{Compiled, ProgramKind};
 use crate::domain::Domain;
 use crate::error::Error;
-use crate::files::{self, PlacedFile};
 use crate::guest::Launch;
 use crate::limiter::TaskLimiter;
 use crate::manager::{Core, check_id};
@@ -20,6 +19,7 @@ use xeno_schemas::documents::{Program, TaskDescription};
 use xeno_schemas::proto::common::v1::OutputStream;
 use xeno_schemas::proto::taskmanager::v1 as pb;
 use xeno_schemas::taskmanager::payload;
+use xeno_schemas::taskmanager::scratch::{self as files, PlacedFile};
 
 /// argv[0] when the task names neither `Argv0` nor `Name`.
 const DEFAULT_ARGV0: &str = "task.wasm";

@@ -2,7 +2,6 @@
 //! memory allowance and events, its tasks, and its usage since creation.
 
 use crate::error::Error;
-use crate::files::Scratch;
 use crate::guest::Outcome;
 use crate::limiter::DomainMemory;
 use crate::rate::CpuGate;
@@ -16,6 +15,7 @@ use xeno_schemas::proto::common::v1::Usage;
 use xeno_schemas::proto::taskmanager::v1::{TaskEnded, TaskUsage};
 use xeno_schemas::taskmanager::events::DomainEvents;
 use xeno_schemas::taskmanager::metering::{EndedTotals, Monotonic, duration_ms};
+use xeno_schemas::taskmanager::scratch::Scratch;
 
 /// A domain's limits, resolved against the task manager's configuration.
 #[derive(Debug, Clone, Copy)]

@@ -148,7 +148,6 @@ mod deploy;
 mod domain;
 mod engine;
 mod error;
-mod files;
 mod guest;
 mod host;
 mod interrupt;

@@ -6,7 +6,6 @@ use crate::config::WasmConfig;
 use crate::domain::{Domain, DomainSettings};
 use crate::engine::{self, Runtime};
 use crate::error::{Error, StartError};
-use crate::files::Scratch;
 use crate::rate::{CpuGate, CpuLimits};
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -18,6 +17,7 @@ use xeno_schemas::proto::taskmanager::v1 as pb;
 use xeno_schemas::taskmanager::EventStream;
 use xeno_schemas::taskmanager::domains::{Destroying, DomainTable};
 use xeno_schemas::taskmanager::events::{DomainEvents, EventLimits};
+use xeno_schemas::taskmanager::scratch::Scratch;
 
 /// The `EnvType` this task manager serves.
 pub const ENV_TYPE: &str = "Wasm";
@@ -248,7 +248,9 @@ impl Core {
         let settings = self.settings(&limits)?;
         self.domains.room()?;
         let scratch_dir = request.scratch_dir.clone();
-        let scratch = self.blocking(move || Scratch::open(&scratch_dir)).await?;
+        let scratch = self
+            .blocking(move || Scratch::open(&scratch_dir, "xeno-wasm-"))
+            .await?;
         let now = Instant::now();
         let cpu = CpuGate::new(
             CpuLimits {

@@ -12,7 +12,8 @@
 //! domain's bounded event log and kept output with the StreamOutput reader over it (offsets,
 //! caps, replay, gaps, follow); [`payload`], checking a DeployTask's payloads against the hashes
 //! its task names; [`domains`], the table of live and destroyed domains with the interface's
-//! idempotence rules; [`metering`], the usage counters clients pay by; [`rate`], the CPU token bucket that enforces `cpu_msps`; and [`Error`],
+//! idempotence rules; [`metering`], the usage counters clients pay by; [`scratch`], the
+//! session directory and placing a task's files in it; [`rate`], the CPU token bucket that enforces `cpu_msps`; and [`Error`],
 //! the refusals with the gRPC codes the interface documents.
 //!
 //! ```no_run
@@ -28,6 +29,7 @@ pub mod events;
 pub mod metering;
 pub mod payload;
 pub mod rate;
+pub mod scratch;
 mod stream;
 
 use crate::proto::taskmanager::v1 as pb;

@@ -71,16 +71,20 @@ impl<T: Ord> CountedSet<T> {
         };
         block.insert(at, value);
         self.len += 1;
-        if block.len() > BLOCK_MAX {
-            let upper = block.split_off(block.len() / 2);
-            self.lens[block_index] = block.len() as u32;
-            self.lens.insert(block_index + 1, upper.len() as u32);
-            self.blocks.insert(block_index + 1, upper);
-        } else {
-            self.lens[block_index] = block.len() as u32;
-        }
+        self.settle(block_index);
         self.check();
         true
+    }
+
+    /// Records block `index`'s new length, splitting it in two if it is over [`BLOCK_MAX`].
+    fn settle(&mut self, index: usize) {
+        let block = &mut self.blocks[index];
+        if block.len() > BLOCK_MAX {
+            let upper = block.split_off(block.len() / 2);
+            self.lens.insert(index + 1, upper.len() as u32);
+            self.blocks.insert(index + 1, upper);
+        }
+        self.lens[index] = self.blocks[index].len() as u32;
     }
 
     /// Removes `value`; false if it was not there.
@@ -119,16 +123,8 @@ impl<T: Ord> CountedSet<T> {
             };
             let right = self.blocks.remove(left + 1);
             self.lens.remove(left + 1);
-            let merged = &mut self.blocks[left];
-            merged.extend(right);
-            if merged.len() > BLOCK_MAX {
-                let upper = merged.split_off(merged.len() / 2);
-                self.lens[left] = merged.len() as u32;
-                self.lens.insert(left + 1, upper.len() as u32);
-                self.blocks.insert(left + 1, upper);
-            } else {
-                self.lens[left] = merged.len() as u32;
-            }
+            self.blocks[left].extend(right);
+            self.settle(left);
         } else if remaining == 0 {
             self.blocks.remove(block_index);
             self.lens.remove(block_index);

@@ -1,36 +1,39 @@
-//! A domain's scratch directory, and placing a task's `Files` in it.
+//! A domain's scratch directory (what its tasks see as `/`), and placing a task's `Files` in
+//! it.
 //!
 //! Files are written through cap-primitives, which resolves every path beneath the scratch
 //! directory (with `openat2(RESOLVE_BENEATH)` where the kernel has it): a symlink an earlier
 //! task planted cannot redirect a write outside. Modes keep only the permission bits (setuid,
-//! setgid and sticky are dropped: the files live on the host and belong to this daemon).
+//! setgid and sticky are dropped: the files live on the host and belong to the task manager).
 
-use crate::error::Error;
+use super::Error;
 use bytes::Bytes;
 use cap_primitives::fs::{DirOptions, OpenOptions, OpenOptionsExt};
 use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use tempfile::TempDir;
 
 /// Permission bits a shipped file may carry.
-const FILE_MODE_MASK: u32 = 0o777;
+pub const FILE_MODE_MASK: u32 = 0o777;
 
 /// The directory a domain's tasks see as `/`.
-pub(crate) struct Scratch {
+#[derive(Debug)]
+pub struct Scratch {
     path: PathBuf,
     /// Set when the task manager created the directory, which it then removes on destroy.
     owned: Mutex<Option<TempDir>>,
 }
 
 impl Scratch {
-    /// The caller's directory, which must exist, or a new temporary one if `dir` is empty.
-    pub(crate) fn open(dir: &str) -> Result<Scratch, Error> {
+    /// The caller's directory (`CreateDomain.scratch_dir`), which must exist, or a new
+    /// temporary one named `<prefix>…` if `dir` is empty. Blocking.
+    pub fn open(dir: &str, prefix: &str) -> Result<Scratch, Error> {
         if dir.is_empty() {
             let temp = tempfile::Builder::new()
-                .prefix("xeno-wasm-")
+                .prefix(prefix)
                 .tempdir()
                 .map_err(|error| {
                     Error::Internal(format!("cannot create a scratch directory: {error}"))
@@ -54,13 +57,19 @@ impl Scratch {
         })
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    /// Where the directory is on the host.
+    pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Removes the directory if the task manager created it.
-    pub(crate) fn remove(&self) {
-        let owned = crate::sync::lock(&self.owned).take();
+    /// Removes the directory if the task manager created it (a caller's own directory is
+    /// left alone). Blocking.
+    pub fn remove(&self) {
+        let owned = self
+            .owned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(temp) = owned
             && let Err(error) = temp.close()
         {
@@ -70,16 +79,20 @@ impl Scratch {
 }
 
 /// A file to place: its session path, permission bits and bytes.
-pub(crate) struct PlacedFile {
-    pub(crate) path: String,
-    pub(crate) mode: u32,
-    pub(crate) data: Bytes,
+#[derive(Debug, Clone)]
+pub struct PlacedFile {
+    /// Where in the session ("/a/b" or "a/b").
+    pub path: String,
+    /// Its mode; only the permission bits are kept.
+    pub mode: u32,
+    /// Its contents.
+    pub data: Bytes,
 }
 
 /// A session path ("/a/b" or "a/b") as a path relative to the scratch directory. The document
 /// schema has already refused `.` and `..` segments; this checks again because the bytes came
 /// over the network.
-pub(crate) fn relative(session_path: &str) -> Result<PathBuf, Error> {
+pub fn relative(session_path: &str) -> Result<PathBuf, Error> {
     let relative = PathBuf::from(session_path.trim_start_matches('/'));
     if relative
         .components()
@@ -126,8 +139,9 @@ fn place(root: &File, file: &PlacedFile) -> Result<(), Error> {
         .map_err(failed)
 }
 
-/// Places `files` in `scratch` and creates `working_dir` (relative) if given. Blocking.
-pub(crate) fn place_all(
+/// Places `files` in the directory `scratch` and creates `working_dir` (relative) if given.
+/// Blocking.
+pub fn place_all(
     scratch: &Path,
     files: &[PlacedFile],
     working_dir: Option<&Path>,
@@ -148,4 +162,40 @@ pub(crate) fn place_all(
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn files_land_beneath_the_scratch_directory_only() {
+        let scratch = Scratch::open("", "xeno-test-").expect("scratch");
+        let outside = tempfile::tempdir().expect("outside");
+        // A symlink planted by an earlier task, pointing out of the session.
+        std::os::unix::fs::symlink(outside.path(), scratch.path().join("escape")).expect("symlink");
+        let file = |path: &str, mode| PlacedFile {
+            path: path.to_owned(),
+            mode,
+            data: Bytes::from_static(b"data"),
+        };
+        place_all(
+            scratch.path(),
+            &[file("/bin/tool", 0o4755)],
+            Some(Path::new("work/dir")),
+        )
+        .expect("placed");
+        let placed = std::fs::metadata(scratch.path().join("bin/tool")).expect("placed file");
+        assert_eq!(placed.mode() & 0o7777, 0o755, "setuid dropped");
+        assert!(scratch.path().join("work/dir").is_dir());
+        let error = place_all(scratch.path(), &[file("escape/owned", 0o644)], None)
+            .expect_err("through the symlink");
+        assert!(error.to_string().contains("escape/owned"), "{error}");
+        assert!(!outside.path().join("owned").exists());
+        assert!(relative("/a/../../etc").is_err());
+        let path = scratch.path().to_owned();
+        scratch.remove();
+        assert!(!path.exists(), "a scratch directory we made is removed");
+    }
 }
