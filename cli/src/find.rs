@@ -5,7 +5,8 @@
 //!   CPUmsps=100..150 | Country=GB"`.
 //! - With `--rd`, a resource discovery system's match-making: `xeno find --rd HOST:PORT -f
 //!   requirements.xml --objective cheapest --duration 3600 --budget "10.00 GBP"`, or `near` /
-//!   `equidistant` with `--host` (repeatable), or `disjoint` with `--toward`.
+//!   `equidistant` with `--host` (repeatable) and/or `--locate-via XIS` (this machine, placed
+//!   by round trips to servers found there), or `disjoint` with `--toward`.
 
 use crate::refusal::{Refused, from_status};
 use anyhow::{Context, Result};
@@ -49,6 +50,10 @@ pub struct FindArgs {
     /// repeatable.
     #[arg(long = "host")]
     hosts: Vec<String>,
+    /// near, equidistant: this machine as a host too, placed by Vivaldi from TCP round trips
+    /// to servers (with coordinates) found in the XIS at this address.
+    #[arg(long, value_name = "XIS")]
+    locate_via: Option<String>,
     /// equidistant: how unequal the latencies may be, ms (0: the RD system's default).
     #[arg(long, default_value_t = 0.0)]
     tolerance_ms: f64,
@@ -129,6 +134,72 @@ fn parse_budget(text: &str) -> Result<Money> {
     Ok(Money { currency, minor })
 }
 
+/// Longest wait for one round trip while placing this machine.
+const LANDMARK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// This machine's network coordinates, from round trips to servers found in the XIS; each
+/// server's advertisement (and so its coordinates) is verified before it is used.
+async fn locate_here(xis: &str) -> Result<xeno_rd::vivaldi::Coordinates> {
+    use xeno_rd::vivaldi::{CANDIDATES_MAX, Coordinates, Landmark, locate};
+    let channel = xeno_xis::client::connect(xis)
+        .await
+        .with_context(|| format!("connecting to the XIS at {xis}"))?;
+    // Every advertisement has a version, so this lists servers: a sample of the XIS, as
+    // server ids are key hashes.
+    let page = xeno_xis::client::lookup(
+        channel.clone(),
+        xeno_schemas::proto::xis::v1::LookupRequest {
+            token: "Version".to_owned(),
+            values: xeno_xis::client::range(None, None),
+            page_size: u32::try_from(CANDIDATES_MAX).unwrap_or(u32::MAX),
+            cursor: String::new(),
+            include_stale: false,
+        },
+    )
+    .await
+    .map_err(|error| anyhow::anyhow!("listing servers in the XIS at {xis}: {error}"))?;
+    let mut landmarks = Vec::new();
+    for found in page.matches {
+        if landmarks.len() == CANDIDATES_MAX {
+            break;
+        }
+        let Ok((advertisement, _)) =
+            xeno_xis::client::get_advertisement(channel.clone(), &found.server_id).await
+        else {
+            continue;
+        };
+        if let Some(advertised) = &advertisement.coordinates {
+            landmarks.push(Landmark {
+                coordinates: Coordinates::from_advertised(advertised),
+                error: advertised
+                    .error
+                    .map_or(1.0, xeno_schemas::schema::Decimal::to_f64),
+                endpoint: advertisement.endpoint.clone(),
+            });
+        }
+    }
+    anyhow::ensure!(
+        !landmarks.is_empty(),
+        Refused(format!(
+            "--locate-via {xis}: no server there advertises network coordinates to measure against"
+        ))
+    );
+    let (coordinates, error, measured) =
+        locate(&landmarks, 4, LANDMARK_TIMEOUT)
+            .await
+            .ok_or_else(|| {
+                Refused(format!(
+                    "--locate-via {xis}: none of {} servers answered a round trip",
+                    landmarks.len()
+                ))
+            })?;
+    eprintln!(
+        "this machine placed by {measured} round trips to {} servers (error estimate {error:.2})",
+        landmarks.len()
+    );
+    Ok(coordinates)
+}
+
 async fn ask_rd(rd: &str, args: &FindArgs) -> Result<()> {
     let path = args
         .requirements
@@ -137,7 +208,11 @@ async fn ask_rd(rd: &str, args: &FindArgs) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let requirements = EnvironmentalRequirements::parse(&bytes)
         .map_err(|errors| Refused(format!("{}: {errors}", path.display())))?;
-    let hosts = || -> Vec<Host> { args.hosts.iter().cloned().map(Host::Address).collect() };
+    let mut host_list: Vec<Host> = args.hosts.iter().cloned().map(Host::Address).collect();
+    if let Some(xis) = &args.locate_via {
+        host_list.push(Host::Coordinates(locate_here(xis).await?));
+    }
+    let hosts = || host_list.clone();
     let objective = match args.objective {
         Objective::Cheapest => Asked::Cheapest {
             duration_seconds: args.duration,

@@ -1,6 +1,7 @@
 //! `xeno find` against a real XIS node and resource discovery system holding a generated
 //! population of signed advertisements: boolean queries over the XIS, ranked suggestions from
-//! RD, and clear refusals of bad queries.
+//! RD (cheapest, and near this machine placed by its own round trips), and clear refusals of
+//! bad queries.
 
 use std::process::Command;
 use xeno_schemas::Document;
@@ -119,11 +120,12 @@ async fn find_queries_the_xis_and_asks_resource_discovery() {
     requirements.qos.memory_mb = Some(64);
     std::fs::write(&path, requirements.to_xml()).expect("write");
     let path_text = path.display().to_string();
+    let rd_for_cheapest = rd_address.clone();
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
         xeno(&[
             "find",
             "--rd",
-            &rd_address,
+            &rd_for_cheapest,
             "-f",
             &path_text,
             "--objective",
@@ -157,6 +159,86 @@ async fn find_queries_the_xis_and_asks_resource_discovery() {
         costs.windows(2).all(|pair| pair[0] <= pair[1]),
         "cheapest first: {costs:?}"
     );
+
+    // Near this machine: three servers really listening on loopback, advertised far from the
+    // generated population in the coordinate space. `--locate-via` places this machine by
+    // round trips to them (the population's endpoints do not answer), so they come first.
+    let mut listeners = Vec::new();
+    let mut landmarks = Vec::new();
+    for (index, mut landmark) in xeno_rd::population::generate(3, 99).into_iter().enumerate() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listener");
+        let offset = f64::from(u32::try_from(index).expect("small")) * 0.05;
+        let coordinates = xeno_rd::vivaldi::Coordinates {
+            components: vec![3000.0 + offset, 3000.0, 3000.0],
+            height: 0.05,
+        };
+        landmark.advertisement.endpoint = listener.local_addr().expect("addr").to_string();
+        landmark.advertisement.coordinates = Some(coordinates.to_advertised(0.05));
+        landmark.advertisement.environments = vec![xeno_schemas::documents::Environment {
+            env_type: "Wasm".to_owned(),
+            versions: Vec::new(),
+        }];
+        let load = landmark
+            .advertisement
+            .load
+            .get_or_insert_with(Default::default);
+        load.available_cpu_msps = Some(4000);
+        load.available_memory_mb = Some(4096);
+        xeno_xis::client::advertise_xml(channel.clone(), landmark.signed_xml(1))
+            .await
+            .expect("landmark advertised");
+        landmarks.push(landmark.server.id.clone());
+        listeners.push(listener);
+    }
+    rd.sync_now(true).await.expect("sync");
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    drop(stream);
+                }
+            })
+        })
+        .collect();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking({
+        let (rd_address, xis_address, path) = (
+            rd.addr.to_string(),
+            xis_address.clone(),
+            path.display().to_string(),
+        );
+        move || {
+            xeno(&[
+                "find",
+                "--rd",
+                &rd_address,
+                "-f",
+                &path,
+                "--objective",
+                "near",
+                "--locate-via",
+                &xis_address,
+                "--max",
+                "3",
+            ])
+        }
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("this machine placed by"), "{stderr}");
+    let suggested: std::collections::BTreeSet<&str> = stdout
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .collect();
+    let expected: std::collections::BTreeSet<&str> = landmarks.iter().map(String::as_str).collect();
+    assert_eq!(suggested, expected, "{stdout}");
+    for task in accepting {
+        task.abort();
+    }
     rd.shutdown().await;
     xis.shutdown().await;
 }

@@ -11,10 +11,10 @@
 use crate::server::Server;
 use serde::Deserialize;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 use xeno_rd::vivaldi::{Coordinates, VivaldiConfig, VivaldiNode};
-use xeno_schemas::documents::{NetworkCoordinates, ServerAdvertisement};
+use xeno_schemas::documents::NetworkCoordinates;
 use xeno_schemas::signing::SigningKey;
 use xeno_xis::advertiser::{Advertiser, AdvertiserConfig};
 
@@ -224,7 +224,7 @@ async fn probe_round(
         else {
             continue;
         };
-        let Some(rtt_ms) = round_trip_ms(&peer, timeout).await else {
+        let Some(rtt_ms) = xeno_rd::vivaldi::connect_rtt_ms(&peer.endpoint, timeout).await else {
             continue;
         };
         let (coordinates, error) = match &peer.coordinates {
@@ -258,18 +258,4 @@ async fn probe_round(
         probed += 1;
     }
     Ok(probed)
-}
-
-/// The time to open a TCP connection to the peer's endpoint, ms.
-async fn round_trip_ms(peer: &ServerAdvertisement, timeout: Duration) -> Option<f64> {
-    let address = peer
-        .endpoint
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let started = Instant::now();
-    let connected = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await;
-    match connected {
-        Ok(Ok(_stream)) => Some(started.elapsed().as_secs_f64() * 1000.0),
-        _ => None,
-    }
 }

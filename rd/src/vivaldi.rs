@@ -264,3 +264,88 @@ pub fn median_relative_error(
     errors.sort_by(f64::total_cmp);
     errors[errors.len() / 2]
 }
+/// The time to open a TCP connection to `endpoint` (`host:port`, with or without an
+/// `http(s)://` scheme), in ms: one round trip, which is all Vivaldi needs and all that a
+/// server's public port is sure to answer. `None` if it does not connect within `timeout`.
+pub async fn connect_rtt_ms(endpoint: &str, timeout: std::time::Duration) -> Option<f64> {
+    let address = endpoint
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let started = std::time::Instant::now();
+    let connected = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await;
+    match connected {
+        Ok(Ok(_stream)) => Some(started.elapsed().as_secs_f64() * 1000.0),
+        _ => None,
+    }
+}
+
+/// A server to measure against: where its coordinates say it is, how sure it is, and where
+/// to connect.
+#[derive(Debug, Clone)]
+pub struct Landmark {
+    /// Its advertised coordinates.
+    pub coordinates: Coordinates,
+    /// Its advertised error estimate.
+    pub error: f64,
+    /// Its endpoint.
+    pub endpoint: String,
+}
+
+/// Places this machine in the coordinate space, as a client that advertises nothing. First
+/// one round trip to every candidate at once (at most [`CANDIDATES_MAX`]; many will not
+/// answer, or answer slowly); the [`LANDMARKS_MAX`] that answered fastest become landmarks,
+/// and `rounds` more passes over them feed a Vivaldi node that starts at the origin. Returns
+/// the coordinates, their error estimate and how many round trips were used; `None` if no
+/// candidate answered.
+pub async fn locate(
+    candidates: &[Landmark],
+    rounds: usize,
+    timeout: std::time::Duration,
+) -> Option<(Coordinates, f64, usize)> {
+    let config = VivaldiConfig {
+        dimensions: candidates.first()?.coordinates.components.len(),
+        ..VivaldiConfig::default()
+    };
+    let candidates = &candidates[..candidates.len().min(CANDIDATES_MAX)];
+    let first = futures::future::join_all(
+        candidates
+            .iter()
+            .map(|candidate| connect_rtt_ms(&candidate.endpoint, timeout)),
+    )
+    .await;
+    let mut answered: Vec<(f64, &Landmark)> = first
+        .into_iter()
+        .zip(candidates)
+        .filter_map(|(rtt, candidate)| Some((rtt?, candidate)))
+        .collect();
+    answered.sort_by(|a, b| a.0.total_cmp(&b.0));
+    answered.truncate(LANDMARKS_MAX);
+    let mut node = VivaldiNode::new(config, 0x5eed);
+    let mut used = 0;
+    let mut observe = |node: &mut VivaldiNode, landmark: &Landmark, rtt_ms: f64| {
+        if node
+            .observe(&landmark.coordinates, landmark.error, rtt_ms)
+            .is_ok()
+        {
+            used += 1;
+        }
+    };
+    for (rtt_ms, landmark) in &answered {
+        observe(&mut node, landmark, *rtt_ms);
+    }
+    for _ in 0..rounds.min(ROUNDS_MAX) {
+        for (_, landmark) in &answered {
+            if let Some(rtt_ms) = connect_rtt_ms(&landmark.endpoint, timeout).await {
+                observe(&mut node, landmark, rtt_ms);
+            }
+        }
+    }
+    (used > 0).then(|| (node.coordinates().clone(), node.error(), used))
+}
+
+/// Most candidates [`locate`] tries.
+pub const CANDIDATES_MAX: usize = 256;
+/// Most landmarks [`locate`] keeps measuring.
+pub const LANDMARKS_MAX: usize = 32;
+/// Most further passes [`locate`] makes over its landmarks.
+pub const ROUNDS_MAX: usize = 16;
