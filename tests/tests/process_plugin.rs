@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use support::{Plugin, ShellGuests, kernel_release, live_group_members, scratch};
+use support::{Plugin, kernel_release, live_group_members, scratch, shell_guests};
 use tonic::{Code, Request};
 use xeno_schemas::Document;
 use xeno_schemas::documents::{Program, TaskDescription, TaskFile};
@@ -24,7 +24,7 @@ const END_WAIT: Duration = Duration::from_secs(15);
 async fn passes_the_conformance_suite() {
     let plugin = Plugin::start().await;
     let started = Instant::now();
-    match conformance::run_suite(plugin.client.clone(), &ShellGuests::new()).await {
+    match conformance::run_suite(plugin.client.clone(), &shell_guests()).await {
         Ok(report) => println!("{report}\nsuite took {:?}", started.elapsed()),
         Err(failed) => panic!("{failed}"),
     }
@@ -58,7 +58,7 @@ async fn capabilities_offer_the_host_kernel() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_memory_rlimit_makes_a_hungry_program_fail() {
     let plugin = Plugin::start().await;
-    let guests = ShellGuests::new();
+    let guests = shell_guests();
     // Doubles a string 26 times, to 64 MiB, which needs well over 64 MiB of address space.
     let hungry = guests.script(
         "x=a; i=0; while [ $i -lt 26 ]; do x=\"$x$x\"; i=$((i + 1)); done; printf 'survived\\n'",
@@ -97,7 +97,7 @@ async fn the_memory_rlimit_makes_a_hungry_program_fail() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_process_of_the_group_survives_destroy() {
     let plugin = Plugin::start().await;
-    let guests = ShellGuests::new();
+    let guests = shell_guests();
     // A background spinner in the task's group, then the leader prints its pid (the pgid).
     let forker = guests.script(
         "( while :; do :; done ) & printf '%s\\n' $$; while :; do :; done",
@@ -136,7 +136,7 @@ async fn no_process_of_the_group_survives_destroy() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_destroys_every_domain_before_the_plugin_exits() {
     let mut plugin = Plugin::start().await;
-    let guests = ShellGuests::new();
+    let guests = shell_guests();
     let domain = create(&plugin.client, "sigterm", limits(), None, None).await;
     let mut events = watch(&plugin.client, &domain).await;
     let printer = guests.script("printf '%s\\n' $$; while :; do :; done", &[], &[]);
@@ -184,7 +184,7 @@ async fn sigterm_destroys_every_domain_before_the_plugin_exits() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fatal_signal_is_a_failure() {
     let plugin = Plugin::start().await;
-    let guests = ShellGuests::new();
+    let guests = shell_guests();
     let domain = create(&plugin.client, "segv", limits(), None, None).await;
     let (exit, _) = run(
         &plugin.client,
@@ -201,7 +201,7 @@ async fn a_fatal_signal_is_a_failure() {
 #[tokio::test(flavor = "multi_thread")]
 async fn files_working_dir_and_executable_path() {
     let plugin = Plugin::start().await;
-    let guests = ShellGuests::new();
+    let guests = shell_guests();
     let (_dir, scratch) = scratch();
     let domain = create(&plugin.client, "files", limits(), None, Some(&scratch)).await;
     let script = b"#!/bin/sh\nprintf '%s\\n' \"$(pwd)\"\ncat ../data.txt\n".to_vec();
@@ -266,7 +266,7 @@ async fn files_working_dir_and_executable_path() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_wall_clock_limit_stops_a_task() {
     let plugin = Plugin::start().await;
-    let guests = ShellGuests::new();
+    let guests = shell_guests();
     let mut task = guests.task("while :; do :; done", &[], &[]);
     task.wall_clock_seconds = Some(1);
     let guest = Guest {
@@ -287,7 +287,7 @@ async fn the_wall_clock_limit_stops_a_task() {
 async fn the_cpu_rate_holds_for_the_domain_as_a_whole() {
     const MSPS: u64 = 300;
     let plugin = Plugin::start().await;
-    let guests = ShellGuests::new();
+    let guests = shell_guests();
     let domain = create(
         &plugin.client,
         "shared",
@@ -334,7 +334,7 @@ async fn create(
     let domain = format!("process-test-{name}-{}", std::process::id());
     let request = pb::CreateDomainRequest {
         domain_id: domain.clone(),
-        env_type: ShellGuests::new().env_type().into(),
+        env_type: shell_guests().env_type().into(),
         version: version.unwrap_or_default().into(),
         limits: Some(limits),
         requirements_xml: String::new(),

@@ -1,7 +1,8 @@
 //! Ready-made guests for task managers that run static Linux executables: each guest is
 //! Debian's static busybox (`busybox-static`) running `sh -c SCRIPT` with shell builtins only,
 //! so it needs no processes beyond the one. The Linux task manager's conformance test uses
-//! them; a plugin for another Linux-ABI environment can too.
+//! them; a plugin for another Linux-ABI environment can too. Any POSIX shell binary serves
+//! (the process plugin's tests send the host's `/bin/sh`).
 
 use super::guests::{FLOOD_LINE, Guest, Guests};
 use sha2::{Digest, Sha256};
@@ -17,7 +18,7 @@ pub struct BusyboxGuests {
 
 impl BusyboxGuests {
     /// Guests from the bytes of a static busybox (`/bin/busybox` from Debian's
-    /// `busybox-static`).
+    /// `busybox-static`), or of any shell the task manager can run.
     pub fn new(env_type: &str, busybox: Vec<u8>) -> Self {
         BusyboxGuests {
             env_type: env_type.to_owned(),
@@ -28,12 +29,22 @@ impl BusyboxGuests {
         }
     }
 
-    /// A task running `sh -c script sh args...` with `env`.
+    /// A task running `script`, with `args` as `$1`... and `env` as its environment.
     pub fn script(&self, script: &str, args: &[&str], env: &[(&str, &str)]) -> Guest {
+        Guest {
+            task_xml: self.task(script, args, env).to_xml(),
+            payloads: vec![self.payload()],
+        }
+    }
+
+    /// The TaskDescription of a script, to adjust before sending.
+    pub fn task(&self, script: &str, args: &[&str], env: &[(&str, &str)]) -> TaskDescription {
         let mut task = TaskDescription::new(Program::Executable {
             sha256: self.busybox.sha256.clone(),
         });
+        task.name = Some("sh".into());
         task.argv0 = Some("sh".into());
+        // sh -c SCRIPT NAME ARGS...: NAME becomes $0, ARGS become $1...
         task.args = ["-c", script, "sh"]
             .iter()
             .chain(args)
@@ -43,10 +54,12 @@ impl BusyboxGuests {
             .iter()
             .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
             .collect();
-        Guest {
-            task_xml: task.to_xml(),
-            payloads: vec![self.busybox.clone()],
-        }
+        task
+    }
+
+    /// The shell as a payload.
+    pub fn payload(&self) -> Payload {
+        self.busybox.clone()
     }
 }
 

@@ -1,17 +1,13 @@
 //! Shared by the Process plugin's tests: the plugin binary as a child process that cannot
 //! outlive its test, and guests written as `/bin/sh` scripts.
 
-use sha2::{Digest, Sha256};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use xeno_schemas::Document;
-use xeno_schemas::documents::{Program, TaskDescription};
-use xeno_schemas::proto::common::v1::Payload;
 use xeno_schemas::taskmanager::{DynTaskManager, RemoteTaskManager};
-use xeno_tests::conformance::{FLOOD_LINE, Guest, Guests};
+use xeno_tests::conformance::BusyboxGuests;
 
 /// How long the plugin may take to start serving.
 const START_WAIT: Duration = Duration::from_secs(20);
@@ -118,95 +114,12 @@ impl Drop for Plugin {
     }
 }
 
-/// Guests as `/bin/sh -c SCRIPT` with the shell itself sent as an Executable payload.
-pub struct ShellGuests {
-    shell: Vec<u8>,
-    sha256: String,
-}
-
-impl ShellGuests {
-    pub fn new() -> ShellGuests {
-        let shell = std::fs::read("/bin/sh").expect("/bin/sh readable");
-        let sha256 = hex::encode(Sha256::digest(&shell));
-        ShellGuests { shell, sha256 }
-    }
-
-    /// A task running `script`, with `args` as $1... and `env` as its environment.
-    pub fn script(&self, script: &str, args: &[&str], env: &[(&str, &str)]) -> Guest {
-        Guest {
-            task_xml: self.task(script, args, env).to_xml(),
-            payloads: vec![self.payload()],
-        }
-    }
-
-    /// The TaskDescription of a script, to adjust before sending.
-    pub fn task(&self, script: &str, args: &[&str], env: &[(&str, &str)]) -> TaskDescription {
-        let mut task = TaskDescription::new(Program::Executable {
-            sha256: self.sha256.clone(),
-        });
-        task.name = Some("sh".into());
-        task.argv0 = Some("sh".into());
-        // sh -c SCRIPT NAME ARGS...: NAME becomes $0, ARGS become $1...
-        task.args = ["-c", script, "sh"]
-            .iter()
-            .chain(args)
-            .map(|arg| (*arg).to_owned())
-            .collect();
-        task.env = env
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-            .collect();
-        task
-    }
-
-    /// The shell as a payload.
-    pub fn payload(&self) -> Payload {
-        Payload {
-            sha256: self.sha256.clone(),
-            data: self.shell.clone(),
-        }
-    }
-}
-
-impl Guests for ShellGuests {
-    fn env_type(&self) -> &str {
-        "Process"
-    }
-
-    fn hello(&self) -> Guest {
-        self.script("printf 'hello\\n'", &[], &[])
-    }
-
-    fn exit_code(&self, code: u8) -> Guest {
-        self.script(&format!("exit {code}"), &[], &[])
-    }
-
-    fn echo_args_env(&self, args: &[&str], greeting: &str) -> Guest {
-        self.script(
-            "printf '%s\\n' \"$*\"; printf '%s\\n' \"$XENO_GREETING\"",
-            args,
-            &[("XENO_GREETING", greeting)],
-        )
-    }
-
-    fn stderr(&self) -> Guest {
-        self.script("printf 'oops\\n' >&2", &[], &[])
-    }
-
-    fn spin(&self) -> Guest {
-        self.script("while :; do :; done", &[], &[])
-    }
-
-    fn flood(&self, lines: u32) -> Guest {
-        let line = String::from_utf8_lossy(&FLOOD_LINE[..FLOOD_LINE.len() - 1]).into_owned();
-        let script =
-            format!("i=0; while [ $i -lt {lines} ]; do printf '%s\\n' {line}; i=$((i + 1)); done");
-        self.script(&script, &[], &[])
-    }
-
-    fn write_file(&self) -> Option<Guest> {
-        Some(self.script("printf 'done\\n' > out.txt", &[], &[]))
-    }
+/// Guests as `/bin/sh -c SCRIPT` with the host's shell itself sent as an Executable payload.
+pub fn shell_guests() -> BusyboxGuests {
+    BusyboxGuests::new(
+        "Process",
+        std::fs::read("/bin/sh").expect("/bin/sh readable"),
+    )
 }
 
 /// Live (non-zombie) processes in process group `pgid`.
