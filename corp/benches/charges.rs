@@ -178,6 +178,110 @@ fn usage(order_id: &str, sequence: u64, minor: u64) -> String {
     .to_xml()
 }
 
+fn new_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram")
+}
+
+fn charge_request(template: &str, order_id: &str, sequence: u64) -> pb::ChargeRequest {
+    pb::ChargeRequest {
+        order_id: order_id.to_owned(),
+        sequence,
+        amount: gbp(1),
+        usage_record_xml: template.replace(
+            "<Sequence>999999999</Sequence>",
+            &format!("<Sequence>{sequence}</Sequence>"),
+        ),
+    }
+}
+
+/// One session charging with the unary call, one charge in flight.
+async fn unary_lane(
+    mut server: XenoCorpClient<tonic::transport::Channel>,
+    order_id: String,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> Histogram<u64> {
+    let mut histogram = new_histogram();
+    let template = usage_template(&order_id);
+    let mut sequence = 0;
+    while !stop.load(Ordering::Relaxed) {
+        sequence += 1;
+        let started = Instant::now();
+        let answer = server
+            .charge_from_purchase_order(charge_request(&template, &order_id, sequence))
+            .await
+            .expect("charge")
+            .into_inner();
+        assert_eq!(answer.outcome, pb::ChargeOutcome::Charged as i32);
+        if measuring.load(Ordering::Relaxed) {
+            histogram
+                .record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))
+                .expect("record");
+        }
+    }
+    histogram
+}
+
+/// All of one server's sessions charging over its one `StreamCharges` stream, each session
+/// with one charge in flight.
+async fn stream_lanes(
+    mut server: XenoCorpClient<tonic::transport::Channel>,
+    orders: Vec<String>,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> Histogram<u64> {
+    let mut histogram = new_histogram();
+    let templates: Vec<String> = orders.iter().map(|o| usage_template(o)).collect();
+    let index: std::collections::HashMap<String, usize> = orders
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.clone(), i))
+        .collect();
+    let (requests, outgoing) = tokio::sync::mpsc::channel(orders.len());
+    let mut replies = server
+        .stream_charges(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut sequences = vec![1_u64; orders.len()];
+    let mut sent_at = vec![Instant::now(); orders.len()];
+    for (lane, order_id) in orders.iter().enumerate() {
+        sent_at[lane] = Instant::now();
+        requests
+            .send(charge_request(&templates[lane], order_id, 1))
+            .await
+            .expect("send");
+    }
+    let mut outstanding = orders.len();
+    while outstanding > 0 {
+        let reply = replies.message().await.expect("reply").expect("open");
+        let lane = index[&reply.order_id];
+        assert_eq!(reply.sequence, sequences[lane]);
+        match reply.result {
+            Some(pb::charge_stream_reply::Result::Answer(answer)) => {
+                assert_eq!(answer.outcome, pb::ChargeOutcome::Charged as i32);
+            }
+            other => panic!("charge refused: {other:?}"),
+        }
+        if measuring.load(Ordering::Relaxed) {
+            histogram
+                .record(u64::try_from(sent_at[lane].elapsed().as_micros()).unwrap_or(u64::MAX))
+                .expect("record");
+        }
+        if stop.load(Ordering::Relaxed) {
+            outstanding -= 1;
+            continue;
+        }
+        sequences[lane] += 1;
+        sent_at[lane] = Instant::now();
+        requests
+            .send(charge_request(&templates[lane], &orders[lane], sequences[lane]))
+            .await
+            .expect("send");
+    }
+    histogram
+}
+
 struct Result {
     charges_per_second: f64,
     p50_ms: f64,
@@ -185,7 +289,7 @@ struct Result {
     p999_ms: f64,
 }
 
-async fn run(database: &str, servers: usize, sessions: usize, seconds: u64) -> Result {
+async fn run(database: &str, servers: usize, sessions: usize, seconds: u64, streamed: bool) -> Result {
     let corp = start_corp(database);
     let (client_id, mut client, client_key) = register(&corp, false, "bench client").await;
     xeno_corp::admin::connect(&corp.admin_socket)
@@ -197,12 +301,11 @@ async fn run(database: &str, servers: usize, sessions: usize, seconds: u64) -> R
         })
         .await
         .expect("deposit");
-    let mut lanes = Vec::new();
+    let mut servers_lanes = Vec::new();
     for index in 0..servers {
         let (_, server, _) = register(&corp, true, &format!("server {index}")).await;
+        let mut orders = Vec::new();
         for session in 0..sessions {
-            // Each session charges its own order over the server's one connection.
-            let mut server = server.clone();
             let response = client
                 .create_purchase_order(pb::CreatePurchaseOrderRequest {
                     amount: gbp(1_000_000_000),
@@ -219,6 +322,7 @@ async fn run(database: &str, servers: usize, sessions: usize, seconds: u64) -> R
                 xeno_schemas::documents::EnvironmentalRequirements::new("bench", "Wasm");
             requirements.qos.cpu_msps = Some(100);
             server
+                .clone()
                 .validate_purchase_order(pb::ValidatePurchaseOrderRequest {
                     purchase_order_xml: order.to_xml(),
                     session_id: format!("s{index}-{session}"),
@@ -226,47 +330,28 @@ async fn run(database: &str, servers: usize, sessions: usize, seconds: u64) -> R
                 })
                 .await
                 .expect("validate");
-            lanes.push((server, order.issued.order_id));
+            orders.push(order.issued.order_id);
         }
+        servers_lanes.push((server, orders));
     }
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
-    for (mut server, order_id) in lanes {
+    for (server, orders) in servers_lanes {
         let measuring = Arc::clone(&measuring);
         let stop = Arc::clone(&stop);
-        tasks.spawn(async move {
-            let mut histogram =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-            let template = usage_template(&order_id);
-            let mut sequence = 0;
-            while !stop.load(Ordering::Relaxed) {
-                sequence += 1;
-                let usage_record_xml = template.replace(
-                    "<Sequence>999999999</Sequence>",
-                    &format!("<Sequence>{sequence}</Sequence>"),
-                );
-                let request = pb::ChargeRequest {
-                    order_id: order_id.clone(),
-                    sequence,
-                    amount: gbp(1),
-                    usage_record_xml,
-                };
-                let started = Instant::now();
-                let answer = server
-                    .charge_from_purchase_order(request)
-                    .await
-                    .expect("charge")
-                    .into_inner();
-                assert_eq!(answer.outcome, pb::ChargeOutcome::Charged as i32);
-                if measuring.load(Ordering::Relaxed) {
-                    histogram
-                        .record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))
-                        .expect("record");
-                }
+        if streamed {
+            tasks.spawn(stream_lanes(server, orders, measuring, stop));
+        } else {
+            for order_id in orders {
+                tasks.spawn(unary_lane(
+                    server.clone(),
+                    order_id,
+                    Arc::clone(&measuring),
+                    Arc::clone(&stop),
+                ));
             }
-            histogram
-        });
+        }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     measuring.store(true, Ordering::Relaxed);
@@ -350,6 +435,15 @@ fn main() {
         .filter_map(|n| n.trim().parse().ok())
         .filter(|n| *n > 0)
         .collect();
+    let modes: Vec<bool> = std::env::var("BENCH_CALLS")
+        .unwrap_or_else(|_| "unary,stream".to_owned())
+        .split(',')
+        .filter_map(|call| match call.trim() {
+            "unary" => Some(false),
+            "stream" => Some(true),
+            _ => None,
+        })
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -361,13 +455,14 @@ fn main() {
          {seconds} s measured after 2 s warm-up"
     );
     println!(
-        "{:<12} {:>9} {:>12} {:>9} {:>9} {:>9}",
-        "backend", "sessions", "charges/s", "p50 ms", "p99 ms", "p99.9 ms"
+        "{:<12} {:<7} {:>9} {:>12} {:>9} {:>9} {:>9}",
+        "backend", "call", "sessions", "charges/s", "p50 ms", "p99 ms", "p99.9 ms"
     );
-    let row = |backend: &str, sessions: usize, result: &Result| {
+    let row = |backend: &str, streamed: bool, sessions: usize, result: &Result| {
         println!(
-            "{:<12} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>9.2}",
+            "{:<12} {:<7} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>9.2}",
             backend,
+            if streamed { "stream" } else { "unary" },
             servers * sessions,
             result.charges_per_second,
             result.p50_ms,
@@ -375,9 +470,11 @@ fn main() {
             result.p999_ms
         );
     };
-    for &per_server in &sessions {
-        let sqlite = runtime.block_on(run("sqlite", servers, per_server, seconds));
-        row("sqlite", per_server, &sqlite);
+    for &streamed in &modes {
+        for &per_server in &sessions {
+            let sqlite = runtime.block_on(run("sqlite", servers, per_server, seconds, streamed));
+            row("sqlite", streamed, per_server, &sqlite);
+        }
     }
     if let Ok(url) = std::env::var("XENO_TEST_POSTGRES_URL") {
         let fresh_database = |run_index: usize| {
@@ -401,12 +498,17 @@ fn main() {
             .expect("thread")
         };
         let mut single_session = None;
-        for (run_index, &per_server) in sessions.iter().enumerate() {
-            let database = fresh_database(run_index);
-            let postgres = runtime.block_on(run(&database, servers, per_server, seconds));
-            row("postgresql", per_server, &postgres);
-            if per_server == 1 {
-                single_session = Some(postgres.charges_per_second);
+        let mut run_index = 0;
+        for &streamed in &modes {
+            for &per_server in &sessions {
+                run_index += 1;
+                let database = fresh_database(run_index);
+                let postgres =
+                    runtime.block_on(run(&database, servers, per_server, seconds, streamed));
+                row("postgresql", streamed, per_server, &postgres);
+                if per_server == 1 && !streamed {
+                    single_session = Some(postgres.charges_per_second);
+                }
             }
         }
         let url_for_bench = url.clone();

@@ -6,6 +6,9 @@ use crate::core::{ClientRegistration, OrderSummary, ServerRegistration};
 use crate::error::CorpError;
 use crate::model::{ChargeOutcome, MachineSpec, OrderState, Privacy};
 use crate::writer::Writer;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use xeno_schemas::documents::{Currency, Money};
 use xeno_schemas::proto::common::v1 as common;
@@ -91,6 +94,44 @@ impl CorpService {
 
 fn status(error: CorpError) -> Status {
     error.into()
+}
+
+/// Most charges unanswered on one `StreamCharges` stream (as the protocol documents).
+pub const STREAM_CHARGES_IN_FLIGHT_MAX: usize = 1024;
+
+/// The answers on a `StreamCharges` stream.
+pub type ChargeReplies = ReceiverStream<Result<pb::ChargeStreamReply, Status>>;
+
+/// One charge, from either the unary call or a stream: parsed here, decided and made durable
+/// by the writer.
+async fn charge(
+    writer: &Writer,
+    caller: String,
+    request: pb::ChargeRequest,
+) -> Result<pb::ChargeResponse, Status> {
+    let amount = money_from("amount", request.amount)?;
+    let usage = crate::core::UsageAnnotation::parse(&request.usage_record_xml).map_err(status)?;
+    let now = now_ms();
+    let answer = writer
+        .submit(move |corp, _, effects| {
+            corp.charge(
+                now,
+                &caller,
+                &request.order_id,
+                request.sequence,
+                amount,
+                usage,
+                effects,
+            )
+        })
+        .await
+        .map_err(status)?;
+    Ok(pb::ChargeResponse {
+        outcome: outcome_to(answer.outcome),
+        charged_total: Some(money_to(answer.charged_total)),
+        remaining: Some(money_to(answer.remaining)),
+        replayed: answer.replayed,
+    })
 }
 
 #[tonic::async_trait]
@@ -225,32 +266,68 @@ impl pb::xeno_corp_server::XenoCorp for CorpService {
         request: Request<pb::ChargeRequest>,
     ) -> Result<Response<pb::ChargeResponse>, Status> {
         let caller = caller_serial(&request)?;
-        let request = request.into_inner();
-        let amount = money_from("amount", request.amount)?;
-        let usage =
-            crate::core::UsageAnnotation::parse(&request.usage_record_xml).map_err(status)?;
-        let now = now_ms();
-        let answer = self
-            .writer
-            .submit(move |corp, _, effects| {
-                corp.charge(
-                    now,
-                    &caller,
-                    &request.order_id,
-                    request.sequence,
-                    amount,
-                    usage,
-                    effects,
-                )
-            })
+        charge(&self.writer, caller, request.into_inner())
             .await
-            .map_err(status)?;
-        Ok(Response::new(pb::ChargeResponse {
-            outcome: outcome_to(answer.outcome),
-            charged_total: Some(money_to(answer.charged_total)),
-            remaining: Some(money_to(answer.remaining)),
-            replayed: answer.replayed,
-        }))
+            .map(Response::new)
+    }
+
+    type StreamChargesStream = ChargeReplies;
+
+    async fn stream_charges(
+        &self,
+        request: Request<tonic::Streaming<pb::ChargeRequest>>,
+    ) -> Result<Response<ChargeReplies>, Status> {
+        let caller = caller_serial(&request)?;
+        let mut incoming = request.into_inner();
+        let writer = self.writer.clone();
+        let (replies, answers) = tokio::sync::mpsc::channel(STREAM_CHARGES_IN_FLIGHT_MAX);
+        tokio::spawn(async move {
+            let mut pending = FuturesUnordered::new();
+            let mut reading = true;
+            while reading || !pending.is_empty() {
+                tokio::select! {
+                    message = incoming.message(),
+                        if reading && pending.len() < STREAM_CHARGES_IN_FLIGHT_MAX =>
+                    {
+                        match message {
+                            Ok(Some(request)) => {
+                                let writer = writer.clone();
+                                let caller = caller.clone();
+                                pending.push(async move {
+                                    let order_id = request.order_id.clone();
+                                    let sequence = request.sequence;
+                                    let result = match charge(&writer, caller, request).await {
+                                        Ok(answer) => pb::charge_stream_reply::Result::Answer(answer),
+                                        Err(status) => {
+                                            pb::charge_stream_reply::Result::Refusal(pb::ChargeRefusal {
+                                                code: status.code() as i32,
+                                                message: status.message().to_owned(),
+                                            })
+                                        }
+                                    };
+                                    pb::ChargeStreamReply {
+                                        order_id,
+                                        sequence,
+                                        result: Some(result),
+                                    }
+                                });
+                            }
+                            // The server finished sending (or its stream broke): answer what is
+                            // in flight, then end.
+                            Ok(None) | Err(_) => reading = false,
+                        }
+                    }
+                    Some(reply) = pending.next(), if !pending.is_empty() => {
+                        if replies.send(Ok(reply)).await.is_err() {
+                            // Nobody is listening; charges in flight still commit, unanswered,
+                            // and a retry of them replays.
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(answers)))
     }
 
     async fn close_purchase_order(
