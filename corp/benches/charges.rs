@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use xeno_schemas::Document;
+use xeno_schemas::charging::Charger;
 use xeno_schemas::documents::{Money, PurchaseOrder, UsageRecord};
 use xeno_schemas::proto::common::v1 as common;
 use xeno_schemas::proto::corp::v1 as pb;
@@ -194,9 +195,18 @@ fn charge_request(template: &str, order_id: &str, sequence: u64) -> pb::ChargeRe
     }
 }
 
-/// One session charging with the unary call, one charge in flight.
-async fn unary_lane(
-    mut server: XenoCorpClient<tonic::transport::Channel>,
+/// How a lane's charges reach the corp.
+enum Call {
+    /// A `ChargeFromPurchaseOrder` call per charge.
+    Unary(XenoCorpClient<tonic::transport::Channel>),
+    /// The server's one `StreamCharges` stream, shared by its sessions (as the environment
+    /// manager charges).
+    Stream(Charger),
+}
+
+/// One session charging its order, one charge in flight.
+async fn lane(
+    call: Call,
     order_id: String,
     measuring: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -206,78 +216,23 @@ async fn unary_lane(
     let mut sequence = 0;
     while !stop.load(Ordering::Relaxed) {
         sequence += 1;
+        let request = charge_request(&template, &order_id, sequence);
         let started = Instant::now();
-        let answer = server
-            .charge_from_purchase_order(charge_request(&template, &order_id, sequence))
-            .await
-            .expect("charge")
-            .into_inner();
+        let answer = match &call {
+            Call::Unary(server) => server
+                .clone()
+                .charge_from_purchase_order(request)
+                .await
+                .map(tonic::Response::into_inner),
+            Call::Stream(charger) => charger.charge(request).await,
+        }
+        .expect("charge");
         assert_eq!(answer.outcome, pb::ChargeOutcome::Charged as i32);
         if measuring.load(Ordering::Relaxed) {
             histogram
                 .record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))
                 .expect("record");
         }
-    }
-    histogram
-}
-
-/// All of one server's sessions charging over its one `StreamCharges` stream, each session
-/// with one charge in flight.
-async fn stream_lanes(
-    mut server: XenoCorpClient<tonic::transport::Channel>,
-    orders: Vec<String>,
-    measuring: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-) -> Histogram<u64> {
-    let mut histogram = new_histogram();
-    let templates: Vec<String> = orders.iter().map(|o| usage_template(o)).collect();
-    let index: std::collections::HashMap<String, usize> = orders
-        .iter()
-        .enumerate()
-        .map(|(i, o)| (o.clone(), i))
-        .collect();
-    let (requests, outgoing) = tokio::sync::mpsc::channel(orders.len());
-    let mut replies = server
-        .stream_charges(tokio_stream::wrappers::ReceiverStream::new(outgoing))
-        .await
-        .expect("stream")
-        .into_inner();
-    let mut sequences = vec![1_u64; orders.len()];
-    let mut sent_at = vec![Instant::now(); orders.len()];
-    for (lane, order_id) in orders.iter().enumerate() {
-        sent_at[lane] = Instant::now();
-        requests
-            .send(charge_request(&templates[lane], order_id, 1))
-            .await
-            .expect("send");
-    }
-    let mut outstanding = orders.len();
-    while outstanding > 0 {
-        let reply = replies.message().await.expect("reply").expect("open");
-        let lane = index[&reply.order_id];
-        assert_eq!(reply.sequence, sequences[lane]);
-        match reply.result {
-            Some(pb::charge_stream_reply::Result::Answer(answer)) => {
-                assert_eq!(answer.outcome, pb::ChargeOutcome::Charged as i32);
-            }
-            other => panic!("charge refused: {other:?}"),
-        }
-        if measuring.load(Ordering::Relaxed) {
-            histogram
-                .record(u64::try_from(sent_at[lane].elapsed().as_micros()).unwrap_or(u64::MAX))
-                .expect("record");
-        }
-        if stop.load(Ordering::Relaxed) {
-            outstanding -= 1;
-            continue;
-        }
-        sequences[lane] += 1;
-        sent_at[lane] = Instant::now();
-        requests
-            .send(charge_request(&templates[lane], &orders[lane], sequences[lane]))
-            .await
-            .expect("send");
     }
     histogram
 }
@@ -340,17 +295,18 @@ async fn run(database: &str, servers: usize, sessions: usize, seconds: u64, stre
     for (server, orders) in servers_lanes {
         let measuring = Arc::clone(&measuring);
         let stop = Arc::clone(&stop);
-        if streamed {
-            tasks.spawn(stream_lanes(server, orders, measuring, stop));
-        } else {
-            for order_id in orders {
-                tasks.spawn(unary_lane(
-                    server.clone(),
-                    order_id,
-                    Arc::clone(&measuring),
-                    Arc::clone(&stop),
-                ));
-            }
+        let charger = streamed.then(|| Charger::new(server.clone()));
+        for order_id in orders {
+            let call = match &charger {
+                Some(charger) => Call::Stream(charger.clone()),
+                None => Call::Unary(server.clone()),
+            };
+            tasks.spawn(lane(
+                call,
+                order_id,
+                Arc::clone(&measuring),
+                Arc::clone(&stop),
+            ));
         }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;

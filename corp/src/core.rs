@@ -312,6 +312,12 @@ impl Corp {
                 .insert(record.sequence, record);
         }
         for row in snapshot.orders {
+            let charges = charges.remove(&row.order_id).unwrap_or_default();
+            let charged_minor = charges
+                .values()
+                .filter(|charge| charge.outcome == ChargeOutcome::Charged)
+                .map(|charge| charge.amount_minor)
+                .sum();
             let document = PurchaseOrder::parse(row.document_xml.as_bytes()).map_err(|error| {
                 anyhow::anyhow!("stored order {} is unreadable: {error}", row.order_id)
             })?;
@@ -324,9 +330,9 @@ impl Corp {
                 validated_xml: row.validated_xml,
                 limit_minor: row.limit_minor,
                 effective_expiry_ms: row.effective_expiry_ms,
-                charged_minor: row.charged_minor,
+                charged_minor,
                 settlement: row.settlement,
-                charges: charges.remove(&row.order_id).unwrap_or_default(),
+                charges,
             };
             corp.orders.insert(row.order_id, order);
         }
@@ -975,12 +981,6 @@ impl Corp {
             order_id: order_id.to_owned(),
             record: entry.clone(),
         });
-        if outcome == ChargeOutcome::Charged {
-            effects.push(Effect::OrderCharged {
-                order_id: order_id.to_owned(),
-                charged_minor: charged_after,
-            });
-        }
         Ok(ChargeAnswer {
             outcome,
             charged_total: order.money(entry.charged_total_after),

@@ -246,15 +246,9 @@ impl Order {
 pub enum Effect {
     /// Insert or replace an account.
     Account(Account),
-    /// Insert or replace an order's own row (not its charges).
+    /// Insert or replace an order's own row (not its charges, nor its charged total, which is
+    /// the sum of its charges: a charge writes nothing to the order's row).
     Order(OrderRow),
-    /// Update an order's charged total (the only field a charge changes).
-    OrderCharged {
-        /// The order.
-        order_id: OrderId,
-        /// Its new total.
-        charged_minor: u64,
-    },
     /// Insert a charge record.
     Charge {
         /// The order.
@@ -316,8 +310,6 @@ pub struct OrderRow {
     pub limit_minor: u64,
     /// Effective expiry.
     pub effective_expiry_ms: i64,
-    /// Charged so far.
-    pub charged_minor: u64,
     /// Settlement.
     pub settlement: Option<Settlement>,
 }
@@ -338,7 +330,6 @@ impl OrderRow {
             validated_xml: order.validated_xml.clone(),
             limit_minor: order.limit_minor,
             effective_expiry_ms: order.effective_expiry_ms,
-            charged_minor: order.charged_minor,
             settlement: order.settlement,
         }
     }

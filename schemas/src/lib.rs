@@ -18,6 +18,7 @@
 //!   depth and counts) and the deterministic writer whose compact output signatures cover.
 //! - [`signing`]: signing and verifying documents (purchase orders, advertisements).
 //! - [`transport`]: mutual-TLS channels between parties.
+//! - [`charging`]: how a server charges a corp, all its sessions over one stream.
 //! - [`taskmanager`]: the task manager plugin interface as a Rust trait, and the adapter that
 //!   reaches plugins in other processes.
 //! - [`proto`]: the gRPC services (XenoCorp, XenoServer, TaskManager, XIS, ResourceDiscovery),
@@ -35,6 +36,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod charging;
 pub mod documents;
 pub mod error;
 pub mod proto;

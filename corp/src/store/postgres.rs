@@ -161,8 +161,6 @@ struct Bulk {
     balance_books: Vec<String>,
     balance_currencies: Vec<String>,
     balance_values: Vec<i64>,
-    charged_orders: Vec<String>,
-    charged_values: Vec<i64>,
     counter_names: Vec<String>,
     counter_values: Vec<i64>,
 }
@@ -202,13 +200,6 @@ impl Bulk {
                 self.balance_currencies.push(currency.to_string());
                 self.balance_values.push(*balance);
             }
-            Effect::OrderCharged {
-                order_id,
-                charged_minor,
-            } => {
-                self.charged_orders.push(order_id.clone());
-                self.charged_values.push(to_i64(*charged_minor));
-            }
             Effect::Counter { name, value } => {
                 self.counter_names.push((*name).to_owned());
                 self.counter_values.push(to_i64(*value));
@@ -238,12 +229,6 @@ impl Bulk {
                 "INSERT INTO balances (book, currency, balance) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
                  ON CONFLICT (book) DO UPDATE SET balance = excluded.balance",
                 &[&self.balance_books, &self.balance_currencies, &self.balance_values],
-            )?;
-        }
-        if !self.charged_orders.is_empty() {
-            transaction.execute(
-                "UPDATE orders SET charged_minor = u.charged FROM unnest($1::text[], $2::bigint[]) AS u(id, charged) WHERE orders.order_id = u.id",
-                &[&self.charged_orders, &self.charged_values],
             )?;
         }
         if !self.counter_names.is_empty() {

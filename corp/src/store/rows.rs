@@ -98,7 +98,6 @@ pub fn statement_for(effect: &Effect) -> (&'static str, Vec<SqlValue>) {
                     order.validated_xml.as_ref().into(),
                     to_i64(order.limit_minor).into(),
                     order.effective_expiry_ms.into(),
-                    to_i64(order.charged_minor).into(),
                     settlement.map(|s| to_i64(s.spent)).into(),
                     settlement.map(|s| to_i64(s.returned)).into(),
                     settlement.map(|s| to_i64(s.payout)).into(),
@@ -107,13 +106,6 @@ pub fn statement_for(effect: &Effect) -> (&'static str, Vec<SqlValue>) {
                 ],
             )
         }
-        Effect::OrderCharged {
-            order_id,
-            charged_minor,
-        } => (
-            sql::ORDER_CHARGED,
-            vec![to_i64(*charged_minor).into(), order_id.into()],
-        ),
         Effect::Charge { order_id, record } => (
             sql::INSERT_CHARGE,
             vec![
@@ -269,13 +261,13 @@ pub fn account(row: &Values<'_>) -> anyhow::Result<Account> {
 /// An `orders` row.
 pub fn order(row: &Values<'_>) -> anyhow::Result<OrderRow> {
     let state = row.text(6)?;
-    let settlement = match row.optional_int(13)? {
+    let settlement = match row.optional_int(12)? {
         Some(spent) => Some(Settlement {
             spent: to_u64(spent, "spent")?,
-            returned: row.amount(14)?,
-            payout: row.amount(15)?,
-            commission: row.amount(16)?,
-            closed_at_ms: row.int(17)?,
+            returned: row.amount(13)?,
+            payout: row.amount(14)?,
+            commission: row.amount(15)?,
+            closed_at_ms: row.int(16)?,
         }),
         None => None,
     };
@@ -293,7 +285,6 @@ pub fn order(row: &Values<'_>) -> anyhow::Result<OrderRow> {
         validated_xml: row.optional_text(9)?,
         limit_minor: row.amount(10)?,
         effective_expiry_ms: row.int(11)?,
-        charged_minor: row.amount(12)?,
         settlement,
     })
 }
@@ -362,12 +353,27 @@ pub fn audit(
     }
     for row in query(sql::AUDIT_ORDERS)? {
         let row = Values(&row);
-        let (order, recorded, summed) = (row.text(0)?, row.int(1)?, row.int(2)?);
-        if recorded != summed {
+        let (order, limit, charged, moved) =
+            (row.text(0)?, row.int(1)?, row.int(2)?, row.int(3)?);
+        if charged != moved {
             violations.push(format!(
-                "stored order {order} records {recorded} charged but its charges sum to {summed}"
+                "stored order {order}: its charges sum to {charged} but its charge transfers move {moved}"
             ));
         }
+        if charged > limit {
+            violations.push(format!(
+                "stored order {order}: its charges sum to {charged}, over its cap {limit}"
+            ));
+        }
+    }
+    for row in query(sql::AUDIT_DUPLICATE_CHARGES)? {
+        let row = Values(&row);
+        violations.push(format!(
+            "charge {} of order {} is stored {} times",
+            row.int(1)?,
+            row.text(0)?,
+            row.int(2)?
+        ));
     }
     let transfers = query(sql::COUNT_TRANSFERS)?;
     let count = transfers
