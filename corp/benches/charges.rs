@@ -244,7 +244,13 @@ struct Result {
     p999_ms: f64,
 }
 
-async fn run(database: &str, servers: usize, sessions: usize, seconds: u64, streamed: bool) -> Result {
+async fn run(
+    database: &str,
+    servers: usize,
+    sessions: usize,
+    seconds: u64,
+    streamed: bool,
+) -> Result {
     let corp = start_corp(database);
     let (client_id, mut client, client_key) = register(&corp, false, "bench client").await;
     xeno_corp::admin::connect(&corp.admin_socket)

@@ -113,7 +113,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningCorp> {
         .register_encoded_file_descriptor_set(xeno_schemas::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building gRPC reflection")?;
-    let corp_service = XenoCorpServer::new(CorpService::new(writer.clone()))
+    let corp_service = XenoCorpServer::new(CorpService::new(writer.clone(), stop.clone()))
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(4 * MESSAGE_BYTES_MAX);
     let router = Server::builder()

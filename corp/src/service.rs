@@ -83,12 +83,15 @@ fn summary_to(summary: OrderSummary) -> pb::OrderSummary {
 /// The XenoCorp service.
 pub struct CorpService {
     writer: Writer,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl CorpService {
-    /// A service submitting to `writer`.
-    pub fn new(writer: Writer) -> Self {
-        CorpService { writer }
+    /// A service submitting to `writer`. When `stopping` turns true, charge streams stop
+    /// reading, answer what they hold and end, so that a graceful shutdown is not held open by
+    /// servers' long-lived streams.
+    pub fn new(writer: Writer, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        CorpService { writer, stopping }
     }
 }
 
@@ -280,10 +283,11 @@ impl pb::xeno_corp_server::XenoCorp for CorpService {
         let caller = caller_serial(&request)?;
         let mut incoming = request.into_inner();
         let writer = self.writer.clone();
+        let mut stopping = self.stopping.clone();
         let (replies, answers) = tokio::sync::mpsc::channel(STREAM_CHARGES_IN_FLIGHT_MAX);
         tokio::spawn(async move {
             let mut pending = FuturesUnordered::new();
-            let mut reading = true;
+            let mut reading = !*stopping.borrow_and_update();
             while reading || !pending.is_empty() {
                 tokio::select! {
                     message = incoming.message(),
@@ -317,6 +321,8 @@ impl pb::xeno_corp_server::XenoCorp for CorpService {
                             Ok(None) | Err(_) => reading = false,
                         }
                     }
+                    // The only change is to "stopping" (or the daemon dropping the signal).
+                    _ = stopping.changed(), if reading => reading = false,
                     Some(reply) = pending.next(), if !pending.is_empty() => {
                         if replies.send(Ok(reply)).await.is_err() {
                             // Nobody is listening; charges in flight still commit, unanswered,

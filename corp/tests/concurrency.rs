@@ -1,11 +1,13 @@
 //! Money under concurrency, on every backend: validation is exactly-once however many servers
-//! race for an order, and charges are exactly-once however often they are retried.
+//! race for an order, and charges are exactly-once however often they are retried, by the unary
+//! call or over a server's charge stream.
 
 mod support;
 
 use std::collections::HashMap;
 use support::*;
 use tonic::Code;
+use xeno_schemas::charging::Charger;
 use xeno_schemas::proto::corp::v1 as pb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -105,33 +107,47 @@ async fn ten_thousand_charges_from_thirty_two_servers_each_sent_twice_are_charge
             // Amounts vary with the sequence so that a double charge could not hide.
             let total: u64 = (1..=count as u64).map(|sequence| 100 + sequence).sum();
             expected.insert(order_id.clone(), total);
-            for copy in 0..2 {
-                let mut client = server.corp.clone();
-                let order_id = order_id.clone();
-                senders.spawn(async move {
-                    let mut outcomes = Vec::new();
-                    for sequence in 1..=count as u64 {
-                        // The two copies go in opposite orders, so originals and retries interleave.
-                        let sequence = if copy == 0 {
-                            sequence
-                        } else {
-                            count as u64 + 1 - sequence
-                        };
-                        let answer = client
-                            .charge_from_purchase_order(pb::ChargeRequest {
+            // The original of each charge goes by the unary call, one at a time; its copy goes
+            // over the server's charge stream, all copies in flight at once and in the reverse
+            // order, so originals and retries interleave across the two ways in.
+            let mut client = server.corp.clone();
+            let unary_order = order_id.clone();
+            senders.spawn(async move {
+                let mut outcomes = Vec::new();
+                for sequence in 1..=count as u64 {
+                    let answer = client
+                        .charge_from_purchase_order(pb::ChargeRequest {
+                            order_id: unary_order.clone(),
+                            sequence,
+                            amount: Some(gbp(100 + sequence)),
+                            usage_record_xml: usage_xml(&unary_order, sequence, 100 + sequence),
+                        })
+                        .await
+                        .expect("every charge is answered")
+                        .into_inner();
+                    outcomes.push(answer);
+                }
+                outcomes
+            });
+            let charger = Charger::new(server.corp.clone());
+            senders.spawn(async move {
+                let copies = (1..=count as u64).rev().map(|sequence| {
+                    let charger = charger.clone();
+                    let order_id = order_id.clone();
+                    async move {
+                        charger
+                            .charge(pb::ChargeRequest {
                                 order_id: order_id.clone(),
                                 sequence,
                                 amount: Some(gbp(100 + sequence)),
                                 usage_record_xml: usage_xml(&order_id, sequence, 100 + sequence),
                             })
                             .await
-                            .expect("every charge is answered")
-                            .into_inner();
-                        outcomes.push(answer);
+                            .expect("every streamed charge is answered")
                     }
-                    outcomes
                 });
-            }
+                futures::future::join_all(copies).await
+            });
         }
         let mut answered = 0;
         let mut replayed = 0;

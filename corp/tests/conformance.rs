@@ -659,3 +659,237 @@ async fn state_survives_a_restart() {
         corp.assert_invariants().await;
     }
 }
+
+/// One raw `StreamCharges` stream, one charge at a time, so each answer is known to be its own.
+struct ChargeStream {
+    requests: tokio::sync::mpsc::Sender<pb::ChargeRequest>,
+    answers: tonic::Streaming<pb::ChargeStreamReply>,
+}
+
+impl ChargeStream {
+    async fn open(party: &mut Party) -> Result<ChargeStream, tonic::Status> {
+        let (requests, outgoing) = tokio::sync::mpsc::channel(16);
+        let answers = party
+            .corp
+            .stream_charges(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+            .await?
+            .into_inner();
+        Ok(ChargeStream { requests, answers })
+    }
+
+    /// Sends one charge and returns its answer as the unary call would: a response or a status.
+    async fn charge(
+        &mut self,
+        order_id: &str,
+        sequence: u64,
+        amount_minor: u64,
+        usage_record_xml: String,
+    ) -> Result<pb::ChargeResponse, tonic::Status> {
+        self.requests
+            .send(pb::ChargeRequest {
+                order_id: order_id.to_owned(),
+                sequence,
+                amount: Some(gbp(amount_minor)),
+                usage_record_xml,
+            })
+            .await
+            .expect("the stream takes requests");
+        let reply = self
+            .answers
+            .message()
+            .await
+            .expect("the stream stays healthy")
+            .expect("the stream stays open after a refusal");
+        assert_eq!(
+            (reply.order_id.as_str(), reply.sequence),
+            (order_id, sequence),
+            "the answer names its charge"
+        );
+        match reply.result.expect("every answer has a result") {
+            pb::charge_stream_reply::Result::Answer(answer) => Ok(answer),
+            pb::charge_stream_reply::Result::Refusal(refusal) => Err(tonic::Status::new(
+                Code::from(refusal.code),
+                refusal.message,
+            )),
+        }
+    }
+}
+
+#[tokio::test]
+async fn charge_streams_follow_the_unary_rules_on_every_backend() {
+    for backend in backends() {
+        charge_streams_follow_the_unary_rules(&backend).await;
+    }
+}
+
+async fn charge_streams_follow_the_unary_rules(backend: &Backend) {
+    let corp = TestCorp::start(backend).await;
+    let mut alice = corp
+        .register_client("Alice", pb::PrivacyMode::Identified)
+        .await;
+    let mut server = corp.register_server("xs1").await;
+    let mut other_server = corp.register_server("xs2").await;
+    corp.deposit(&alice.id, 50 * POUND).await;
+    let order = alice.buy(10 * POUND).await;
+    let order_id = order.issued.order_id.clone();
+    server
+        .validate(&alice.sign(&order, None), "s1", "Wasm")
+        .await
+        .expect("validate");
+
+    let mut anonymous = corp.anonymous().await;
+    let (_keep_open, outgoing) = tokio::sync::mpsc::channel::<pb::ChargeRequest>(1);
+    expect_refusal(
+        anonymous
+            .stream_charges(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+            .await,
+        Code::Unauthenticated,
+        "certificate",
+        "a stream without a client certificate",
+    );
+
+    let mut stream = ChargeStream::open(&mut server).await.expect("stream");
+    let usage = |sequence, amount| usage_xml(&order_id, sequence, amount);
+    let first = stream
+        .charge(&order_id, 1, POUND, usage(1, POUND))
+        .await
+        .expect("charged");
+    assert_eq!(first.outcome, pb::ChargeOutcome::Charged as i32);
+    assert!(!first.replayed);
+    let again = stream
+        .charge(&order_id, 1, POUND, usage(1, POUND))
+        .await
+        .expect("replayed");
+    assert!(
+        again.replayed,
+        "a retry on the stream replays the first answer"
+    );
+    assert_eq!(again.charged_total, first.charged_total);
+    let before = ledger_view(&mut [&mut alice, &mut server]).await;
+    expect_refusal(
+        stream
+            .charge(&order_id, 1, 2 * POUND, usage(1, 2 * POUND))
+            .await,
+        Code::AlreadyExists,
+        "already used",
+        "sequence reused with another amount, on the stream",
+    );
+    expect_refusal(
+        stream.charge(&order_id, 0, POUND, usage(0, POUND)).await,
+        Code::InvalidArgument,
+        "start at 1",
+        "sequence 0, on the stream",
+    );
+    expect_refusal(
+        stream
+            .charge(
+                "corp-t:po-999",
+                1,
+                POUND,
+                usage_xml("corp-t:po-999", 1, POUND),
+            )
+            .await,
+        Code::NotFound,
+        "no order",
+        "unknown order, on the stream",
+    );
+    expect_refusal(
+        stream
+            .charge(&order_id, 2, POUND, "<UsageRecord/>".to_owned())
+            .await,
+        Code::InvalidArgument,
+        "usage record: UsageRecord: missing <Order>",
+        "malformed usage record, on the stream",
+    );
+    let mut intruder = ChargeStream::open(&mut other_server)
+        .await
+        .expect("another server's stream");
+    expect_refusal(
+        intruder.charge(&order_id, 2, POUND, usage(2, POUND)).await,
+        Code::PermissionDenied,
+        "bound to may charge",
+        "wrong server charging, on its own stream",
+    );
+    assert_eq!(
+        ledger_view(&mut [&mut alice, &mut server]).await,
+        before,
+        "refusals on a stream move no money"
+    );
+    let over = stream
+        .charge(&order_id, 2, 20 * POUND, usage(2, 20 * POUND))
+        .await
+        .expect("an overspending charge is answered");
+    assert_eq!(over.outcome, pb::ChargeOutcome::RefusedInsufficient as i32);
+    assert_eq!(over.remaining.map(|m| m.amount_minor), Some(9 * POUND));
+    let second = stream
+        .charge(&order_id, 3, POUND, usage(3, POUND))
+        .await
+        .expect("the stream still charges after refusals");
+    assert_eq!(
+        second.charged_total.map(|m| m.amount_minor),
+        Some(2 * POUND)
+    );
+    corp.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_charger_outlives_a_corp_restart() {
+    let mut corp = TestCorp::start(&Backend::Sqlite).await;
+    // Restart on the same port, as a real corp would.
+    corp.config.listen = corp.running().grpc_addr;
+    let mut alice = corp
+        .register_client("Alice", pb::PrivacyMode::Identified)
+        .await;
+    let mut server = corp.register_server("xs1").await;
+    corp.deposit(&alice.id, 50 * POUND).await;
+    let order = alice.buy(10 * POUND).await;
+    let order_id = order.issued.order_id.clone();
+    server
+        .validate(&alice.sign(&order, None), "s1", "Wasm")
+        .await
+        .expect("validate");
+    let charger = xeno_schemas::charging::Charger::new(server.corp.clone());
+    let request = |sequence| pb::ChargeRequest {
+        order_id: order_id.clone(),
+        sequence,
+        amount: Some(gbp(POUND)),
+        usage_record_xml: usage_xml(&order_id, sequence, POUND),
+    };
+    let first = charger.charge(request(1)).await.expect("charged");
+    assert_eq!(first.outcome, pb::ChargeOutcome::Charged as i32);
+
+    // Stopping is not held up by the open stream, and a charge while the corp is down is
+    // UNAVAILABLE (to retry), not lost or refused.
+    tokio::time::timeout(std::time::Duration::from_secs(10), corp.stop())
+        .await
+        .expect("the corp stops with a charge stream open");
+    let down = charger.charge(request(2)).await;
+    expect_refusal(
+        down,
+        Code::Unavailable,
+        "",
+        "a charge while the corp is down",
+    );
+
+    corp.restart().await;
+    let mut retried = None;
+    for _ in 0..50 {
+        match charger.charge(request(2)).await {
+            Ok(answer) => {
+                retried = Some(answer);
+                break;
+            }
+            Err(status) if status.code() == Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("the retry was refused: {status}"),
+        }
+    }
+    let retried = retried.expect("the same charger charges again once the corp is back");
+    assert_eq!(retried.outcome, pb::ChargeOutcome::Charged as i32);
+    assert_eq!(
+        retried.charged_total.map(|m| m.amount_minor),
+        Some(2 * POUND)
+    );
+    corp.assert_invariants().await;
+}

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use support::*;
+use xeno_schemas::charging::Charger;
 use xeno_schemas::proto::corp::v1 as pb;
 
 struct CorpProcess {
@@ -94,8 +95,12 @@ async fn storm_and_kill(backend: &Backend) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut storm = tokio::task::JoinSet::new();
     for (server, order_id) in &servers {
+        // Two lanes per order: odd sequences by the unary call, even ones over the server's
+        // charge stream.
+        let charger = Charger::new(server.corp.clone());
         for lane in 0..2u64 {
-            let mut client = server.corp.clone();
+            let client = server.corp.clone();
+            let charger = charger.clone();
             let order_id = order_id.clone();
             let acknowledged = Arc::clone(&acknowledged);
             let stop = Arc::clone(&stop);
@@ -104,18 +109,23 @@ async fn storm_and_kill(backend: &Backend) {
                 while !stop.load(Ordering::Relaxed) {
                     sequence += 2;
                     let amount = 1000 + sequence;
-                    let answer = client
-                        .charge_from_purchase_order(pb::ChargeRequest {
-                            order_id: order_id.clone(),
-                            sequence,
-                            amount: Some(gbp(amount)),
-                            usage_record_xml: usage_xml(&order_id, sequence, amount),
-                        })
-                        .await;
+                    let request = pb::ChargeRequest {
+                        order_id: order_id.clone(),
+                        sequence,
+                        amount: Some(gbp(amount)),
+                        usage_record_xml: usage_xml(&order_id, sequence, amount),
+                    };
+                    let answer = if lane == 0 {
+                        client
+                            .clone()
+                            .charge_from_purchase_order(request)
+                            .await
+                            .map(tonic::Response::into_inner)
+                    } else {
+                        charger.charge(request).await
+                    };
                     match answer {
-                        Ok(response)
-                            if response.get_ref().outcome == pb::ChargeOutcome::Charged as i32 =>
-                        {
+                        Ok(response) if response.outcome == pb::ChargeOutcome::Charged as i32 => {
                             acknowledged
                                 .lock()
                                 .expect("lock")

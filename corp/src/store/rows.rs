@@ -353,8 +353,7 @@ pub fn audit(
     }
     for row in query(sql::AUDIT_ORDERS)? {
         let row = Values(&row);
-        let (order, limit, charged, moved) =
-            (row.text(0)?, row.int(1)?, row.int(2)?, row.int(3)?);
+        let (order, limit, charged, moved) = (row.text(0)?, row.int(1)?, row.int(2)?, row.int(3)?);
         if charged != moved {
             violations.push(format!(
                 "stored order {order}: its charges sum to {charged} but its charge transfers move {moved}"
