@@ -161,7 +161,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             key_pem: read(&corp.key)?,
         };
         let channel = endpoint(&corp.address, &ca, Some(&credentials))?.connect_lazy();
-        corps.insert(corp.id.clone(), XenoCorpClient::new(channel));
+        corps.insert(
+            corp.id.clone(),
+            crate::session::CorpLink::new(XenoCorpClient::new(channel)),
+        );
     }
     let first = &config.corps[0];
     let certificate_pem = read(&first.certificate)?;

@@ -4,20 +4,18 @@
 use crate::config::Config;
 use crate::identity::{ClientId, TrustedCorps};
 use crate::pricing::{self, PriceSheet};
-use crate::session::{Metered, Session, now_ms};
+use crate::session::{CorpLink, Metered, Session, now_ms};
 use crate::store::{Billing, SessionRow, Store, TaskRow};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 use tonic::Status;
-use tonic::transport::Channel;
 use xeno_schemas::Document;
 use xeno_schemas::documents::{
     EnvVersion, EnvironmentalRequirements, Program, PurchaseOrder, TaskDescription,
 };
 use xeno_schemas::proto::common::v1 as common;
 use xeno_schemas::proto::corp::v1 as corp;
-use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
 use xeno_schemas::proto::server::v1 as pb;
 use xeno_schemas::proto::taskmanager::v1 as tm;
 use xeno_schemas::taskmanager::DynTaskManager;
@@ -47,7 +45,7 @@ pub struct Server {
     pub prices: PriceSheet,
     /// Client identities.
     pub trusted: TrustedCorps,
-    corps: HashMap<String, XenoCorpClient<Channel>>,
+    corps: HashMap<String, CorpLink>,
     /// Task managers by EnvType.
     pub managers: HashMap<String, Manager>,
     store: Arc<StdMutex<Store>>,
@@ -66,7 +64,7 @@ impl Server {
     pub fn new(
         config: Config,
         trusted: TrustedCorps,
-        corps: HashMap<String, XenoCorpClient<Channel>>,
+        corps: HashMap<String, CorpLink>,
         managers: HashMap<String, Manager>,
         store: Store,
     ) -> anyhow::Result<Server> {
@@ -309,13 +307,14 @@ impl Server {
         requirements: &EnvironmentalRequirements,
         requirements_xml: &str,
         order: &PurchaseOrder,
-        corp: &XenoCorpClient<Channel>,
+        corp: &CorpLink,
         manager: &Manager,
         version: String,
         basis: pricing::Basis,
         (cpu_msps, memory_mb, net_kbps): (u64, u64, u64),
     ) -> Result<pb::CreateSessionResponse, Status> {
         let validation = corp
+            .client
             .clone()
             .validate_purchase_order(corp::ValidatePurchaseOrderRequest {
                 purchase_order_xml: order.to_xml(),
@@ -382,6 +381,7 @@ impl Server {
             Err(status) => {
                 // Nothing was spent: close the order so the client's funds come back at once.
                 let _ = corp
+                    .client
                     .clone()
                     .close_purchase_order(corp::ClosePurchaseOrderRequest {
                         order_id: order.issued.order_id.clone(),
@@ -827,6 +827,7 @@ impl Server {
             loop {
                 for (corp_id, corp) in &server.corps {
                     match corp
+                        .client
                         .clone()
                         .get_trust_info(corp::GetTrustInfoRequest {})
                         .await

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use tokio::sync::{Mutex, broadcast, watch};
 use tonic::transport::Channel;
 use xeno_schemas::Document;
+use xeno_schemas::charging::Charger;
 use xeno_schemas::documents::{Money, TaskActivity, TaskState, UsageRecord};
 use xeno_schemas::proto::common::v1 as common;
 use xeno_schemas::proto::corp::v1 as corp;
@@ -53,6 +54,27 @@ pub struct Live {
     pub returned_minor: Option<u64>,
 }
 
+/// One corp this server works with: the client for orders and settlement, and the charger
+/// that carries every session's charges to it over one stream (a server with hundreds of
+/// sessions makes one connection's worth of charging work, not hundreds of calls).
+#[derive(Clone)]
+pub struct CorpLink {
+    /// Validation, settlement and trust calls.
+    pub client: XenoCorpClient<Channel>,
+    /// Charges.
+    pub charger: Charger,
+}
+
+impl CorpLink {
+    /// A link over `client`'s connection (spawns the charger's task on the current runtime).
+    pub fn new(client: XenoCorpClient<Channel>) -> CorpLink {
+        CorpLink {
+            charger: Charger::new(client.clone()),
+            client,
+        }
+    }
+}
+
 /// A session on this server.
 pub struct Session {
     /// Its fixed terms (as stored at creation).
@@ -62,7 +84,7 @@ pub struct Session {
     /// The task manager that runs it.
     pub task_manager: DynTaskManager,
     /// Its corp.
-    pub corp: XenoCorpClient<Channel>,
+    pub corp: CorpLink,
     /// Live state; held across the corp calls of one metering step.
     pub live: Mutex<Live>,
     /// Its tasks (kept apart from `live` so deploying never waits on a charge).
@@ -78,7 +100,7 @@ impl Session {
     pub fn new(
         row: SessionRow,
         task_manager: DynTaskManager,
-        corp: XenoCorpClient<Channel>,
+        corp: CorpLink,
         tasks: Vec<TaskRow>,
     ) -> Session {
         let basis = if row.basis == "fuel" {
@@ -328,10 +350,9 @@ impl Session {
                 amount: Some(self.money(charge.amount_minor)),
                 usage_record_xml: charge.usage_xml.clone(),
             };
-            let answer = self.corp.clone().charge_from_purchase_order(request).await;
+            let answer = self.corp.charger.charge(request).await;
             let (state, end) = match answer {
                 Ok(response) => {
-                    let response = response.into_inner();
                     let total = response
                         .charged_total
                         .map_or(live.billing.charged_minor, |m| m.amount_minor);
@@ -416,6 +437,7 @@ impl Session {
         }
         let settlement = self
             .corp
+            .client
             .clone()
             .close_purchase_order(corp::ClosePurchaseOrderRequest {
                 order_id: self.row.order_id.clone(),
