@@ -3,12 +3,15 @@
 //! pgbench's simple-update throughput on the same PostgreSQL for comparison.
 //!
 //! Each server has one mutual-TLS connection and runs sessions over it, each session charging
-//! its own purchase order with one charge in flight (as an environment manager does); the run
-//! is repeated for each sessions-per-server count.
+//! its own purchase order with one charge in flight; the run is repeated for each
+//! sessions-per-server count, and for each way of charging: a `ChargeFromPurchaseOrder` call
+//! per charge (`unary`), or all of the server's sessions over its one `StreamCharges` stream
+//! through `xeno_schemas::charging::Charger` (`stream`, as the environment manager charges).
 //!
 //! Run: `cargo bench -p xeno-corp --bench charges` (PostgreSQL: set XENO_TEST_POSTGRES_URL, and
 //! have `pgbench` on PATH). Options by environment: BENCH_SECONDS (default 10),
-//! BENCH_SERVERS (default 64), BENCH_SESSIONS (sessions per server, a list; default `1,4`).
+//! BENCH_SERVERS (default 64), BENCH_SESSIONS (sessions per server, a list; default `1,4`),
+//! BENCH_CALLS (`unary`, `stream` or both; default `unary,stream`).
 
 use hdrhistogram::Histogram;
 use std::io::{BufRead, BufReader};
@@ -459,7 +462,7 @@ fn main() {
             .join()
             .expect("thread")
         };
-        let mut single_session = None;
+        let mut single_session: Vec<(bool, f64)> = Vec::new();
         let mut run_index = 0;
         for &streamed in &modes {
             for &per_server in &sessions {
@@ -468,8 +471,8 @@ fn main() {
                 let postgres =
                     runtime.block_on(run(&database, servers, per_server, seconds, streamed));
                 row("postgresql", streamed, per_server, &postgres);
-                if per_server == 1 && !streamed {
-                    single_session = Some(postgres.charges_per_second);
+                if per_server == 1 {
+                    single_session.push((streamed, postgres.charges_per_second));
                 }
             }
         }
@@ -479,13 +482,16 @@ fn main() {
             .ok()
             .flatten();
         match tps {
-            Some(tps) => match single_session {
-                Some(ours) => println!(
-                    "pgbench -N -c {servers}: {tps:.0} tps; xenocorp on PostgreSQL, {servers} sessions = {:.2}x pgbench",
-                    ours / tps
-                ),
-                None => println!("pgbench -N -c {servers}: {tps:.0} tps"),
-            },
+            Some(tps) => {
+                println!("pgbench -N -c {servers}: {tps:.0} tps");
+                for (streamed, ours) in single_session {
+                    println!(
+                        "xenocorp on PostgreSQL, {servers} servers, {}: {:.2}x pgbench",
+                        if streamed { "stream" } else { "unary" },
+                        ours / tps
+                    );
+                }
+            }
             None => println!("pgbench: not available"),
         }
     } else {

@@ -893,3 +893,72 @@ async fn a_charger_outlives_a_corp_restart() {
     );
     corp.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn the_store_audit_finds_a_tampered_audit_trail() {
+    let mut corp = TestCorp::start(&Backend::Sqlite).await;
+    let mut alice = corp
+        .register_client("Alice", pb::PrivacyMode::Identified)
+        .await;
+    let mut server = corp.register_server("xs1").await;
+    corp.deposit(&alice.id, 50 * POUND).await;
+    let order = alice.buy(10 * POUND).await;
+    let order_id = order.issued.order_id.clone();
+    server
+        .validate(&alice.sign(&order, None), "s1", "Wasm")
+        .await
+        .expect("validate");
+    for sequence in 1..=2 {
+        server
+            .charge(&order_id, sequence, POUND)
+            .await
+            .expect("charged");
+    }
+    corp.assert_invariants().await;
+    corp.stop().await;
+
+    // Someone with access to the database copies a charge row and moves money without a charge.
+    let database = rusqlite::Connection::open(corp.config.sqlite_path()).expect("database");
+    database
+        .execute(
+            "INSERT INTO charges SELECT * FROM charges WHERE sequence = 1",
+            [],
+        )
+        .expect("duplicate a charge");
+    database
+        .execute(
+            "UPDATE transfers SET amount = amount + 7 WHERE kind = 'charge' AND sequence = 2",
+            [],
+        )
+        .expect("alter a transfer");
+    drop(database);
+
+    corp.restart().await;
+    let report = corp
+        .admin()
+        .await
+        .check_invariants(pb::CheckInvariantsRequest {})
+        .await
+        .expect("check")
+        .into_inner();
+    let found = |words: &str| report.violations.iter().any(|v| v.contains(words));
+    assert!(
+        found(&format!("charge 1 of order {order_id} is stored 2 times")),
+        "{:?}",
+        report.violations
+    );
+    assert!(
+        found(&format!(
+            "stored order {order_id}: its charges sum to {} but its charge transfers move {}",
+            3 * POUND,
+            2 * POUND + 7
+        )),
+        "{:?}",
+        report.violations
+    );
+    assert!(
+        found("transfers sum to"),
+        "the altered transfer no longer matches the stored balances: {:?}",
+        report.violations
+    );
+}
