@@ -35,6 +35,11 @@ pub struct RunningCorp {
 impl RunningCorp {
     /// Stops serving and waits for the servers to finish.
     pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    /// Stops serving and waits for the servers to finish, leaving this handle inert.
+    pub async fn stop(&mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
     }

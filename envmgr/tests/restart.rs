@@ -158,3 +158,96 @@ async fn a_server_restart_mid_session_loses_and_duplicates_nothing() {
     );
     platform.invariants().await;
 }
+
+#[tokio::test]
+async fn a_corp_outage_mid_session_is_charged_in_full_once_it_is_back() {
+    let mut platform =
+        Platform::start("[metering]\nperiod_ms = 100\ncharge_interval_ms = 300\n").await;
+    let server_id = platform.server().server_id.clone();
+    let order = platform.client.order(5 * POUND, &server_id).await;
+    let mut server = platform.client.server(&platform).await;
+    let session = server
+        .create_session(pb::CreateSessionRequest {
+            requirements_xml: requirements(300, 32),
+            purchase_order_xml: order.to_xml(),
+        })
+        .await
+        .expect("session")
+        .into_inner();
+    let (spin_xml, spin_payloads) = wasm_task(SPIN_WAT, "spin");
+    server
+        .deploy_task(pb::DeployTaskRequest {
+            session_id: session.session_id.clone(),
+            task_xml: spin_xml,
+            payloads: spin_payloads,
+        })
+        .await
+        .expect("deploy");
+    let charge_events = |wanted: usize| {
+        let mut seen = 0;
+        move |event: &pb::SessionEvent| {
+            seen += usize::from(matches!(
+                event.event,
+                Some(pb::session_event::Event::Charge(_))
+            ));
+            seen >= wanted
+        }
+    };
+    collect_events(&mut server, &session.session_id, true, charge_events(1)).await;
+
+    // Several charge intervals without the corp: the server keeps metering and keeps the
+    // charges it could not deliver.
+    let unix_ms = || {
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_millis(),
+        )
+        .expect("ms")
+    };
+    let down_at = unix_ms();
+    platform.corp_outage(Duration::from_millis(1200)).await;
+    let back_at = unix_ms();
+    collect_events(&mut server, &session.session_id, true, charge_events(2)).await;
+
+    let destroyed = server
+        .destroy_session(pb::DestroySessionRequest {
+            session_id: session.session_id.clone(),
+        })
+        .await
+        .expect("destroy")
+        .into_inner();
+    let usage = destroyed.usage.expect("usage");
+    let prices = PriceSheet::from_config(&platform.server_config.pricing).expect("prices");
+    let (expected, _) =
+        split_minor(prices.cost_fine(&usage, Basis::Time) + prices.session_start_fine());
+    let charged = destroyed.charged_total.expect("charged").amount_minor;
+    assert_eq!(
+        charged, expected,
+        "the usage during the outage is charged once the corp is back, once"
+    );
+    let audit = platform.client.audit(&order.issued.order_id).await;
+    assert!(
+        audit.charges.iter().any(|charge| {
+            let record =
+                xeno_schemas::documents::UsageRecord::parse(charge.usage_record_xml.as_bytes())
+                    .expect("usage record");
+            let ended =
+                i64::try_from(record.period_end.unix_timestamp_nanos() / 1_000_000).expect("ms");
+            (down_at..back_at).contains(&ended) && charge.recorded_at_unix_ms >= back_at
+        }),
+        "a charge made while the corp was down reached it once it was back"
+    );
+    let sequences: Vec<u64> = audit.charges.iter().map(|c| c.sequence).collect();
+    assert_eq!(sequences, (1..=sequences.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        audit
+            .charges
+            .iter()
+            .map(|c| c.amount.as_ref().map_or(0, |m| m.amount_minor))
+            .sum::<u64>(),
+        charged
+    );
+    platform.invariants().await;
+}

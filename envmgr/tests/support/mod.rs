@@ -30,6 +30,7 @@ pub fn gbp(minor: u64) -> Option<common::Money> {
 pub struct Platform {
     pub dir: tempfile::TempDir,
     pub corp: xeno_corp::daemon::RunningCorp,
+    pub corp_config: xeno_corp::config::Config,
     pub server: Option<xeno_envmgr::daemon::RunningServer>,
     pub server_config: xeno_envmgr::config::Config,
     pub client: Client,
@@ -94,7 +95,12 @@ impl Platform {
             web_listen: None,
             ..xeno_corp::config::Config::default()
         };
-        let corp = xeno_corp::daemon::start(corp_config).await.expect("corp");
+        let mut corp_config = corp_config;
+        let corp = xeno_corp::daemon::start(corp_config.clone())
+            .await
+            .expect("corp");
+        // A restarted corp comes back where the server expects it.
+        corp_config.listen = corp.grpc_addr;
         let (ca, certificate, key) = register_server(&corp, dir.path()).await;
         let server_config: xeno_envmgr::config::Config = toml::from_str(&format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[[corps]]\nid = \"corp-e\"\naddress = \"{}\"\nca = {ca:?}\ncertificate = {certificate:?}\nkey = {key:?}\n[wasm]\ntasks_max = 64\ndomains_max = 32\n{extra}\n",
@@ -118,6 +124,7 @@ impl Platform {
         Platform {
             dir,
             corp,
+            corp_config,
             server: Some(server),
             server_config,
             client,
@@ -176,6 +183,15 @@ impl Platform {
                 .await
                 .expect("server restart"),
         );
+    }
+
+    /// Stops the corp, keeps it down for `outage`, and starts it again on the same address.
+    pub async fn corp_outage(&mut self, outage: std::time::Duration) {
+        self.corp.stop().await;
+        tokio::time::sleep(outage).await;
+        self.corp = xeno_corp::daemon::start(self.corp_config.clone())
+            .await
+            .expect("corp restart");
     }
 
     pub async fn invariants(&self) {
