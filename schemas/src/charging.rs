@@ -65,15 +65,20 @@ impl Charger {
     }
 }
 
+/// A charge's key: (order, sequence).
+type ChargeKey = (String, u64);
+/// Who waits for a charge's answer, and since when.
+type Caller = (Instant, oneshot::Sender<Answer>);
+
 /// The charges sent on the current stream and not yet answered.
 #[derive(Default)]
 struct Waiting {
-    callers: HashMap<(String, u64), Vec<(Instant, oneshot::Sender<Answer>)>>,
+    callers: HashMap<ChargeKey, Vec<Caller>>,
     count: usize,
 }
 
 impl Waiting {
-    fn add(&mut self, key: (String, u64), reply: oneshot::Sender<Answer>) {
+    fn add(&mut self, key: ChargeKey, reply: oneshot::Sender<Answer>) {
         self.callers
             .entry(key)
             .or_default()
