@@ -15,6 +15,8 @@ use crate::model::{
     OrderState, Privacy, Role, Settlement, from_unix_ms, unix_ms,
 };
 use crate::restrictions;
+use crate::store::Store;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use time::Duration;
@@ -46,6 +48,7 @@ pub struct Corp {
     ledger: Ledger,
     next_client: u64,
     next_order: u64,
+    next_charge: u64,
 }
 
 /// Everything loaded from a store at start-up.
@@ -71,6 +74,8 @@ pub const COUNTER_CLIENT: &str = "next_client";
 pub const COUNTER_ORDER: &str = "next_order";
 /// Counter names.
 pub const COUNTER_TRANSFER: &str = "next_transfer";
+/// Counter names.
+pub const COUNTER_CHARGE: &str = "next_charge";
 
 /// What a registration produced.
 #[derive(Debug, Clone)]
@@ -182,10 +187,19 @@ pub struct OrderAudit {
     pub order: OrderSummary,
     /// The client, as the caller may see it.
     pub client_identity: String,
-    /// Every charge.
-    pub charges: Vec<ChargeRecord>,
+    /// Every charge, with its usage record.
+    pub charges: Vec<AuditedCharge>,
     /// The document as validated (or as issued).
     pub purchase_order_xml: String,
+}
+
+/// One charge in an audit.
+#[derive(Debug, Clone)]
+pub struct AuditedCharge {
+    /// The record.
+    pub record: ChargeRecord,
+    /// Its usage record, as the server sent it.
+    pub usage_xml: String,
 }
 
 /// A charge's usage record, parsed and checked before it reaches the state machine (parsing is
@@ -195,6 +209,8 @@ pub struct OrderAudit {
 pub struct UsageAnnotation {
     /// The document as sent.
     pub xml: Arc<str>,
+    /// Its SHA-256.
+    pub sha256: [u8; 32],
     /// Its `Order`.
     pub order_id: String,
     /// Its `Sequence`.
@@ -210,11 +226,55 @@ impl UsageAnnotation {
             .map_err(|error| invalid(format!("usage record: {error}")))?;
         Ok(UsageAnnotation {
             xml: Arc::from(xml),
+            sha256: Sha256::digest(xml.as_bytes()).into(),
             order_id: record.order_id,
             sequence: record.sequence,
             charge: record.charge,
         })
     }
+}
+
+/// The usage records of `charges`, from the batch in progress or else from the store.
+fn usage_records<'a>(
+    store: &mut dyn Store,
+    pending: &[Effect],
+    charges: impl Iterator<Item = &'a ChargeRecord>,
+) -> CorpResult<Vec<AuditedCharge>> {
+    let charges: Vec<&ChargeRecord> = charges.collect();
+    let mut found: HashMap<u64, String> = pending
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Charge {
+                record, usage_xml, ..
+            } => Some((record.id, usage_xml.to_string())),
+            _ => None,
+        })
+        .collect();
+    let stored: Vec<u64> = charges
+        .iter()
+        .map(|charge| charge.id)
+        .filter(|id| !found.contains_key(id))
+        .collect();
+    if !stored.is_empty() {
+        found.extend(store.usage_records(&stored).map_err(|error| {
+            CorpError::Unavailable(format!("cannot read the audit trail: {error:#}"))
+        })?);
+    }
+    charges
+        .into_iter()
+        .map(|record| {
+            let usage_xml = found.remove(&record.id).ok_or_else(|| {
+                CorpError::Unavailable(format!(
+                    "the usage record of charge {} is missing from the store",
+                    record.id
+                ))
+            })?;
+            Ok(AuditedCharge {
+                record: record.clone(),
+                usage_xml,
+            })
+        })
+        .collect()
 }
 
 fn invalid(message: impl Into<String>) -> CorpError {
@@ -300,6 +360,7 @@ impl Corp {
             ),
             next_client: snapshot.counters.get(COUNTER_CLIENT).copied().unwrap_or(0),
             next_order: snapshot.counters.get(COUNTER_ORDER).copied().unwrap_or(0),
+            next_charge: snapshot.counters.get(COUNTER_CHARGE).copied().unwrap_or(0),
         };
         for account in snapshot.accounts {
             corp.index_account(account);
@@ -875,7 +936,6 @@ impl Corp {
         usage: UsageAnnotation,
         effects: &mut Vec<Effect>,
     ) -> CorpResult<ChargeAnswer> {
-        let usage_xml: &str = &usage.xml;
         let server_id = self
             .caller_with_role(caller, Role::Server, "charge purchase orders")?
             .id
@@ -894,7 +954,7 @@ impl Corp {
         }
         if let Some(previous) = order.charges.get(&sequence) {
             return if previous.amount_minor == amount.minor
-                && *previous.usage_xml == *usage_xml
+                && previous.usage_sha256 == usage.sha256
                 && amount.currency == order.currency()
             {
                 Ok(ChargeAnswer {
@@ -950,7 +1010,8 @@ impl Corp {
             sequence,
             amount_minor: amount.minor,
             outcome,
-            usage_xml: Arc::clone(&usage.xml),
+            id: self.next_charge + 1,
+            usage_sha256: usage.sha256,
             charged_total_after: charged_after,
             remaining_after: order.limit_minor - charged_after,
             recorded_at_ms: now_ms,
@@ -977,9 +1038,15 @@ impl Corp {
             "charges exceeded order {order_id}"
         );
         order.charges.insert(sequence, entry.clone());
+        self.next_charge = entry.id;
         effects.push(Effect::Charge {
             order_id: order_id.to_owned(),
             record: entry.clone(),
+            usage_xml: usage.xml,
+        });
+        effects.push(Effect::Counter {
+            name: COUNTER_CHARGE,
+            value: self.next_charge,
         });
         Ok(ChargeAnswer {
             outcome,
@@ -1175,14 +1242,27 @@ impl Corp {
     }
 
     /// An order's audit trail, for its client, its server, or an auditor (the caller named by
-    /// its certificate serial).
-    pub fn audit_order(&self, caller: &str, order_id: &str) -> CorpResult<OrderAudit> {
+    /// its certificate serial). Usage records are read from `store`, or from `pending` (the
+    /// effects of the writer's current batch) for charges not stored yet.
+    pub fn audit_order(
+        &self,
+        store: &mut dyn Store,
+        pending: &[Effect],
+        caller: &str,
+        order_id: &str,
+    ) -> CorpResult<OrderAudit> {
         let account_id = self.caller(caller)?.id.clone();
-        self.audit_order_for(&account_id, order_id)
+        self.audit_order_for(store, pending, &account_id, order_id)
     }
 
     /// An order's audit trail as the account `account_id` may see it.
-    pub fn audit_order_for(&self, account_id: &str, order_id: &str) -> CorpResult<OrderAudit> {
+    pub fn audit_order_for(
+        &self,
+        store: &mut dyn Store,
+        pending: &[Effect],
+        account_id: &str,
+        order_id: &str,
+    ) -> CorpResult<OrderAudit> {
         let account = self
             .accounts
             .get(account_id)
@@ -1218,7 +1298,7 @@ impl Corp {
         Ok(OrderAudit {
             order: Self::summary(order),
             client_identity,
-            charges: order.charges.values().cloned().collect(),
+            charges: usage_records(store, pending, order.charges.values())?,
             purchase_order_xml: order
                 .validated_xml
                 .clone()

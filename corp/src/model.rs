@@ -154,17 +154,22 @@ impl ChargeOutcome {
     }
 }
 
-/// One charge request as answered: the audit trail's entry.
+/// One charge request as answered: the audit trail's entry, as the state machine keeps it. The
+/// usage record itself stays in the store (about a kilobyte each, for every charge ever made,
+/// it would be most of the corp's memory); its digest is enough to tell a retry from a
+/// different request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargeRecord {
+    /// The charge's number, unique in the corp: the key its usage record is stored under.
+    pub id: u64,
     /// The idempotency key within the order.
     pub sequence: u64,
     /// What was asked.
     pub amount_minor: u64,
     /// What happened.
     pub outcome: ChargeOutcome,
-    /// The UsageRecord annotation (shared: the record is kept in memory and persisted).
-    pub usage_xml: std::sync::Arc<str>,
+    /// SHA-256 of the UsageRecord annotation as sent.
+    pub usage_sha256: [u8; 32],
     /// Total charged on the order after this request.
     pub charged_total_after: u64,
     /// What remained after this request.
@@ -255,6 +260,8 @@ pub enum Effect {
         order_id: OrderId,
         /// The record.
         record: ChargeRecord,
+        /// Its usage record, to store.
+        usage_xml: std::sync::Arc<str>,
     },
     /// Insert a transfer.
     Transfer(Transfer),

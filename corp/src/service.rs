@@ -400,7 +400,9 @@ impl pb::xeno_corp_server::XenoCorp for CorpService {
         let order_id = request.into_inner().order_id;
         let audit = self
             .writer
-            .submit(move |corp, _, _| corp.audit_order(&caller, &order_id))
+            .submit(move |corp, store, pending| {
+                corp.audit_order(store, pending, &caller, &order_id)
+            })
             .await
             .map_err(status)?;
         let currency = audit.order.amount.currency;
@@ -411,14 +413,14 @@ impl pb::xeno_corp_server::XenoCorp for CorpService {
                 .charges
                 .into_iter()
                 .map(|charge| pb::ChargeEntry {
-                    sequence: charge.sequence,
+                    sequence: charge.record.sequence,
                     amount: Some(money_to(Money {
                         currency,
-                        minor: charge.amount_minor,
+                        minor: charge.record.amount_minor,
                     })),
-                    outcome: outcome_to(charge.outcome),
-                    usage_record_xml: charge.usage_xml.to_string(),
-                    recorded_at_unix_ms: charge.recorded_at_ms,
+                    outcome: outcome_to(charge.record.outcome),
+                    usage_record_xml: charge.usage_xml,
+                    recorded_at_unix_ms: charge.record.recorded_at_ms,
                 })
                 .collect(),
             purchase_order_xml: audit.purchase_order_xml,

@@ -433,9 +433,9 @@ fn account_html(view: &AccountView, audits: &[crate::core::OrderAudit]) -> Strin
             let _ = write!(
                 body,
                 "<tr class=\"charge\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                charge.sequence,
-                format_minor(charge.amount_minor),
-                charge.outcome.as_str(),
+                charge.record.sequence,
+                format_minor(charge.record.amount_minor),
+                charge.record.outcome.as_str(),
                 escape(&period),
                 cpu,
                 memory,
@@ -458,12 +458,15 @@ async fn account_page(
     }
     let result = state
         .writer
-        .submit(move |corp, _, _| {
+        .submit(move |corp, store, pending| {
             let view = corp.account_view(&account)?;
             let audits = view
                 .orders
                 .iter()
-                .filter_map(|order| corp.audit_order_for(&account, &order.order_id).ok())
+                .filter_map(|order| {
+                    corp.audit_order_for(store, pending, &account, &order.order_id)
+                        .ok()
+                })
                 .collect::<Vec<_>>();
             Ok((view, audits))
         })

@@ -149,6 +149,38 @@ async fn ten_thousand_charges_from_thirty_two_servers_each_sent_twice_are_charge
                 futures::future::join_all(copies).await
             });
         }
+        // Audits race the charges: an audit that shares a commit batch with a charge it lists
+        // must still show that charge's usage record (not stored yet when the audit runs).
+        let mut auditing = tokio::task::JoinSet::new();
+        for auditor in 0..8 {
+            let mut client = alice.corp.clone();
+            let orders: Vec<String> = expected.keys().cloned().collect();
+            auditing.spawn(async move {
+                let mut listed = 0;
+                for round in 0..60 {
+                    let order_id = &orders[(auditor + round) % orders.len()];
+                    let audit = client
+                        .audit_order(pb::AuditOrderRequest {
+                            order_id: order_id.clone(),
+                        })
+                        .await
+                        .expect("an audit during the storm")
+                        .into_inner();
+                    for charge in &audit.charges {
+                        let record = <xeno_schemas::documents::UsageRecord as xeno_schemas::Document>::parse(
+                            charge.usage_record_xml.as_bytes(),
+                        )
+                        .expect("every listed charge has its usage record");
+                        assert_eq!(
+                            (&record.order_id, record.sequence),
+                            (order_id, charge.sequence)
+                        );
+                    }
+                    listed += audit.charges.len();
+                }
+                listed
+            });
+        }
         let mut answered = 0;
         let mut replayed = 0;
         while let Some(result) = senders.join_next().await {
@@ -159,6 +191,11 @@ async fn ten_thousand_charges_from_thirty_two_servers_each_sent_twice_are_charge
             }
         }
         assert_eq!(answered, 2 * CHARGES);
+        let mut listed = 0;
+        while let Some(result) = auditing.join_next().await {
+            listed += result.expect("auditor");
+        }
+        assert!(listed > 0, "the audits listed charges");
         assert_eq!(replayed, CHARGES, "exactly one of each pair is a replay");
         for (order_id, total) in expected {
             let audit = alice

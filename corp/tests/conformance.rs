@@ -921,7 +921,11 @@ async fn the_store_audit_finds_a_tampered_audit_trail() {
     let database = rusqlite::Connection::open(corp.config.sqlite_path()).expect("database");
     database
         .execute(
-            "INSERT INTO charges SELECT * FROM charges WHERE sequence = 1",
+            "INSERT INTO charges (id, order_id, sequence, amount_minor, outcome, usage_xml,
+                usage_sha256, charged_total_after, remaining_after, recorded_at_ms)
+             SELECT id + 1000, order_id, sequence, amount_minor, outcome, usage_xml, usage_sha256,
+                charged_total_after, remaining_after, recorded_at_ms
+             FROM charges WHERE sequence = 1",
             [],
         )
         .expect("duplicate a charge");

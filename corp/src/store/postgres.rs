@@ -3,7 +3,7 @@
 //! commit, so an acknowledged batch is on disk.
 
 use super::rows::{self, SqlValue, statement_for};
-use super::{SCHEMA, Store, StoreAudit, coalesce, to_i64};
+use super::{SCHEMA, Store, StoreAudit, coalesce, to_i64, to_u64};
 use crate::core::Snapshot;
 use crate::model::Effect;
 use anyhow::Context;
@@ -134,18 +134,35 @@ impl Store for PostgresStore {
     fn audit(&mut self) -> anyhow::Result<StoreAudit> {
         rows::audit(|query| self.query(query))
     }
+
+    fn usage_records(&mut self, ids: &[u64]) -> anyhow::Result<HashMap<u64, String>> {
+        let ids: Vec<i64> = ids.iter().copied().map(to_i64).collect();
+        let mut found = HashMap::with_capacity(ids.len());
+        for row in self.client.query(
+            "SELECT id, usage_xml FROM charges WHERE id = ANY($1)",
+            &[&ids],
+        )? {
+            found.insert(
+                to_u64(row.try_get::<_, i64>(0)?, "charge number")?,
+                row.try_get(1)?,
+            );
+        }
+        Ok(found)
+    }
 }
 
-/// The hot rows of a batch (charges, transfers, balances, charged totals, counters), written
+/// The hot rows of a batch (charges, transfers, balances, counters), written
 /// with one `unnest` statement per table instead of one round trip per row: a batch of a
 /// thousand charges costs five statements.
 #[derive(Default)]
 struct Bulk {
+    charge_ids: Vec<i64>,
     charge_orders: Vec<String>,
     charge_sequences: Vec<i64>,
     charge_amounts: Vec<i64>,
     charge_outcomes: Vec<String>,
     charge_usages: Vec<String>,
+    charge_digests: Vec<String>,
     charge_totals: Vec<i64>,
     charge_remaining: Vec<i64>,
     charge_times: Vec<i64>,
@@ -169,13 +186,19 @@ impl Bulk {
     /// Takes `effect` into a bulk statement if it is one of the hot kinds.
     fn take(&mut self, effect: &Effect) -> bool {
         match effect {
-            Effect::Charge { order_id, record } => {
+            Effect::Charge {
+                order_id,
+                record,
+                usage_xml,
+            } => {
+                self.charge_ids.push(to_i64(record.id));
                 self.charge_orders.push(order_id.clone());
                 self.charge_sequences.push(to_i64(record.sequence));
                 self.charge_amounts.push(to_i64(record.amount_minor));
                 self.charge_outcomes
                     .push(record.outcome.as_str().to_owned());
-                self.charge_usages.push(record.usage_xml.to_string());
+                self.charge_usages.push(usage_xml.to_string());
+                self.charge_digests.push(hex::encode(record.usage_sha256));
                 self.charge_totals.push(to_i64(record.charged_total_after));
                 self.charge_remaining.push(to_i64(record.remaining_after));
                 self.charge_times.push(record.recorded_at_ms);
@@ -212,9 +235,9 @@ impl Bulk {
     fn write(&self, transaction: &mut postgres::Transaction<'_>) -> anyhow::Result<()> {
         if !self.charge_orders.is_empty() {
             transaction.execute(
-                "INSERT INTO charges (order_id, sequence, amount_minor, outcome, usage_xml, charged_total_after, remaining_after, recorded_at_ms)
-                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[])",
-                &[&self.charge_orders, &self.charge_sequences, &self.charge_amounts, &self.charge_outcomes, &self.charge_usages, &self.charge_totals, &self.charge_remaining, &self.charge_times],
+                "INSERT INTO charges (id, order_id, sequence, amount_minor, outcome, usage_xml, usage_sha256, charged_total_after, remaining_after, recorded_at_ms)
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[])",
+                &[&self.charge_ids, &self.charge_orders, &self.charge_sequences, &self.charge_amounts, &self.charge_outcomes, &self.charge_usages, &self.charge_digests, &self.charge_totals, &self.charge_remaining, &self.charge_times],
             )?;
         }
         if !self.transfer_ids.is_empty() {

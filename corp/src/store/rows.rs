@@ -106,14 +106,20 @@ pub fn statement_for(effect: &Effect) -> (&'static str, Vec<SqlValue>) {
                 ],
             )
         }
-        Effect::Charge { order_id, record } => (
+        Effect::Charge {
+            order_id,
+            record,
+            usage_xml,
+        } => (
             sql::INSERT_CHARGE,
             vec![
+                to_i64(record.id).into(),
                 order_id.into(),
                 to_i64(record.sequence).into(),
                 to_i64(record.amount_minor).into(),
                 record.outcome.as_str().into(),
-                SqlValue::Text(record.usage_xml.to_string()),
+                SqlValue::Text(usage_xml.to_string()),
+                SqlValue::Text(hex::encode(record.usage_sha256)),
                 to_i64(record.charged_total_after).into(),
                 to_i64(record.remaining_after).into(),
                 record.recorded_at_ms.into(),
@@ -289,20 +295,24 @@ pub fn order(row: &Values<'_>) -> anyhow::Result<OrderRow> {
     })
 }
 
-/// A `charges` row.
+/// A `charges` row, as `SELECT_CHARGES` reads it (without the usage record).
 pub fn charge(row: &Values<'_>) -> anyhow::Result<(String, ChargeRecord)> {
-    let outcome = row.text(3)?;
+    let outcome = row.text(4)?;
+    let digest = hex::decode(row.text(5)?).context("stored usage digest")?;
     Ok((
-        row.text(0)?,
+        row.text(1)?,
         ChargeRecord {
-            sequence: row.amount(1)?,
-            amount_minor: row.amount(2)?,
+            id: row.amount(0)?,
+            sequence: row.amount(2)?,
+            amount_minor: row.amount(3)?,
             outcome: ChargeOutcome::from_name(&outcome)
                 .ok_or_else(|| anyhow!("unknown stored outcome {outcome:?}"))?,
-            usage_xml: row.text(4)?.into(),
-            charged_total_after: row.amount(5)?,
-            remaining_after: row.amount(6)?,
-            recorded_at_ms: row.int(7)?,
+            usage_sha256: digest
+                .try_into()
+                .map_err(|_| anyhow!("stored usage digest is not 32 bytes"))?,
+            charged_total_after: row.amount(6)?,
+            remaining_after: row.amount(7)?,
+            recorded_at_ms: row.int(8)?,
         },
     ))
 }

@@ -2,12 +2,13 @@
 //! synchronous commits, so that an acknowledged batch survives a crash or power loss.
 
 use super::rows::{self, SqlValue, statement_for};
-use super::{SCHEMA, Store, StoreAudit, coalesce};
+use super::{SCHEMA, Store, StoreAudit, coalesce, sql, to_i64};
 use crate::core::Snapshot;
 use crate::model::Effect;
 use anyhow::Context;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, ToSql};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// A SQLite database holding the corp's state.
@@ -150,5 +151,17 @@ impl Store for SqliteStore {
 
     fn audit(&mut self) -> anyhow::Result<StoreAudit> {
         rows::audit(|query| self.query(query))
+    }
+
+    fn usage_records(&mut self, ids: &[u64]) -> anyhow::Result<HashMap<u64, String>> {
+        let mut statement = self.connection.prepare_cached(sql::SELECT_USAGE)?;
+        let mut found = HashMap::with_capacity(ids.len());
+        for &id in ids {
+            let mut rows = statement.query([to_i64(id)])?;
+            if let Some(row) = rows.next()? {
+                found.insert(id, row.get(1)?);
+            }
+        }
+        Ok(found)
     }
 }
