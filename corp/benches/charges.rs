@@ -242,6 +242,8 @@ async fn lane(
 
 struct Result {
     charges_per_second: f64,
+    /// Growth of the corp's resident memory per charge acknowledged in the measured window.
+    bytes_per_charge: f64,
     p50_ms: f64,
     p99_ms: f64,
     p999_ms: f64,
@@ -319,11 +321,13 @@ async fn run(
         }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let resident_before = resident_bytes(corp.child.id());
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
+    let resident_after = resident_bytes(corp.child.id());
     stop.store(true, Ordering::Relaxed);
     let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     while let Some(histogram) = tasks.join_next().await {
@@ -339,10 +343,25 @@ async fn run(
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     Result {
         charges_per_second: total.len() as f64 / elapsed.as_secs_f64(),
+        bytes_per_charge: resident_after.saturating_sub(resident_before) as f64
+            / total.len().max(1) as f64,
         p50_ms: total.value_at_quantile(0.50) as f64 / 1000.0,
         p99_ms: total.value_at_quantile(0.99) as f64 / 1000.0,
         p999_ms: total.value_at_quantile(0.999) as f64 / 1000.0,
     }
+}
+
+/// A process's resident memory, from /proc.
+fn resident_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
 }
 
 /// pgbench's simple-update (`-N`) throughput with the same client count, on a scratch database.
@@ -420,19 +439,20 @@ fn main() {
          {seconds} s measured after 2 s warm-up"
     );
     println!(
-        "{:<12} {:<7} {:>9} {:>12} {:>9} {:>9} {:>9}",
-        "backend", "call", "sessions", "charges/s", "p50 ms", "p99 ms", "p99.9 ms"
+        "{:<12} {:<7} {:>9} {:>12} {:>9} {:>9} {:>9} {:>12}",
+        "backend", "call", "sessions", "charges/s", "p50 ms", "p99 ms", "p99.9 ms", "RSS B/charge"
     );
     let row = |backend: &str, streamed: bool, sessions: usize, result: &Result| {
         println!(
-            "{:<12} {:<7} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>9.2}",
+            "{:<12} {:<7} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>12.0}",
             backend,
             if streamed { "stream" } else { "unary" },
             servers * sessions,
             result.charges_per_second,
             result.p50_ms,
             result.p99_ms,
-            result.p999_ms
+            result.p999_ms,
+            result.bytes_per_charge
         );
     };
     for &streamed in &modes {
