@@ -557,13 +557,9 @@ impl Demo {
         );
 
         println!("5. The corp's audit trail for the order:");
-        let audit = corp
-            .audit_order(corp_pb::AuditOrderRequest {
-                order_id: order.issued.order_id.clone(),
-            })
+        let audit = crate::order::whole_audit(&mut corp, &order.issued.order_id)
             .await
-            .context("auditing")?
-            .into_inner();
+            .context("auditing")?;
         crate::order::print_audit(&audit);
         anyhow::ensure!(!audit.charges.is_empty(), "the corp recorded no charges");
         Ok(())

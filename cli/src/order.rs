@@ -322,14 +322,43 @@ pub async fn account(profile: &Profile) -> Result<()> {
 
 /// `xeno audit ORDER`: every charge on an order with its annotation.
 pub async fn audit(profile: &Profile, order_id: String) -> Result<()> {
-    let audit = corp(profile)
-        .await?
-        .audit_order(pb::AuditOrderRequest { order_id })
+    let audit = whole_audit(&mut corp(profile).await?, &order_id)
         .await
-        .map_err(|s| from_status("audit", s))?
-        .into_inner();
+        .map_err(|s| from_status("audit", s))?;
     print_audit(&audit);
     Ok(())
+}
+
+/// An order's whole audit trail: every page the corp serves, joined.
+pub async fn whole_audit(
+    corp: &mut XenoCorpClient<tonic::transport::Channel>,
+    order_id: &str,
+) -> Result<pb::AuditOrderResponse, tonic::Status> {
+    let mut whole: Option<pb::AuditOrderResponse> = None;
+    let mut after_sequence = 0;
+    loop {
+        let page = corp
+            .audit_order(pb::AuditOrderRequest {
+                order_id: order_id.to_owned(),
+                after_sequence,
+                limit: 0,
+            })
+            .await?
+            .into_inner();
+        let next = page.next_after_sequence;
+        match whole.as_mut() {
+            Some(whole) => whole.charges.extend(page.charges),
+            None => whole = Some(page),
+        }
+        // The corp's cursor only moves forward; anything else would loop for ever.
+        if next == 0 || next <= after_sequence {
+            break;
+        }
+        after_sequence = next;
+    }
+    let mut whole = whole.unwrap_or_default();
+    whole.next_after_sequence = 0;
+    Ok(whole)
 }
 
 /// Prints an order's audit trail.

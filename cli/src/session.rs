@@ -17,7 +17,6 @@ use xeno_schemas::documents::{
     EnvironmentalRequirements, PurchaseOrder, TaskDescription, format_minor,
 };
 use xeno_schemas::proto::common::v1 as common;
-use xeno_schemas::proto::corp::v1 as corp_pb;
 use xeno_schemas::proto::server::v1 as pb;
 use xeno_schemas::proto::server::v1::xeno_server_client::XenoServerClient;
 
@@ -376,14 +375,9 @@ pub async fn charges(profile: &Profile, session: String) -> Result<()> {
         .into_iter()
         .find(|s| s.session_id == session)
         .ok_or_else(|| Refused(format!("no session {session} on {address}")))?;
-    let audit = corp(profile)
-        .await?
-        .audit_order(corp_pb::AuditOrderRequest {
-            order_id: summary.order_id.clone(),
-        })
+    let audit = crate::order::whole_audit(&mut corp(profile).await?, &summary.order_id)
         .await
-        .map_err(|s| from_status("audit", s))?
-        .into_inner();
+        .map_err(|s| from_status("audit", s))?;
     crate::order::print_audit(&audit);
     Ok(())
 }

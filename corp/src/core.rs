@@ -187,10 +187,29 @@ pub struct OrderAudit {
     pub order: OrderSummary,
     /// The client, as the caller may see it.
     pub client_identity: String,
-    /// Every charge, with its usage record.
+    /// This page of its charges, with their usage records.
     pub charges: Vec<AuditedCharge>,
+    /// When more charges follow, the sequence number to continue after; 0 after the last.
+    pub next_after_sequence: u64,
     /// The document as validated (or as issued).
     pub purchase_order_xml: String,
+}
+
+/// Most charges on one page of an order's audit.
+pub const AUDIT_PAGE_CHARGES_MAX: usize = 500;
+/// Most usage-record bytes on one page of an order's audit (a page always holds at least one
+/// charge).
+pub const AUDIT_PAGE_BYTES_MAX: usize = 512 * 1024;
+
+/// Which page of which order's audit trail.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditPage<'a> {
+    /// The order.
+    pub order_id: &'a str,
+    /// Charges with sequence numbers above this.
+    pub after_sequence: u64,
+    /// At most this many (clamped to 1..=[`AUDIT_PAGE_CHARGES_MAX`]).
+    pub limit: usize,
 }
 
 /// One charge in an audit.
@@ -1249,10 +1268,10 @@ impl Corp {
         store: &mut dyn Store,
         pending: &[Effect],
         caller: &str,
-        order_id: &str,
+        page: AuditPage<'_>,
     ) -> CorpResult<OrderAudit> {
         let account_id = self.caller(caller)?.id.clone();
-        self.audit_order_for(store, pending, &account_id, order_id)
+        self.audit_order_for(store, pending, &account_id, page)
     }
 
     /// An order's audit trail as the account `account_id` may see it.
@@ -1261,8 +1280,9 @@ impl Corp {
         store: &mut dyn Store,
         pending: &[Effect],
         account_id: &str,
-        order_id: &str,
+        page: AuditPage<'_>,
     ) -> CorpResult<OrderAudit> {
+        let order_id = page.order_id;
         let account = self
             .accounts
             .get(account_id)
@@ -1295,10 +1315,34 @@ impl Corp {
             } else {
                 client.id.clone()
             };
+        let limit = page.limit.clamp(1, AUDIT_PAGE_CHARGES_MAX);
+        let mut listed = order
+            .charges
+            .range(page.after_sequence.saturating_add(1)..)
+            .map(|(_, charge)| charge);
+        let mut charges = usage_records(store, pending, listed.by_ref().take(limit))?;
+        // Keep the page's size bounded whatever the records weigh (each is at most 64 KiB).
+        let mut bytes = 0;
+        let fits = charges
+            .iter()
+            .take_while(|charge| {
+                bytes += charge.usage_xml.len();
+                bytes <= AUDIT_PAGE_BYTES_MAX
+            })
+            .count()
+            .max(1);
+        let truncated = fits < charges.len();
+        charges.truncate(fits);
+        let more = truncated || listed.next().is_some();
+        let next_after_sequence = match charges.last() {
+            Some(last) if more => last.record.sequence,
+            _ => 0,
+        };
         Ok(OrderAudit {
             order: Self::summary(order),
             client_identity,
-            charges: usage_records(store, pending, order.charges.values())?,
+            charges,
+            next_after_sequence,
             purchase_order_xml: order
                 .validated_xml
                 .clone()

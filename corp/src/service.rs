@@ -2,7 +2,9 @@
 //! state machine (run by the writer) and back. No business rule lives here.
 
 use crate::ca::certificate_serial;
-use crate::core::{ClientRegistration, OrderSummary, ServerRegistration};
+use crate::core::{
+    AUDIT_PAGE_CHARGES_MAX, AuditPage, ClientRegistration, OrderSummary, ServerRegistration,
+};
 use crate::error::CorpError;
 use crate::model::{ChargeOutcome, MachineSpec, OrderState, Privacy};
 use crate::writer::Writer;
@@ -397,11 +399,20 @@ impl pb::xeno_corp_server::XenoCorp for CorpService {
         request: Request<pb::AuditOrderRequest>,
     ) -> Result<Response<pb::AuditOrderResponse>, Status> {
         let caller = caller_serial(&request)?;
-        let order_id = request.into_inner().order_id;
+        let request = request.into_inner();
+        let limit = match usize::try_from(request.limit) {
+            Ok(0) | Err(_) => AUDIT_PAGE_CHARGES_MAX,
+            Ok(limit) => limit,
+        };
         let audit = self
             .writer
             .submit(move |corp, store, pending| {
-                corp.audit_order(store, pending, &caller, &order_id)
+                let page = AuditPage {
+                    order_id: &request.order_id,
+                    after_sequence: request.after_sequence,
+                    limit,
+                };
+                corp.audit_order(store, pending, &caller, page)
             })
             .await
             .map_err(status)?;
@@ -424,6 +435,7 @@ impl pb::xeno_corp_server::XenoCorp for CorpService {
                 })
                 .collect(),
             purchase_order_xml: audit.purchase_order_xml,
+            next_after_sequence: audit.next_after_sequence,
         }))
     }
 

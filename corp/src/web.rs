@@ -4,7 +4,7 @@
 //! the private key never leaves the user's machine. Registration answers with a private link to
 //! the account page (an HMAC of the account id under a secret only the corp holds).
 
-use crate::core::{AccountView, ClientRegistration, ServerRegistration};
+use crate::core::{AccountView, AuditPage, ClientRegistration, ServerRegistration};
 use crate::model::{MachineSpec, Privacy};
 use crate::writer::Writer;
 use anyhow::Context;
@@ -443,9 +443,19 @@ fn account_html(view: &AccountView, audits: &[crate::core::OrderAudit]) -> Strin
             );
         }
         body.push_str("</table>");
+        if audit.next_after_sequence != 0 {
+            let _ = write!(
+                body,
+                "<p class=\"more\">Later charges are not shown here; <code>xeno audit {}</code> lists them all.</p>",
+                escape(&order.order_id)
+            );
+        }
     }
     body
 }
+
+/// Most charges shown per order on the account page (the whole trail is `xeno audit`'s).
+const CHARGES_SHOWN_MAX: usize = 100;
 
 async fn account_page(
     State(state): State<WebState>,
@@ -464,8 +474,12 @@ async fn account_page(
                 .orders
                 .iter()
                 .filter_map(|order| {
-                    corp.audit_order_for(store, pending, &account, &order.order_id)
-                        .ok()
+                    let page = AuditPage {
+                        order_id: &order.order_id,
+                        after_sequence: 0,
+                        limit: CHARGES_SHOWN_MAX,
+                    };
+                    corp.audit_order_for(store, pending, &account, page).ok()
                 })
                 .collect::<Vec<_>>();
             Ok((view, audits))

@@ -162,6 +162,7 @@ async fn ten_thousand_charges_from_thirty_two_servers_each_sent_twice_are_charge
                     let audit = client
                         .audit_order(pb::AuditOrderRequest {
                             order_id: order_id.clone(),
+                            ..Default::default()
                         })
                         .await
                         .expect("an audit during the storm")
@@ -202,6 +203,7 @@ async fn ten_thousand_charges_from_thirty_two_servers_each_sent_twice_are_charge
                 .corp
                 .audit_order(pb::AuditOrderRequest {
                     order_id: order_id.clone(),
+                    ..Default::default()
                 })
                 .await
                 .expect("audit")

@@ -125,6 +125,7 @@ async fn purchase_order_life(backend: &Backend) {
         .corp
         .audit_order(pb::AuditOrderRequest {
             order_id: order_id.clone(),
+            ..Default::default()
         })
         .await
         .expect("audit")
@@ -180,6 +181,7 @@ async fn pseudonymous_clients_are_revealed_only_to_auditors() {
 
         let request = || pb::AuditOrderRequest {
             order_id: order_id.clone(),
+            ..Default::default()
         };
         let seen_by_server = server
             .corp
@@ -965,4 +967,78 @@ async fn the_store_audit_finds_a_tampered_audit_trail() {
         "the altered transfer no longer matches the stored balances: {:?}",
         report.violations
     );
+}
+
+#[tokio::test]
+async fn long_audit_trails_come_a_page_at_a_time_on_every_backend() {
+    for backend in backends() {
+        long_audit_trails_come_a_page_at_a_time(&backend).await;
+    }
+}
+
+async fn long_audit_trails_come_a_page_at_a_time(backend: &Backend) {
+    const CHARGES: u64 = 501;
+    let corp = TestCorp::start(backend).await;
+    let mut alice = corp
+        .register_client("Alice", pb::PrivacyMode::Identified)
+        .await;
+    let mut server = corp.register_server("xs1").await;
+    corp.deposit(&alice.id, 50 * POUND).await;
+    let order = alice.buy(10 * POUND).await;
+    let order_id = order.issued.order_id.clone();
+    server
+        .validate(&alice.sign(&order, None), "s1", "Wasm")
+        .await
+        .expect("validate");
+    let charger = xeno_schemas::charging::Charger::new(server.corp.clone());
+    let charges = (1..=CHARGES).map(|sequence| {
+        let charger = charger.clone();
+        let order_id = order_id.clone();
+        async move {
+            charger
+                .charge(pb::ChargeRequest {
+                    order_id: order_id.clone(),
+                    sequence,
+                    amount: Some(gbp(100 + sequence)),
+                    usage_record_xml: usage_xml(&order_id, sequence, 100 + sequence),
+                })
+                .await
+                .expect("charged")
+        }
+    });
+    futures::future::join_all(charges).await;
+
+    let page = |after_sequence, limit| {
+        let mut client = alice.corp.clone();
+        let order_id = order_id.clone();
+        async move {
+            let page = client
+                .audit_order(pb::AuditOrderRequest {
+                    order_id,
+                    after_sequence,
+                    limit,
+                })
+                .await
+                .expect("audit page")
+                .into_inner();
+            let sequences: Vec<u64> = page.charges.iter().map(|c| c.sequence).collect();
+            (sequences, page.next_after_sequence)
+        }
+    };
+    assert_eq!(page(0, 2).await, (vec![1, 2], 2));
+    assert_eq!(page(2, 2).await, (vec![3, 4], 4));
+    assert_eq!(
+        page(499, 5).await,
+        (vec![500, 501], 0),
+        "the last page says so"
+    );
+    let (first, next) = page(0, 0).await;
+    assert_eq!(
+        (first.len(), next),
+        (500, 500),
+        "a page holds at most 500 charges"
+    );
+    assert_eq!(page(next, 0).await, (vec![501], 0));
+    assert_eq!(page(CHARGES, 0).await, (vec![], 0), "past the end");
+    corp.assert_invariants().await;
 }

@@ -167,6 +167,7 @@ async fn storm_and_kill(backend: &Backend) {
             .corp
             .audit_order(pb::AuditOrderRequest {
                 order_id: order_id.clone(),
+                ..Default::default()
             })
             .await
             .expect("audit")

@@ -253,6 +253,7 @@ impl Client {
         self.corp
             .audit_order(corp_pb::AuditOrderRequest {
                 order_id: order_id.to_owned(),
+                ..Default::default()
             })
             .await
             .expect("audit")
