@@ -216,7 +216,8 @@ impl Domain {
     pub(crate) fn report(&self) -> (Usage, Vec<TaskUsage>) {
         let now = Instant::now();
         let mut state = lock(&self.state);
-        let usage = self.usage_locked(&mut state, now);
+        // Tasks first: a running task's counters grow while we read, so the domain's total,
+        // read after, always includes what each task reports.
         let mut tasks: Vec<TaskUsage> = state
             .tasks
             .values()
@@ -227,6 +228,7 @@ impl Domain {
             })
             .collect();
         tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+        let usage = self.usage_locked(&mut state, now);
         (usage, tasks)
     }
 
