@@ -662,6 +662,21 @@ async fn state_survives_a_restart() {
     }
 }
 
+/// Alice, with 50 pounds, and an order of hers for 10 pounds bound to server `xs1`.
+async fn bound_order(corp: &TestCorp) -> (Party, Party, String) {
+    let mut alice = corp
+        .register_client("Alice", pb::PrivacyMode::Identified)
+        .await;
+    let mut server = corp.register_server("xs1").await;
+    corp.deposit(&alice.id, 50 * POUND).await;
+    let order = alice.buy(10 * POUND).await;
+    server
+        .validate(&alice.sign(&order, None), "s1", "Wasm")
+        .await
+        .expect("validate");
+    (alice, server, order.issued.order_id)
+}
+
 /// One raw `StreamCharges` stream, one charge at a time, so each answer is known to be its own.
 struct ChargeStream {
     requests: tokio::sync::mpsc::Sender<pb::ChargeRequest>,
@@ -726,18 +741,8 @@ async fn charge_streams_follow_the_unary_rules_on_every_backend() {
 
 async fn charge_streams_follow_the_unary_rules(backend: &Backend) {
     let corp = TestCorp::start(backend).await;
-    let mut alice = corp
-        .register_client("Alice", pb::PrivacyMode::Identified)
-        .await;
-    let mut server = corp.register_server("xs1").await;
+    let (mut alice, mut server, order_id) = bound_order(&corp).await;
     let mut other_server = corp.register_server("xs2").await;
-    corp.deposit(&alice.id, 50 * POUND).await;
-    let order = alice.buy(10 * POUND).await;
-    let order_id = order.issued.order_id.clone();
-    server
-        .validate(&alice.sign(&order, None), "s1", "Wasm")
-        .await
-        .expect("validate");
 
     let mut anonymous = corp.anonymous().await;
     let (_keep_open, outgoing) = tokio::sync::mpsc::channel::<pb::ChargeRequest>(1);
@@ -839,17 +844,7 @@ async fn a_charger_outlives_a_corp_restart() {
     let mut corp = TestCorp::start(&Backend::Sqlite).await;
     // Restart on the same port, as a real corp would.
     corp.config.listen = corp.running().grpc_addr;
-    let mut alice = corp
-        .register_client("Alice", pb::PrivacyMode::Identified)
-        .await;
-    let mut server = corp.register_server("xs1").await;
-    corp.deposit(&alice.id, 50 * POUND).await;
-    let order = alice.buy(10 * POUND).await;
-    let order_id = order.issued.order_id.clone();
-    server
-        .validate(&alice.sign(&order, None), "s1", "Wasm")
-        .await
-        .expect("validate");
+    let (_, server, order_id) = bound_order(&corp).await;
     let charger = xeno_schemas::charging::Charger::new(server.corp.clone());
     let request = |sequence| pb::ChargeRequest {
         order_id: order_id.clone(),
@@ -899,17 +894,7 @@ async fn a_charger_outlives_a_corp_restart() {
 #[tokio::test]
 async fn the_store_audit_finds_a_tampered_audit_trail() {
     let mut corp = TestCorp::start(&Backend::Sqlite).await;
-    let mut alice = corp
-        .register_client("Alice", pb::PrivacyMode::Identified)
-        .await;
-    let mut server = corp.register_server("xs1").await;
-    corp.deposit(&alice.id, 50 * POUND).await;
-    let order = alice.buy(10 * POUND).await;
-    let order_id = order.issued.order_id.clone();
-    server
-        .validate(&alice.sign(&order, None), "s1", "Wasm")
-        .await
-        .expect("validate");
+    let (_, mut server, order_id) = bound_order(&corp).await;
     for sequence in 1..=2 {
         server
             .charge(&order_id, sequence, POUND)
@@ -979,17 +964,7 @@ async fn long_audit_trails_come_a_page_at_a_time_on_every_backend() {
 async fn long_audit_trails_come_a_page_at_a_time(backend: &Backend) {
     const CHARGES: u64 = 501;
     let corp = TestCorp::start(backend).await;
-    let mut alice = corp
-        .register_client("Alice", pb::PrivacyMode::Identified)
-        .await;
-    let mut server = corp.register_server("xs1").await;
-    corp.deposit(&alice.id, 50 * POUND).await;
-    let order = alice.buy(10 * POUND).await;
-    let order_id = order.issued.order_id.clone();
-    server
-        .validate(&alice.sign(&order, None), "s1", "Wasm")
-        .await
-        .expect("validate");
+    let (alice, server, order_id) = bound_order(&corp).await;
     let charger = xeno_schemas::charging::Charger::new(server.corp.clone());
     let charges = (1..=CHARGES).map(|sequence| {
         let charger = charger.clone();

@@ -71,27 +71,8 @@ async fn a_server_restart_mid_session_loses_and_duplicates_nothing() {
         socket.display()
     );
     let mut platform = Platform::start(&extra).await;
-    let server_id = platform.server().server_id.clone();
-    let order = platform.client.order(5 * POUND, &server_id).await;
-    let mut server = platform.client.server(&platform).await;
-    let session = server
-        .create_session(pb::CreateSessionRequest {
-            requirements_xml: requirements(300, 32),
-            purchase_order_xml: order.to_xml(),
-        })
-        .await
-        .expect("session")
-        .into_inner();
-    let (spin_xml, spin_payloads) = wasm_task(SPIN_WAT, "spin");
-    server
-        .deploy_task(pb::DeployTaskRequest {
-            session_id: session.session_id.clone(),
-            task_xml: spin_xml,
-            payloads: spin_payloads,
-        })
-        .await
-        .expect("deploy");
-    let charged_before = collect_events(&mut server, &session.session_id, true, {
+    let (mut server, order, session_id) = spinning_session(&mut platform, 5 * POUND, 300).await;
+    let charged_before = collect_events(&mut server, &session_id, true, {
         let mut seen = 0;
         move |event| {
             seen += usize::from(matches!(
@@ -107,7 +88,7 @@ async fn a_server_restart_mid_session_loses_and_duplicates_nothing() {
     platform.restart_server().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut server = platform.client.server(&platform).await;
-    let charged_after = collect_events(&mut server, &session.session_id, true, {
+    let charged_after = collect_events(&mut server, &session_id, true, {
         let mut seen = 0;
         move |event| {
             seen += usize::from(matches!(
@@ -127,7 +108,7 @@ async fn a_server_restart_mid_session_loses_and_duplicates_nothing() {
 
     let destroyed = server
         .destroy_session(pb::DestroySessionRequest {
-            session_id: session.session_id.clone(),
+            session_id: session_id.clone(),
         })
         .await
         .expect("destroy")
@@ -163,26 +144,7 @@ async fn a_server_restart_mid_session_loses_and_duplicates_nothing() {
 async fn a_corp_outage_mid_session_is_charged_in_full_once_it_is_back() {
     let mut platform =
         Platform::start("[metering]\nperiod_ms = 100\ncharge_interval_ms = 300\n").await;
-    let server_id = platform.server().server_id.clone();
-    let order = platform.client.order(5 * POUND, &server_id).await;
-    let mut server = platform.client.server(&platform).await;
-    let session = server
-        .create_session(pb::CreateSessionRequest {
-            requirements_xml: requirements(300, 32),
-            purchase_order_xml: order.to_xml(),
-        })
-        .await
-        .expect("session")
-        .into_inner();
-    let (spin_xml, spin_payloads) = wasm_task(SPIN_WAT, "spin");
-    server
-        .deploy_task(pb::DeployTaskRequest {
-            session_id: session.session_id.clone(),
-            task_xml: spin_xml,
-            payloads: spin_payloads,
-        })
-        .await
-        .expect("deploy");
+    let (mut server, order, session_id) = spinning_session(&mut platform, 5 * POUND, 300).await;
     let charge_events = |wanted: usize| {
         let mut seen = 0;
         move |event: &pb::SessionEvent| {
@@ -193,7 +155,7 @@ async fn a_corp_outage_mid_session_is_charged_in_full_once_it_is_back() {
             seen >= wanted
         }
     };
-    collect_events(&mut server, &session.session_id, true, charge_events(1)).await;
+    collect_events(&mut server, &session_id, true, charge_events(1)).await;
 
     // Several charge intervals without the corp: the server keeps metering and keeps the
     // charges it could not deliver.
@@ -209,11 +171,11 @@ async fn a_corp_outage_mid_session_is_charged_in_full_once_it_is_back() {
     let down_at = unix_ms();
     platform.corp_outage(Duration::from_millis(1200)).await;
     let back_at = unix_ms();
-    collect_events(&mut server, &session.session_id, true, charge_events(2)).await;
+    collect_events(&mut server, &session_id, true, charge_events(2)).await;
 
     let destroyed = server
         .destroy_session(pb::DestroySessionRequest {
-            session_id: session.session_id.clone(),
+            session_id: session_id.clone(),
         })
         .await
         .expect("destroy")

@@ -218,27 +218,8 @@ async fn running_out_of_funds_stops_the_task_and_charges_no_more_than_the_order(
         "{FAST_METERING}[pricing]\ncpu_second = \"0.001\"\n"
     ))
     .await;
-    let server_id = platform.server().server_id.clone();
-    let order = platform.client.order(500, &server_id).await;
-    let mut server = platform.client.server(&platform).await;
-    let session = server
-        .create_session(pb::CreateSessionRequest {
-            requirements_xml: requirements(500, 32),
-            purchase_order_xml: order.to_xml(),
-        })
-        .await
-        .expect("session")
-        .into_inner();
-    let (spin_xml, spin_payloads) = wasm_task(SPIN_WAT, "spin");
-    server
-        .deploy_task(pb::DeployTaskRequest {
-            session_id: session.session_id.clone(),
-            task_xml: spin_xml,
-            payloads: spin_payloads,
-        })
-        .await
-        .expect("deploy");
-    let events = collect_events(&mut server, &session.session_id, true, |e| {
+    let (mut server, order, session_id) = spinning_session(&mut platform, 500, 500).await;
+    let events = collect_events(&mut server, &session_id, true, |e| {
         matches!(e.event, Some(pb::session_event::Event::SessionEnded(_)))
     })
     .await;

@@ -301,6 +301,36 @@ pub const SPIN_WAT: &str = r#"(module
   (func (export "_start") (loop $forever (br $forever))))"#;
 
 /// Collects a session's events until `stop` says so or the deadline passes.
+/// A session paid by a new order of `amount_minor`, with `cpu_msps`, running the spinning task:
+/// the client's connection to the server, the order and the session id.
+pub async fn spinning_session(
+    platform: &mut Platform,
+    amount_minor: u64,
+    cpu_msps: u64,
+) -> (XenoServerClient<Channel>, PurchaseOrder, String) {
+    let server_id = platform.server().server_id.clone();
+    let order = platform.client.order(amount_minor, &server_id).await;
+    let mut server = platform.client.server(platform).await;
+    let session = server
+        .create_session(pb::CreateSessionRequest {
+            requirements_xml: requirements(cpu_msps, 32),
+            purchase_order_xml: order.to_xml(),
+        })
+        .await
+        .expect("session")
+        .into_inner();
+    let (spin_xml, spin_payloads) = wasm_task(SPIN_WAT, "spin");
+    server
+        .deploy_task(pb::DeployTaskRequest {
+            session_id: session.session_id.clone(),
+            task_xml: spin_xml,
+            payloads: spin_payloads,
+        })
+        .await
+        .expect("deploy");
+    (server, order, session.session_id)
+}
+
 pub async fn collect_events(
     server: &mut XenoServerClient<Channel>,
     session: &str,
