@@ -79,7 +79,13 @@ async fn server_credentials(
     std::fs::create_dir_all(dir)?;
     let (key_pem, csr_pem) = crate::register::key_and_csr("xenoserver")?;
     let mut corp = xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient::new(
-        xeno_schemas::transport::connect(corp_address, ca, None).await?,
+        xeno_schemas::transport::connect(
+            corp_address,
+            ca,
+            None,
+            &xeno_schemas::transport::Peer::Corp(None),
+        )
+        .await?,
     );
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let response = corp
@@ -115,7 +121,13 @@ async fn client_profile(dir: &Path, corp_address: &str, ca: &str) -> Result<(Pro
     }
     let (key_pem, csr_pem) = crate::register::key_and_csr("Demo Client")?;
     let mut corp = xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient::new(
-        xeno_schemas::transport::connect(corp_address, ca, None).await?,
+        xeno_schemas::transport::connect(
+            corp_address,
+            ca,
+            None,
+            &xeno_schemas::transport::Peer::Corp(None),
+        )
+        .await?,
     );
     let response = corp
         .register_client(corp_pb::RegisterClientRequest {
@@ -201,6 +213,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
         .await
         .context("starting the XenoServer")?;
     let server_address = server.grpc_addr.to_string();
+    let server_id = server.server_id.clone();
     println!(
         "  XenoServer {}  grpc {server_address} ({})",
         &server.server_id[..16],
@@ -262,10 +275,9 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
         });
     }
     println!(
-        "\nServing on loopback until interrupted (Ctrl-C). Try:\n  export XENO_PROFILE={}\n  xeno account\n  xeno find --xis {xis_address} \"EnvType=Wasm CPUmsps=100..\"\n  xeno find --rd {rd_address} -f {} --objective cheapest --duration 600 --budget \"10.00 GBP\"\n  xeno server status {server_address}\n  xeno order create --amount 1.00 --out order.xml\n  xeno order restrict order.xml --server {}\n  xeno session create -f {} --order order.xml --server {server_address}\n  xeno deploy SESSION {} --payload {}\n  xeno logs -f SESSION",
+        "\nServing on loopback until interrupted (Ctrl-C). Try:\n  export XENO_PROFILE={}\n  xeno account\n  xeno find --xis {xis_address} \"EnvType=Wasm CPUmsps=100..\"\n  xeno find --rd {rd_address} -f {} --objective cheapest --duration 600 --budget \"10.00 GBP\"\n  xeno server status {server_id}@{server_address}\n  xeno order create --amount 1.00 --out order.xml\n  xeno order restrict order.xml --server {server_id}\n  xeno session create -f {} --order order.xml --server {server_id}@{server_address}\n  xeno deploy SESSION {} --payload {}\n  xeno logs -f SESSION",
         client.dir.display(),
         demo_dir.join("wasm/requirements.xml").display(),
-        server.server_id,
         demo_dir.join("wasm/requirements.xml").display(),
         demo_dir.join("wasm/task.xml").display(),
         demo_dir.join("wasm/hello.wasm").display(),
@@ -465,7 +477,11 @@ impl Demo {
             requirements.qos.cpu_msps.unwrap_or_default(),
             requirements.qos.memory_mb.unwrap_or_default()
         );
-        let mut server = crate::session::server(client, server_address).await?;
+        let target = crate::session::ServerTarget {
+            id: Some(server_id.to_owned()),
+            endpoint: server_address.to_owned(),
+        };
+        let mut server = crate::session::server(client, &target).await?;
         let session = server
             .create_session(pb::CreateSessionRequest {
                 requirements_xml: requirements.to_xml(),

@@ -108,7 +108,7 @@ async fn query_xis(xis: &str, args: &FindArgs) -> Result<()> {
             .map(|(token, values)| format!("{token}={}", values.join(",")))
             .collect();
         println!(
-            "{}  {}  age {:.1} s{}  {}",
+            "{}@{}  age {:.1} s{}  {}",
             server.server_id,
             server.endpoint,
             server.age_ms as f64 / 1000.0,
@@ -249,7 +249,7 @@ async fn ask_rd(rd: &str, args: &FindArgs) -> Result<()> {
     );
     for (rank, suggestion) in answer.suggestions.iter().enumerate() {
         let server = &suggestion.advertisement;
-        let mut line = format!("{:>2}. {}  {}", rank + 1, server.server_id, server.endpoint);
+        let mut line = format!("{:>2}. {}@{}", rank + 1, server.server_id, server.endpoint);
         if let Some(cost) = &suggestion.estimated_cost {
             line.push_str(&format!(
                 "  cost {} {}",

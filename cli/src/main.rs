@@ -4,6 +4,7 @@
 //! a denied request); 2 bad usage, or a problem before anything could be asked (I/O, network).
 
 mod dev;
+mod display;
 mod find;
 mod order;
 mod profile;
@@ -87,8 +88,9 @@ enum Command {
 enum ServerCommand {
     /// A server's capacity, environments and prices.
     Status {
-        /// The server, host:port.
-        server: String,
+        /// The server: HOST:PORT (any server your corp certified; its id is printed), or
+        /// ID@HOST:PORT (that very server).
+        server: session::ServerTarget,
     },
 }
 

@@ -91,6 +91,7 @@ pub async fn corp(profile: &Profile) -> Result<XenoCorpClient<tonic::transport::
         &profile.file.corp,
         &profile.corp_ca_pem,
         Some(&profile.credentials),
+        &xeno_schemas::transport::Peer::Corp(None),
     )
     .await?;
     Ok(XenoCorpClient::new(channel))
@@ -368,7 +369,7 @@ pub fn print_audit(audit: &pb::AuditOrderResponse) {
         "order {} for {} (client {}): charged {}",
         order.order_id,
         money_text(order.amount.as_ref()),
-        audit.client_identity,
+        crate::display::safe(&audit.client_identity),
         money_text(order.charged.as_ref())
     );
     for charge in &audit.charges {
@@ -383,7 +384,7 @@ pub fn print_audit(audit: &pb::AuditOrderResponse) {
                 u.cpu_ms,
                 u.fuel.unwrap_or(0),
                 format_minor(u.memory_mb_ms * 1000),
-                u.activity.unwrap_or_default()
+                crate::display::safe(&u.activity.unwrap_or_default())
             )
         });
         println!(

@@ -99,7 +99,13 @@ pub fn key_and_csr(common_name: &str) -> Result<(String, String)> {
 async fn anonymous(corp: &CorpArgs) -> Result<(XenoCorpClient<tonic::transport::Channel>, String)> {
     let ca = std::fs::read_to_string(&corp.corp_ca)
         .with_context(|| format!("reading {}", corp.corp_ca.display()))?;
-    let channel = xeno_schemas::transport::connect(&corp.corp, &ca, None).await?;
+    let channel = xeno_schemas::transport::connect(
+        &corp.corp,
+        &ca,
+        None,
+        &xeno_schemas::transport::Peer::Corp(None),
+    )
+    .await?;
     Ok((XenoCorpClient::new(channel), ca))
 }
 

@@ -16,9 +16,11 @@ use xeno_schemas::Document;
 use xeno_schemas::documents::{
     EnvironmentalRequirements, PurchaseOrder, TaskDescription, format_minor,
 };
+use xeno_schemas::identity::Role;
 use xeno_schemas::proto::common::v1 as common;
 use xeno_schemas::proto::server::v1 as pb;
 use xeno_schemas::proto::server::v1::xeno_server_client::XenoServerClient;
+use xeno_schemas::transport::{Peer, Proved};
 
 const SESSIONS_FILE: &str = "sessions.toml";
 /// Largest document or payload file read by the client, bytes.
@@ -34,15 +36,17 @@ pub enum SessionCommand {
         /// The purchase order, signed (`xeno order restrict`).
         #[arg(long)]
         order: PathBuf,
-        /// The XenoServer, host:port.
+        /// The XenoServer, as ID@HOST:PORT (`xeno find` prints it so); the id is the
+        /// fingerprint of its key, which the connection checks. Just HOST:PORT when the order
+        /// is restricted to one server: its id is taken from there.
         #[arg(long)]
-        server: String,
+        server: ServerTarget,
     },
     /// Your sessions on a server.
     List {
-        /// The XenoServer, host:port.
+        /// The XenoServer, ID@HOST:PORT.
         #[arg(long)]
-        server: String,
+        server: ServerTarget,
     },
 }
 
@@ -75,6 +79,63 @@ fn sessions_file(profile: &Profile) -> PathBuf {
     profile.dir.join(SESSIONS_FILE)
 }
 
+/// A XenoServer as a client names it: where it listens and, to be sure it is the one chosen,
+/// its id (the SHA-256 fingerprint of its key, which its certificate must prove).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTarget {
+    /// The server id, if given.
+    pub id: Option<String>,
+    /// host:port.
+    pub endpoint: String,
+}
+
+impl std::str::FromStr for ServerTarget {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (id, endpoint) = match text.split_once('@') {
+            Some((id, endpoint)) => (Some(id), endpoint),
+            None => (None, text),
+        };
+        if let Some(id) = id
+            && !(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(format!(
+                "{id:?} is not a server id (64 hexadecimal digits, as `xeno find` prints)"
+            ));
+        }
+        if endpoint.is_empty() {
+            return Err("the server's HOST:PORT is missing".to_owned());
+        }
+        Ok(ServerTarget {
+            id: id.map(str::to_ascii_lowercase),
+            endpoint: endpoint.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for ServerTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.id {
+            Some(id) => write!(f, "{id}@{}", self.endpoint),
+            None => f.write_str(&self.endpoint),
+        }
+    }
+}
+
+impl ServerTarget {
+    /// The peer a connection must reach: this server by its id.
+    fn peer(&self) -> Result<Peer> {
+        match &self.id {
+            Some(id) => Ok(Peer::Server(id.clone())),
+            None => Err(anyhow::Error::new(Refused(format!(
+                "name the server by its id as well as its address: ID@{} (`xeno find` and `xeno server status` print it)",
+                self.endpoint
+            )))),
+        }
+    }
+}
+
 fn remembered(profile: &Profile) -> BTreeMap<String, String> {
     std::fs::read_to_string(sessions_file(profile))
         .ok()
@@ -82,31 +143,73 @@ fn remembered(profile: &Profile) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn remember(profile: &Profile, session: &str, server: &str) -> Result<()> {
+fn remember(profile: &Profile, session: &str, server: &ServerTarget) -> Result<()> {
     let mut sessions = remembered(profile);
-    sessions.insert(session.to_owned(), server.to_owned());
+    sessions.insert(session.to_owned(), server.to_string());
     std::fs::write(sessions_file(profile), toml::to_string(&sessions)?)
         .context("recording the session in the profile")
 }
 
 /// The server a session is on.
-fn server_of(profile: &Profile, session: &str) -> Result<String> {
-    remembered(profile).remove(session).ok_or_else(|| {
+fn server_of(profile: &Profile, session: &str) -> Result<ServerTarget> {
+    let recorded = remembered(profile).remove(session).ok_or_else(|| {
         anyhow::Error::new(Refused(format!(
             "session {session} is not in this profile (created elsewhere?)"
         )))
+    })?;
+    recorded.parse().map_err(|error| {
+        anyhow::anyhow!("the profile's record of session {session} ({recorded:?}): {error}")
     })
 }
 
-/// An mTLS connection to a server; its certificate is issued by our corp, so our corp's CA is
-/// the trust anchor.
-pub async fn server(profile: &Profile, address: &str) -> Result<XenoServerClient<Channel>> {
-    let channel =
-        xeno_schemas::transport::connect(address, &profile.corp_ca_pem, Some(&profile.credentials))
-            .await?;
-    Ok(XenoServerClient::new(channel)
+/// An mTLS connection to the server `peer` at `endpoint`; its certificate is issued by our
+/// corp, so our corp's CA is the trust anchor, and it must prove to be that server.
+async fn connect_server(
+    profile: &Profile,
+    endpoint: &str,
+    peer: &Peer,
+) -> Result<(XenoServerClient<Channel>, Proved)> {
+    let (channel, proved) = xeno_schemas::transport::connect_proved(
+        endpoint,
+        &profile.corp_ca_pem,
+        Some(&profile.credentials),
+        peer,
+    )
+    .await?;
+    let client = XenoServerClient::new(channel)
         .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(FILE_BYTES_MAX as usize + (1 << 20)))
+        .max_encoding_message_size(FILE_BYTES_MAX as usize + (1 << 20));
+    Ok((client, proved))
+}
+
+/// An mTLS connection to the server `target` names, which must prove its id.
+pub async fn server(profile: &Profile, target: &ServerTarget) -> Result<XenoServerClient<Channel>> {
+    Ok(connect_server(profile, &target.endpoint, &target.peer()?)
+        .await?
+        .0)
+}
+
+/// `target` with its id, taken from the order when the order may be spent on one server only.
+fn with_order_server(target: ServerTarget, order: &PurchaseOrder) -> Result<ServerTarget> {
+    if target.id.is_some() {
+        return Ok(target);
+    }
+    let named = [
+        Some(&order.issued.restrictions),
+        order.client_restrictions.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|restrictions| restrictions.servers.as_ref())
+    .find(|servers| servers.len() == 1)
+    .and_then(|servers| servers.first().cloned());
+    match named {
+        Some(id) => Ok(ServerTarget {
+            id: Some(id),
+            ..target
+        }),
+        None => target.peer().map(|_| target),
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -150,6 +253,7 @@ pub async fn run(command: SessionCommand, profile: &Profile) -> Result<()> {
                     order.display()
                 ))));
             }
+            let address = with_order_server(address, &signed)?;
             let response = server(profile, &address)
                 .await?
                 .create_session(pb::CreateSessionRequest {
@@ -261,11 +365,14 @@ pub async fn logs(args: LogsArgs, profile: &Profile) -> Result<()> {
             }
             Some(Event::TaskEnded(ended)) if wanted(&ended.task_id) => {
                 let exit = ended.exit.unwrap_or_default();
-                eprintln!("[{}] {}", ended.task_id, exit.reason);
+                eprintln!("[{}] {}", ended.task_id, crate::display::safe(&exit.reason));
             }
-            Some(Event::Dropped(dropped)) => eprintln!(
-                "[{}] {} bytes of output dropped",
-                dropped.task_id, dropped.bytes
+            Some(Event::Dropped(dropped)) if wanted(&dropped.task_id) => eprintln!(
+                "[{}] {} bytes of output missing from offset {}: {}",
+                dropped.task_id,
+                dropped.bytes,
+                dropped.offset,
+                crate::display::safe(&dropped.reason)
             ),
             Some(Event::Charge(charge)) => eprintln!(
                 "[charge #{}] {} (total {}, remaining {})",
@@ -277,7 +384,7 @@ pub async fn logs(args: LogsArgs, profile: &Profile) -> Result<()> {
             Some(Event::SessionEnded(end)) => {
                 eprintln!(
                     "[session ended] {} (charged {})",
-                    end.reason,
+                    crate::display::safe(&end.reason),
                     money(end.charged_total.as_ref())
                 );
                 break;
@@ -310,8 +417,15 @@ pub async fn status(profile: &Profile, session: String, task: Option<String>) ->
             usage.fuel,
             usage.output_bytes
         );
+        if status.output_dropped_bytes > 0 {
+            println!(
+                "  {} bytes of output not kept: {}",
+                status.output_dropped_bytes,
+                crate::display::safe(&status.output_dropped_reason)
+            );
+        }
         if let Some(exit) = status.exit {
-            println!("  {}", exit.reason);
+            println!("  {}", crate::display::safe(&exit.reason));
         }
         return Ok(());
     }
@@ -351,7 +465,7 @@ pub async fn destroy(profile: &Profile, session: String) -> Result<()> {
     let usage = response.usage.unwrap_or_default();
     println!(
         "session {session} ended ({}): charged {}, returned {}; cpu {} ms, fuel {}, memory {} MB·s",
-        response.reason,
+        crate::display::safe(&response.reason),
         money(response.charged_total.as_ref()),
         money(response.returned.as_ref()),
         usage.cpu_time_us / 1000,
@@ -382,17 +496,32 @@ pub async fn charges(profile: &Profile, session: String) -> Result<()> {
     Ok(())
 }
 
-/// `xeno server status`.
-pub async fn server_status(profile: &Profile, address: &str) -> Result<()> {
-    let status = server(profile, address)
-        .await?
+/// `xeno server status`: any server our corp certified when only HOST:PORT is given (the id
+/// printed is the one its certificate proved), else the very server named.
+pub async fn server_status(profile: &Profile, target: &ServerTarget) -> Result<()> {
+    let peer = match &target.id {
+        Some(id) => Peer::Server(id.clone()),
+        None => Peer::AnyServer,
+    };
+    let (mut client, proved) = connect_server(profile, &target.endpoint, &peer).await?;
+    let status = client
         .query_xeno_server_status(pb::QueryStatusRequest {})
         .await
         .map_err(|s| from_status("status", s))?
         .into_inner();
+    let proved_id = match proved.party().map(|party| party.role) {
+        Some(Role::Server(id)) => id,
+        _ => anyhow::bail!("the connection to {} proved no server", target.endpoint),
+    };
+    if status.server_id != proved_id {
+        return Err(anyhow::Error::new(Refused(format!(
+            "the server at {} proved to be {proved_id} but says it is {}",
+            target.endpoint, status.server_id
+        ))));
+    }
     println!(
-        "server {} (corps {})",
-        status.server_id,
+        "server {proved_id}@{} (corps {})",
+        target.endpoint,
         status.corps.join(", ")
     );
     println!(

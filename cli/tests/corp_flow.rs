@@ -9,7 +9,7 @@ use xeno_schemas::documents::PurchaseOrder;
 use xeno_schemas::proto::common::v1::Money;
 use xeno_schemas::proto::corp::v1 as pb;
 use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
-use xeno_schemas::transport::{Credentials, connect};
+use xeno_schemas::transport::{Credentials, Peer, connect};
 
 /// Runs `xeno` and returns (exit code, stdout, stderr).
 fn xeno(profile: &Path, args: &[&str]) -> (i32, String, String) {
@@ -228,9 +228,14 @@ async fn register_order_narrow_validate_charge_close_audit() {
         key_pem: read("key.pem"),
     };
     let mut server = XenoCorpClient::new(
-        connect(&address, &corp.ca_certificate_pem, Some(&credentials))
-            .await
-            .expect("server mTLS"),
+        connect(
+            &address,
+            &corp.ca_certificate_pem,
+            Some(&credentials),
+            &Peer::Corp(None),
+        )
+        .await
+        .expect("server mTLS"),
     );
     let order =
         PurchaseOrder::parse(&std::fs::read(&signed_file).expect("order")).expect("order parses");

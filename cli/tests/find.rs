@@ -232,7 +232,7 @@ async fn find_queries_the_xis_and_asks_resource_discovery() {
     let suggested: std::collections::BTreeSet<&str> = stdout
         .lines()
         .skip(1)
-        .filter_map(|line| line.split_whitespace().nth(1))
+        .filter_map(|line| line.split_whitespace().nth(1)?.split('@').next())
         .collect();
     let expected: std::collections::BTreeSet<&str> = landmarks.iter().map(String::as_str).collect();
     assert_eq!(suggested, expected, "{stdout}");

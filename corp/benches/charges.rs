@@ -26,7 +26,7 @@ use xeno_schemas::proto::common::v1 as common;
 use xeno_schemas::proto::corp::v1 as pb;
 use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
 use xeno_schemas::signing::{SigningKey, pem_to_der};
-use xeno_schemas::transport::{Credentials, connect};
+use xeno_schemas::transport::{Credentials, Peer, connect};
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -101,7 +101,7 @@ async fn register(
 ) {
     let (key_pem, csr_pem) = xeno_corp::ca::generate_key_and_csr(name).expect("csr");
     let mut anonymous = XenoCorpClient::new(
-        connect(&corp.address, &corp.ca, None)
+        connect(&corp.address, &corp.ca, None, &Peer::Corp(None))
             .await
             .expect("connect"),
     );
@@ -118,7 +118,8 @@ async fn register(
                     ..Default::default()
                 }),
                 csr_pem,
-                endpoint: "127.0.0.1:1".to_owned(),
+                // Each server claims its own endpoint (the corp refuses a second claim).
+                endpoint: format!("{}.bench.test:7443", name.replace(' ', "-")),
             })
             .await
             .expect("register server")
@@ -142,9 +143,14 @@ async fn register(
         certificate_pem,
         key_pem: key_pem.clone(),
     };
-    let channel = connect(&corp.address, &corp.ca, Some(&credentials))
-        .await
-        .expect("mTLS");
+    let channel = connect(
+        &corp.address,
+        &corp.ca,
+        Some(&credentials),
+        &Peer::Corp(None),
+    )
+    .await
+    .expect("mTLS");
     let key = SigningKey::from_pkcs8_der(&pem_to_der(&key_pem, "PRIVATE KEY").expect("pem"))
         .expect("key");
     (id, XenoCorpClient::new(channel), key)

@@ -188,7 +188,7 @@ impl CertificateAuthority {
         let serial = random_serial_hex();
         let request = CertificateRequest {
             common_name: corp_id,
-            uris: vec![format!("urn:xenoserve:{corp_id}:corp")],
+            uris: vec![xeno_schemas::identity::Party::corp(corp_id).uri()],
             hosts: hosts.to_vec(),
             role: CertificateRole::Server,
             serial_hex: &serial,

@@ -45,7 +45,8 @@ pub struct Policy {
     /// Longest order lifetime granted, seconds. Default 2,592,000 (30 days).
     pub order_lifetime_max_seconds: u64,
     /// How long after an order's expiry its bound server may still charge for usage before it,
-    /// seconds. Default 300.
+    /// seconds; until then the order's client cannot close it (the server's final charge must
+    /// land), and after it the client may close it whether or not the server did. Default 300.
     pub charge_grace_seconds: u64,
     /// Whether orders carry the corp restriction that they be validated before work starts.
     /// Default true.

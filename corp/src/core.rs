@@ -26,6 +26,7 @@ use xeno_schemas::documents::{
     Currency, EnvironmentalRequirements, IssuedOrder, Money, PurchaseOrder, Restrictions,
     UsageRecord, key_fingerprint,
 };
+use xeno_schemas::identity::Party;
 use xeno_schemas::signing::verify;
 
 /// Longest name, address or details field accepted at registration, in characters.
@@ -45,6 +46,8 @@ pub struct Corp {
     by_key: HashMap<String, AccountId>,
     revoked: HashSet<String>,
     orders: HashMap<OrderId, Order>,
+    /// The order funding each (server, session) ever validated: one session, one order.
+    funded_sessions: HashMap<(AccountId, String), OrderId>,
     ledger: Ledger,
     next_client: u64,
     next_order: u64,
@@ -313,28 +316,29 @@ fn check_field(name: &str, value: &str, required: bool) -> CorpResult<()> {
             "{name} is longer than {FIELD_CHARS_MAX} characters"
         )));
     }
-    if value
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(invalid(format!("{name} contains control characters")));
+    if let Some(c) = xeno_schemas::text::unsafe_char(value) {
+        return Err(invalid(format!(
+            "{name} contains the character U+{:04X}, a control or bidirectional formatting character, which could disguise the text around it",
+            u32::from(c)
+        )));
     }
     Ok(())
 }
 
-/// The host part of `host:port`, `[v6]:port` or a URL.
-fn endpoint_host(endpoint: &str) -> Option<String> {
+/// `host:port`, `[v6]:port` or a URL's authority, lowercased, to compare servers' claims; None
+/// if it names no host.
+fn normalized_endpoint(endpoint: &str) -> Option<String> {
     let rest = endpoint
         .split_once("://")
         .map_or(endpoint, |(_, rest)| rest);
-    let authority = rest.split('/').next()?;
-    if let Some(v6) = authority.strip_prefix('[') {
-        return v6.split_once(']').map(|(host, _)| host.to_owned());
-    }
-    let host = authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, _)| host);
-    (!host.is_empty()).then(|| host.to_owned())
+    let authority = rest.split('/').next()?.to_ascii_lowercase();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map(|(host, _)| host)?,
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority.as_str(), |(host, _)| host),
+    };
+    (!host.is_empty()).then_some(authority)
 }
 
 impl Corp {
@@ -369,6 +373,7 @@ impl Corp {
             by_key: HashMap::new(),
             revoked: snapshot.revoked.into_iter().collect(),
             orders: HashMap::new(),
+            funded_sessions: HashMap::new(),
             ledger: Ledger::from_parts(
                 snapshot.balances,
                 snapshot
@@ -414,6 +419,10 @@ impl Corp {
                 settlement: row.settlement,
                 charges,
             };
+            if let (Some(server), Some(session)) = (&order.bound_server, &order.bound_session) {
+                corp.funded_sessions
+                    .insert((server.clone(), session.clone()), row.order_id.clone());
+            }
             corp.orders.insert(row.order_id, order);
         }
         Ok(corp)
@@ -559,10 +568,7 @@ impl Corp {
                 &csr,
                 &CertificateRequest {
                     common_name: &common_name,
-                    uris: vec![format!(
-                        "urn:xenoserve:{}:client:{account_id}",
-                        self.corp_id
-                    )],
+                    uris: vec![Party::client(&self.corp_id, &account_id).uri()],
                     hosts: Vec::new(),
                     role: CertificateRole::Client,
                     serial_hex: &serial,
@@ -632,13 +638,24 @@ impl Corp {
                 "the machine must have at least one core and some memory",
             ));
         }
-        let host = endpoint_host(&machine.endpoint)
+        let endpoint = normalized_endpoint(&machine.endpoint)
             .ok_or_else(|| invalid(format!("endpoint {:?} is not host:port", machine.endpoint)))?;
         let csr = Csr::parse(&registration.csr_pem).map_err(invalid)?;
         let server_id = key_fingerprint(csr.public_key_der());
         if self.by_key.contains_key(&server_id) {
             return Err(CorpError::AlreadyExists(format!(
                 "server {server_id} is already registered"
+            )));
+        }
+        if let Some(holder) = self.accounts.values().find(|account| {
+            !account.revoked
+                && account.machine.as_ref().is_some_and(|machine| {
+                    normalized_endpoint(&machine.endpoint).as_deref() == Some(endpoint.as_str())
+                })
+        }) {
+            return Err(CorpError::AlreadyExists(format!(
+                "endpoint {} is already claimed by server {}",
+                machine.endpoint, holder.id
             )));
         }
         let serial = random_serial_hex();
@@ -648,8 +665,10 @@ impl Corp {
                 &csr,
                 &CertificateRequest {
                     common_name: &server_id,
-                    uris: vec![format!("urn:xenoserve:{}:server:{server_id}", self.corp_id)],
-                    hosts: vec![host],
+                    uris: vec![Party::server(&self.corp_id, &server_id).uri()],
+                    // No host names: a server is authenticated by its id, and a certificate
+                    // naming hosts could pass for the corp's endpoint or another server's.
+                    hosts: Vec::new(),
                     role: CertificateRole::Server,
                     serial_hex: &serial,
                     lifetime: self.certificate_lifetime(),
@@ -903,6 +922,12 @@ impl Corp {
             }
             OrderState::Issued => {}
         }
+        let session_key = (server_id.clone(), session_id.to_owned());
+        if let Some(funding) = self.funded_sessions.get(&session_key) {
+            return Err(CorpError::AlreadyExists(format!(
+                "session {session_id} on this server is already funded by order {funding}"
+            )));
+        }
         for (restrictions, whose) in [
             (&order.issued.restrictions, "corp"),
             (&client_restrictions, "client"),
@@ -918,6 +943,7 @@ impl Corp {
             .get_mut(&order_id)
             .ok_or_else(|| CorpError::NotFound(order_id.clone()))?;
         order.state = OrderState::Bound;
+        self.funded_sessions.insert(session_key, order_id.clone());
         order.bound_server = Some(server_id);
         order.bound_session = Some(session_id.to_owned());
         order.validated_xml = Some(document.to_xml());
@@ -993,9 +1019,7 @@ impl Corp {
                 "the order is closed".to_owned(),
             ));
         }
-        let grace_ms = i64::try_from(self.policy.charge_grace_seconds.saturating_mul(1000))
-            .unwrap_or(i64::MAX);
-        if now_ms > order.effective_expiry_ms.saturating_add(grace_ms) {
+        if now_ms > self.charges_end_ms(order) {
             return Err(CorpError::FailedPrecondition(
                 "the order has expired".to_owned(),
             ));
@@ -1075,6 +1099,14 @@ impl Corp {
         })
     }
 
+    /// The last moment the order's bound server may charge it: its expiry plus the grace
+    /// period for charges of usage before the expiry.
+    fn charges_end_ms(&self, order: &Order) -> i64 {
+        let grace_ms = i64::try_from(self.policy.charge_grace_seconds.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
+        order.effective_expiry_ms.saturating_add(grace_ms)
+    }
+
     /// Settles an order.
     pub fn close(
         &mut self,
@@ -1087,17 +1119,23 @@ impl Corp {
         let order = self.order(order_id)?;
         let is_server = order.bound_server.as_deref() == Some(caller_id.as_str());
         let is_client = order.issued.client == caller_id;
-        let client_may_close =
-            order.state == OrderState::Issued || now_ms > order.effective_expiry_ms;
-        if !(is_server || (is_client && client_may_close)) {
-            return Err(denied(if is_client {
-                "the order is bound to a server, which closes it; its client may close it only after it expires"
-            } else {
-                "only the order's bound server, or its client, may close it"
-            }));
+        if !(is_server || is_client) {
+            return Err(denied(
+                "only the order's bound server, or its client, may close it",
+            ));
         }
         if let Some(settlement) = order.settlement {
             return Ok(settlement);
+        }
+        // A bound order's server may charge for usage up to the expiry until the grace period
+        // ends: its client may not settle before then, or the last interval would go unpaid.
+        let charges_end_ms = self.charges_end_ms(order);
+        if is_client && !is_server && order.state == OrderState::Bound && now_ms <= charges_end_ms {
+            return Err(CorpError::FailedPrecondition(format!(
+                "the order is bound to server {}, which may still make its final charge until {}; it closes the order itself, or its client may close it after then",
+                order.bound_server.as_deref().unwrap_or_default(),
+                xeno_schemas::schema::types::format_date_time(from_unix_ms(charges_end_ms))
+            )));
         }
         let currency = order.currency();
         let spent = order.charged_minor;
@@ -1515,3 +1553,7 @@ impl Corp {
         self.caller(serial).map(|account| account.id.clone())
     }
 }
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

@@ -124,6 +124,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningCorp> {
     let router = Server::builder()
         .tls_config(tls)
         .context("configuring TLS")?
+        .layer(xeno_schemas::transport::InvalidRequests)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(corp_service);

@@ -39,5 +39,7 @@ pub mod model;
 pub mod restrictions;
 pub mod service;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod web;
 pub mod writer;

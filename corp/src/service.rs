@@ -290,6 +290,9 @@ impl pb::xeno_corp_server::XenoCorp for CorpService {
         tokio::spawn(async move {
             let mut pending = FuturesUnordered::new();
             let mut reading = !*stopping.borrow_and_update();
+            // Set when the server sent a message that could not be decoded: the stream ends
+            // with INVALID_ARGUMENT once what is in flight is answered.
+            let mut refused: Option<Status> = None;
             while reading || !pending.is_empty() {
                 tokio::select! {
                     message = incoming.message(),
@@ -320,7 +323,11 @@ impl pb::xeno_corp_server::XenoCorp for CorpService {
                             }
                             // The server finished sending (or its stream broke): answer what is
                             // in flight, then end.
-                            Ok(None) | Err(_) => reading = false,
+                            Ok(None) => reading = false,
+                            Err(status) => {
+                                reading = false;
+                                refused = xeno_schemas::transport::undecodable_request(&status);
+                            }
                         }
                     }
                     // The only change is to "stopping" (or the daemon dropping the signal).
@@ -333,6 +340,9 @@ impl pb::xeno_corp_server::XenoCorp for CorpService {
                         }
                     }
                 }
+            }
+            if let Some(status) = refused {
+                let _ = replies.send(Err(status)).await;
             }
         });
         Ok(Response::new(ReceiverStream::new(answers)))

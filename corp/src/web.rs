@@ -109,7 +109,10 @@ fn token(key: &hmac::Key, account_id: &str) -> String {
     hex::encode(hmac::sign(key, account_id.as_bytes()).as_ref())
 }
 
+/// `text` as HTML: markup characters as entities, and characters that could disguise the text
+/// around them (controls, bidirectional overrides) written out as `\u{…}`.
 fn escape(text: &str) -> String {
+    let text = xeno_schemas::text::escape_for_display(text);
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

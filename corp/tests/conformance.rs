@@ -612,6 +612,7 @@ async fn orders_from_another_corp_are_refused() {
         &second.address(),
         &second.ca_pem(),
         Some(&server.credentials),
+        &xeno_schemas::transport::Peer::Corp(None),
     )
     .await;
     if let Ok(channel) = foreign {

@@ -20,7 +20,7 @@ use xeno_schemas::proto::server::v1 as pb;
 use xeno_schemas::proto::server::v1::xeno_server_client::XenoServerClient;
 use xeno_schemas::proto::taskmanager::v1 as tm;
 use xeno_schemas::signing::{SigningKey, pem_to_der};
-use xeno_schemas::transport::{Credentials, connect};
+use xeno_schemas::transport::{Credentials, Peer, connect};
 
 /// Reads the real-time clock, writes its 8 bytes to stdout, exits. `$salt` varies the module's
 /// bytes (and so its hash) without changing what it does.
@@ -150,7 +150,7 @@ async fn run(deploys: usize) {
     let ca = corp.ca_certificate_pem.clone();
     let anonymous = || async {
         XenoCorpClient::new(
-            connect(&corp.grpc_addr.to_string(), &ca, None)
+            connect(&corp.grpc_addr.to_string(), &ca, None, &Peer::Corp(None))
                 .await
                 .expect("connect"),
         )
@@ -219,16 +219,26 @@ async fn run(deploys: usize) {
         key_pem: client_key.clone(),
     };
     let corp_client = XenoCorpClient::new(
-        connect(&corp.grpc_addr.to_string(), &ca, Some(&credentials))
-            .await
-            .expect("mTLS"),
+        connect(
+            &corp.grpc_addr.to_string(),
+            &ca,
+            Some(&credentials),
+            &Peer::Corp(None),
+        )
+        .await
+        .expect("mTLS"),
     );
     let key = SigningKey::from_pkcs8_der(&pem_to_der(&client_key, "PRIVATE KEY").expect("pem"))
         .expect("key");
     let mut remote = XenoServerClient::new(
-        connect(&server.grpc_addr.to_string(), &ca, Some(&credentials))
-            .await
-            .expect("server mTLS"),
+        connect(
+            &server.grpc_addr.to_string(),
+            &ca,
+            Some(&credentials),
+            &Peer::Server(server.server_id.clone()),
+        )
+        .await
+        .expect("server mTLS"),
     );
     let caller = xeno_envmgr::identity::ClientId {
         corp: "corp-a".into(),

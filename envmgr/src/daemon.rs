@@ -18,7 +18,7 @@ use xeno_schemas::proto::server::v1::xeno_server_server::XenoServerServer;
 use xeno_schemas::proto::taskmanager::v1 as tm;
 use xeno_schemas::signing::{SigningKey, pem_to_der};
 use xeno_schemas::taskmanager::{DynTaskManager, RemoteTaskManager};
-use xeno_schemas::transport::{Credentials, endpoint};
+use xeno_schemas::transport::{self, Credentials};
 
 /// A running XenoServer.
 pub struct RunningServer {
@@ -160,7 +160,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             certificate_pem: read(&corp.certificate)?,
             key_pem: read(&corp.key)?,
         };
-        let channel = endpoint(&corp.address, &ca, Some(&credentials))?.connect_lazy();
+        let (channel, _) = transport::channel(
+            &corp.address,
+            &ca,
+            Some(&credentials),
+            &transport::Peer::corp(&corp.id),
+        )?;
         corps.insert(
             corp.id.clone(),
             crate::session::CorpLink::new(XenoCorpClient::new(channel)),
@@ -220,7 +225,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     };
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(&certificate_pem, &key_pem))
-        .client_ca_root(Certificate::from_pem(&ca_bundle));
+        .client_ca_root(Certificate::from_pem(&ca_bundle))
+        // Health probes and load balancers have no certificate; every XenoServer call
+        // still demands one (`TrustedCorps::client`).
+        .client_auth_optional(true);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<XenoServerServer<ServerService>>()
@@ -234,6 +242,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .max_decoding_message_size(limit);
     let router = GrpcServer::builder()
         .tls_config(tls)?
+        .layer(xeno_schemas::transport::InvalidRequests)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service);

@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 use tonic::{Request, Status};
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
+use xeno_schemas::identity::{Party, Role};
 
 /// A client as this server knows it: its corp and its account there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -71,33 +72,19 @@ impl TrustedCorps {
     fn client_from_der(&self, der: &[u8]) -> Result<ClientId, Status> {
         let (_, certificate) = X509Certificate::from_der(der)
             .map_err(|_| Status::unauthenticated("unreadable client certificate"))?;
-        let uris: Vec<String> = certificate
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .map(|extension| {
-                extension
-                    .value
-                    .general_names
-                    .iter()
-                    .filter_map(|name| match name {
-                        GeneralName::URI(uri) => Some((*uri).to_owned()),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let (corp, account) = uris
-            .iter()
-            .find_map(|uri| {
-                let rest = uri.strip_prefix("urn:xenoserve:")?;
-                let (corp, rest) = rest.split_once(':')?;
-                let account = rest.strip_prefix("client:")?;
-                Some((corp.to_owned(), account.to_owned()))
-            })
-            .ok_or_else(|| {
-                Status::permission_denied("the certificate does not name a client account")
-            })?;
+        let certified = xeno_schemas::identity::certified(der)
+            .map_err(|reason| Status::permission_denied(format!("the certificate: {reason}")))?;
+        let (corp, account) = match certified.party {
+            Party {
+                corp,
+                role: Role::Client(account),
+            } => (corp, account),
+            other => {
+                return Err(Status::permission_denied(format!(
+                    "the certificate names {other}, not a client account"
+                )));
+            }
+        };
         let key = self.keys.get(&corp).ok_or_else(|| {
             Status::permission_denied(format!("this server is not registered with {corp}"))
         })?;

@@ -349,9 +349,11 @@ impl Server {
             });
         let expires_at_ms = validation.expires_at_unix_ms.min(duration_end);
         let scratch = self.config.data_dir.join("sessions").join(session_id);
-        std::fs::create_dir_all(&scratch).map_err(|error| {
-            Status::internal(format!("creating the session directory: {error}"))
-        })?;
+        std::fs::create_dir_all(&scratch)
+            .and_then(|()| xeno_schemas::taskmanager::scratch::make_private(&scratch))
+            .map_err(|error| {
+                Status::internal(format!("creating the session directory: {error}"))
+            })?;
         let limits = tm::DomainLimits {
             cpu_msps,
             cpu_peak_msps: requirements.qos.cpu_peak_msps.unwrap_or(0),
@@ -708,6 +710,8 @@ impl Server {
             state: inspected.state,
             exit: inspected.exit,
             usage: inspected.usage,
+            output_dropped_bytes: inspected.output_dropped_bytes,
+            output_dropped_reason: inspected.output_dropped_reason,
         })
     }
 

@@ -51,6 +51,12 @@ fn session_event(event: tm::DomainEvent) -> Option<pb::SessionEvent> {
             task_id: ended.task_id,
             exit: ended.exit,
         }),
+        Domain::Dropped(dropped) => Event::Dropped(pb::OutputDropped {
+            task_id: dropped.task_id,
+            bytes: dropped.bytes,
+            offset: dropped.offset,
+            reason: dropped.reason,
+        }),
         Domain::Destroyed(_) => return None,
     };
     Some(pb::SessionEvent { event: Some(event) })

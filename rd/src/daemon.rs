@@ -136,6 +136,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningRd> {
             .context("configuring TLS")?;
     }
     let router = builder
+        .layer(xeno_schemas::transport::InvalidRequests)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service);

@@ -137,6 +137,10 @@ pub fn qualifies(
         && enough(requirements.net_kbps, server.available_kbps)
 }
 
+/// The unit costs are summed in, per picounit: the least common multiple of the CPU term's
+/// denominator (1,000 ms per second) and the network term's (8,000,000 kbit per GB).
+const COST_DENOMINATOR: u128 = 8_000_000;
+
 /// The total cost of running `requirements` for `duration_seconds` on `sheet`'s prices, in
 /// minor units rounded up; `None` if it overflows.
 pub fn total_cost_minor(
@@ -171,18 +175,26 @@ pub fn cost_minor(
     let cpu_msps = u128::from(requirements.qos.cpu_msps.unwrap_or(0));
     let memory_mb = u128::from(requirements.qos.memory_mb.unwrap_or(0));
     let kbps = u128::from(requirements.net_kbps.unwrap_or(0));
-    // CPU: ms/s × s = CPU-ms; / 1000 = CPU-seconds (multiplied first to stay exact).
-    let cpu = cpu_msps.checked_mul(seconds)?.checked_mul(cpu_second)? / 1000;
+    // Every term is counted in 1/8,000,000ths of a picounit, so that none is truncated before
+    // the one rounding up at the end (a cost of a thousandth of a picounit is still a cost):
+    // CPU: ms/s × s = CPU-ms, a thousandth of a CPU-second each.
+    let cpu = cpu_msps
+        .checked_mul(seconds)?
+        .checked_mul(cpu_second)?
+        .checked_mul(COST_DENOMINATOR / 1000)?;
     let memory = memory_mb
         .checked_mul(seconds)?
-        .checked_mul(memory_mb_second)?;
-    // Network: kbit/s × s = kbit; × 1000 / 8 = bytes; / 10^9 = GB. So kbit / 8,000,000 GB.
-    let network = kbps.checked_mul(seconds)?.checked_mul(network_gb)? / 8_000_000;
-    let pico = cpu
+        .checked_mul(memory_mb_second)?
+        .checked_mul(COST_DENOMINATOR)?;
+    // Network: kbit/s × s = kbit; × 1000 / 8 = bytes; / 10^9 = GB. So a kbit is an
+    // 8,000,000th of a GB.
+    let network = kbps.checked_mul(seconds)?.checked_mul(network_gb)?;
+    let start = session_start.checked_mul(COST_DENOMINATOR)?;
+    let total = cpu
         .checked_add(memory)?
         .checked_add(network)?
-        .checked_add(session_start)?;
-    u64::try_from(pico.div_ceil(PICO_PER_MINOR)).ok()
+        .checked_add(start)?;
+    u64::try_from(total.div_ceil(PICO_PER_MINOR.checked_mul(COST_DENOMINATOR)?)).ok()
 }
 
 /// The score after the ranking policy's adjustments.
@@ -468,4 +480,46 @@ fn pairs(
         }
     }
     Outcome { ranked, candidates }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requirements(cpu_msps: u64, memory_mb: u64, kbps: u64) -> EnvironmentalRequirements {
+        let mut requirements = EnvironmentalRequirements::new("t", "Wasm");
+        requirements.qos.cpu_msps = Some(cpu_msps);
+        requirements.qos.memory_mb = Some(memory_mb);
+        requirements.net_kbps = Some(kbps);
+        requirements
+    }
+
+    /// A cost below one picounit per term used to be truncated to nothing before the cost was
+    /// rounded up, so it showed as 0 and passed a zero budget.
+    #[test]
+    fn costs_are_rounded_up_once_never_truncated_on_the_way() {
+        // 1 picounit per CPU-second, 1 ms of CPU per second, for one second: 1/1000 picounit.
+        let cpu: Prices = [1, 0, 0, 0, 0];
+        assert_eq!(cost_minor(&cpu, &requirements(1, 0, 0), 1), Some(1));
+        // 1 picounit per GB at 1 kbps for one second: 1/8,000,000 picounit.
+        let network: Prices = [0, 0, 1, 0, 0];
+        assert_eq!(cost_minor(&network, &requirements(0, 0, 1), 1), Some(1));
+        // Nothing priced costs nothing.
+        assert_eq!(
+            cost_minor(&[0; 5], &requirements(100, 64, 1000), 3600),
+            Some(0)
+        );
+        // Exact multiples stay exact: 1,000 CPUmsps × 1 s × one minor unit per CPU-second.
+        let minor: Prices = [PICO_PER_MINOR as u64, 0, 0, 0, 0];
+        assert_eq!(cost_minor(&minor, &requirements(1000, 0, 0), 1), Some(1));
+        assert_eq!(cost_minor(&minor, &requirements(1000, 0, 0), 2), Some(2));
+        assert_eq!(
+            cost_minor(
+                &[u64::MAX; 5],
+                &requirements(1_000_000, 1 << 40, 1 << 40),
+                u64::MAX
+            ),
+            None
+        );
+    }
 }

@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 use xeno_schemas::Document;
 use xeno_schemas::documents::{Program, TaskDescription};
 use xeno_schemas::proto::taskmanager::v1 as pb;
+use xeno_schemas::taskmanager::events::OutputCap;
 use xeno_schemas::taskmanager::payload;
 use xeno_schemas::taskmanager::scratch::{self, PlacedFile};
 
@@ -42,7 +43,7 @@ struct Launch {
     envp: Vec<Vec<u8>>,
     exe_path: String,
     cwd: PathBuf,
-    output_cap: u64,
+    output_cap: OutputCap,
     limits: RunLimits,
     wall_clock_seconds: Option<u64>,
     ready: oneshot::Sender<Result<(), Error>>,
@@ -136,16 +137,14 @@ impl Core {
         Ok(())
     }
 
-    /// Output kept for a task: its own `Limits/OutputBytes` within the domain's
-    /// `output_bytes_max`, either alone if the other is unset, else the default; never above
-    /// the configured ceiling (as the Wasm manager).
-    fn output_cap(&self, domain: &Domain, asked: Option<u64>) -> u64 {
-        let cap = match (asked, domain.settings.task_output_bytes) {
-            (Some(asked), Some(domain_cap)) => asked.min(domain_cap),
-            (Some(only), None) | (None, Some(only)) => only,
-            (None, None) => self.config.task_output_bytes_default,
-        };
-        cap.min(self.config.task_output_bytes_max)
+    /// Output kept for a task: the shared rule, with this manager's default and ceiling.
+    fn output_cap(&self, domain: &Domain, asked: Option<u64>) -> OutputCap {
+        OutputCap::choose(
+            asked,
+            domain.settings.task_output_bytes,
+            self.config.task_output_bytes_default,
+            self.config.task_output_bytes_max,
+        )
     }
 
     fn launch(
@@ -257,7 +256,7 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
                 return Err(error);
             }
         };
-        if let Err(error) = domain.register_task(&task, output_cap) {
+        if let Err(error) = domain.register_task(&task, &output_cap) {
             loaded.mm.destroy(&vm.physical);
             vm.give_back(vcpu);
             return Err(error);

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use xeno_schemas::proto::common::v1::Usage;
 use xeno_schemas::proto::taskmanager::v1::{TaskEnded, TaskUsage};
 use xeno_schemas::taskmanager::events::DomainEvents;
+use xeno_schemas::taskmanager::events::OutputCap;
 use xeno_schemas::taskmanager::metering::{EndedTotals, Monotonic, duration_ms};
 use xeno_schemas::taskmanager::scratch::Scratch;
 
@@ -149,7 +150,7 @@ impl Domain {
     pub(crate) fn register_task(
         &self,
         task: &Arc<Task>,
-        output_cap_bytes: u64,
+        output_cap: &OutputCap,
     ) -> Result<(), Error> {
         let mut state = lock(&self.state);
         self.check_room_locked(&state)?;
@@ -162,7 +163,7 @@ impl Domain {
         state.next_key += 1;
         state.tasks.insert(task.id.clone(), Arc::clone(task));
         state.running += 1;
-        self.events.task_started(&task.id, output_cap_bytes);
+        self.events.task_started(&task.id, output_cap);
         Ok(())
     }
 

@@ -99,6 +99,8 @@ impl VmTaskManager {
     /// a tokio runtime: tasks run on threads of their own (one vCPU thread each).
     pub fn new(config: VmConfig) -> Result<VmTaskManager, StartError> {
         config.validate()?;
+        // What tasks create on the host is private to the server's user.
+        xeno_schemas::taskmanager::scratch::restrict_umask();
         let kvm = Kvm::new()
             .map_err(|error| StartError::Kvm(format!("cannot open /dev/kvm: {error}")))?;
         for (cap, name) in [
@@ -386,12 +388,16 @@ impl Core {
         &self,
         request: pb::InspectTaskRequest,
     ) -> Result<pb::InspectTaskResponse, Error> {
-        let task = self.domain(&request.domain_id)?.task(&request.task_id)?;
+        let domain = self.domain(&request.domain_id)?;
+        let task = domain.task(&request.task_id)?;
         let state: TaskState = task.state();
+        let (output_dropped_bytes, output_dropped_reason) = domain.events.dropped(&task.id);
         Ok(pb::InspectTaskResponse {
             state: state.into(),
             exit: task.exit().cloned(),
             usage: Some(task.usage(Instant::now())),
+            output_dropped_bytes,
+            output_dropped_reason,
         })
     }
 }

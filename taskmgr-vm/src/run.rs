@@ -193,7 +193,7 @@ fn run_registered(
                 Step::Continue => {}
                 Step::Interrupted => break None,
                 Step::Sleep(until) => {
-                    sleep_until(control, until);
+                    sleep_until(control, limits, until);
                     vcpu.regs_mut().rax = 0;
                     break None;
                 }
@@ -243,10 +243,22 @@ fn admit(limits: &RunLimits, control: &TaskControl, cpu_timer: &Timer) -> Option
     }
 }
 
-fn sleep_until(control: &TaskControl, until: Instant) {
+/// Whether the task's wall-clock limit has passed: a blocked thread stops waiting then, and
+/// [`admit`] ends the task.
+fn past_deadline(limits: &RunLimits) -> bool {
+    limits.deadline.is_some_and(|(at, _)| Instant::now() >= at)
+}
+
+/// Whether a waiting thread must stop waiting: the task is stopping or ending, or its
+/// wall-clock limit has passed.
+fn must_stop_waiting(control: &TaskControl, limits: &RunLimits) -> bool {
+    control.is_stopping() || control.is_ending() || past_deadline(limits)
+}
+
+fn sleep_until(control: &TaskControl, limits: &RunLimits, until: Instant) {
     loop {
         let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() || control.is_stopping() || control.is_ending() {
+        if left.is_zero() || must_stop_waiting(control, limits) {
             return;
         }
         signal::wait(left.min(WAIT_STEP));
@@ -268,7 +280,7 @@ fn futex_wait(
             return;
         }
         let timed_out = until.is_some_and(|until| Instant::now() >= until);
-        if timed_out || control.is_stopping() || control.is_ending() {
+        if timed_out || must_stop_waiting(control, &runtime.limits) {
             let mut process = lock(&runtime.process);
             process.enter(tid);
             threads::futex_forget(&mut process, address, waiter);

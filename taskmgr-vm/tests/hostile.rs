@@ -343,3 +343,141 @@ async fn garbage_and_dynamic_executables_are_refused() {
     }
     destroy(&manager, &domain).await;
 }
+
+const MODES_C: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+int main(void) {
+    int a = chmod("prog", 04755);
+    int b = chmod("/", 0777);
+    int fd = open("created", O_CREAT | O_WRONLY, 06777);
+    int c = mkdir("dir", 03777);
+    int d = fchmod(fd, 04777);
+    struct stat st;
+    stat("prog", &st);
+    printf("%d %d %d %d %d prog %o\n", a, b, fd >= 0, c, d, st.st_mode & 07777);
+    return 0;
+}
+"#;
+
+/// With the server running as root, a guest's `chmod 4755` used to make a setuid-root file on
+/// the host, and `chmod 0777 /` a world-writable scratch directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_modes_never_reach_the_host_as_setuid_or_for_other_users() {
+    let (Some(manager), Some(busybox), Some(program)) =
+        (manager(), busybox(), musl_program("modes", MODES_C))
+    else {
+        return;
+    };
+    let scratch = tempfile::tempdir().expect("scratch");
+    let domain = create(&manager, limits(0, 64), Some(scratch.path())).await;
+    let guest = Guest::new(&busybox, "chmod", &["4755", "prog"]).file("prog", b"#!x\n");
+    let finished = run(&manager, &domain, "busybox-chmod", &guest).await;
+    assert_eq!(finished.state(), TaskState::Exited, "{:?}", finished.exit);
+    let finished = run(
+        &manager,
+        &domain,
+        "calls",
+        &Guest::new(&program, "modes", &[]),
+    )
+    .await;
+    assert_eq!(finished.state(), TaskState::Exited, "{:?}", finished.exit);
+    assert!(
+        finished.stdout_text().starts_with("0 0 1 0 0 prog 700"),
+        "every call succeeds, and the guest sees the bits its file really has: {}",
+        finished.stdout_text()
+    );
+    use std::os::unix::fs::MetadataExt;
+    let mode = |path: &std::path::Path| std::fs::metadata(path).expect("host file").mode() & 0o7777;
+    assert_eq!(
+        mode(scratch.path()),
+        0o700,
+        "the scratch directory stays private"
+    );
+    for (path, expected) in [("prog", 0o700), ("created", 0o700), ("dir", 0o700)] {
+        assert_eq!(
+            mode(&scratch.path().join(path)),
+            expected,
+            "{path}: no setuid, setgid or sticky bit, nothing for other host users"
+        );
+    }
+    destroy(&manager, &domain).await;
+}
+
+const BLOCKING_C: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+static void *forever(void *arg) { for (;;) pause(); return arg; }
+int main(int argc, char **argv) {
+    const char *how = argv[1];
+    struct timespec long_time = {100, 0};
+    if (!strcmp(how, "nanosleep")) nanosleep(&long_time, 0);
+    if (!strcmp(how, "clock_nanosleep")) clock_nanosleep(CLOCK_MONOTONIC, 0, &long_time, 0);
+    if (!strcmp(how, "futex")) { int word = 0; syscall(SYS_futex, &word, 0, 0, 0, 0, 0); }
+    if (!strcmp(how, "join")) { pthread_t t; pthread_create(&t, 0, forever, 0); pthread_join(t, 0); }
+    printf("woke up\n");
+    return 0;
+}
+"#;
+
+/// The wall-clock limit used to be checked only when a vCPU was admitted, so a task blocked in
+/// a sleep or a futex outlived its limit by as long as it liked (90 s seen).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_wall_clock_limit_ends_tasks_that_sleep_or_wait() {
+    let (Some(manager), Some(program), Some(busybox)) =
+        (manager(), musl_program("blocking", BLOCKING_C), busybox())
+    else {
+        return;
+    };
+    let domain = create(&manager, limits(0, 64), None).await;
+    let mut guests: Vec<(String, Guest)> = ["nanosleep", "clock_nanosleep", "futex", "join"]
+        .into_iter()
+        .map(|how| (how.to_owned(), Guest::new(&program, "blocking", &[how])))
+        .collect();
+    guests.push((
+        "busybox-sleep".to_owned(),
+        Guest::new(&busybox, "sleep", &["100"]),
+    ));
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    for (name, mut guest) in guests {
+        guest.task.wall_clock_seconds = Some(2);
+        let manager = manager.clone();
+        let domain = domain.clone();
+        runs.push(tokio::spawn(async move {
+            let finished = run(&manager, &domain, &name, &guest).await;
+            (name, finished, started.elapsed())
+        }));
+    }
+    for handle in runs {
+        let (name, finished, elapsed) = handle.await.expect("join");
+        assert_eq!(
+            finished.state(),
+            TaskState::Failed,
+            "{name}: {:?}",
+            finished.exit
+        );
+        assert!(
+            finished.exit.reason.contains("wall-clock limit of 2 s"),
+            "{name}: {}",
+            finished.exit.reason
+        );
+        assert!(
+            !finished.stdout_text().contains("woke up"),
+            "{name} must not run on past its limit"
+        );
+        println!("{name} ended after {elapsed:?}");
+        assert!(
+            elapsed < Duration::from_secs(10),
+            "{name} ended {elapsed:?} after deploy, with a 2 s limit"
+        );
+    }
+    destroy(&manager, &domain).await;
+}

@@ -18,6 +18,7 @@ use xeno_schemas::Document;
 use xeno_schemas::documents::{Program, TaskDescription};
 use xeno_schemas::proto::common::v1::OutputStream;
 use xeno_schemas::proto::taskmanager::v1 as pb;
+use xeno_schemas::taskmanager::events::OutputCap;
 use xeno_schemas::taskmanager::payload;
 use xeno_schemas::taskmanager::scratch::{self as files, PlacedFile};
 
@@ -87,7 +88,7 @@ impl Core {
             .await?;
 
         let output_cap = self.output_cap(&domain, description.output_bytes);
-        let task = domain.register_task(&request.task_id, fingerprint, output_cap)?;
+        let task = domain.register_task(&request.task_id, fingerprint, &output_cap)?;
         let launch = self.launch(&domain, &task, &description, compiled, entry, working_dir);
         task::spawn(
             &self.tasks,
@@ -101,16 +102,14 @@ impl Core {
         Ok(())
     }
 
-    /// Output kept for a task: its own `Limits/OutputBytes` within the domain's
-    /// `output_bytes_max`, either alone if the other is unset, else the default; never above
-    /// the configured ceiling.
-    fn output_cap(&self, domain: &Domain, asked: Option<u64>) -> u64 {
-        let cap = match (asked, domain.settings.task_output_bytes) {
-            (Some(asked), Some(domain_cap)) => asked.min(domain_cap),
-            (Some(only), None) | (None, Some(only)) => only,
-            (None, None) => self.config.task_output_bytes_default,
-        };
-        cap.min(self.config.task_output_bytes_max)
+    /// Output kept for a task: the shared rule, with this manager's default and ceiling.
+    fn output_cap(&self, domain: &Domain, asked: Option<u64>) -> OutputCap {
+        OutputCap::choose(
+            asked,
+            domain.settings.task_output_bytes,
+            self.config.task_output_bytes_default,
+            self.config.task_output_bytes_max,
+        )
     }
 
     fn launch(

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use xeno_schemas::proto::common::v1::Usage;
 use xeno_schemas::proto::taskmanager::v1::{TaskEnded, TaskUsage};
 use xeno_schemas::taskmanager::events::DomainEvents;
+use xeno_schemas::taskmanager::events::OutputCap;
 use xeno_schemas::taskmanager::metering::{EndedTotals, Monotonic, duration_ms};
 use xeno_schemas::taskmanager::scratch::Scratch;
 
@@ -139,7 +140,7 @@ impl Domain {
         &self,
         task_id: &str,
         fingerprint: [u8; 32],
-        output_cap_bytes: u64,
+        output_cap: &OutputCap,
     ) -> Result<Arc<Task>, Error> {
         let mut state = lock(&self.state);
         self.check_room_locked(&state)?;
@@ -159,7 +160,7 @@ impl Domain {
         ));
         state.tasks.insert(task_id.to_owned(), Arc::clone(&task));
         state.running += 1;
-        self.events.task_started(task_id, output_cap_bytes);
+        self.events.task_started(task_id, output_cap);
         Ok(task)
     }
 

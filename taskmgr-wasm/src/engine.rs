@@ -59,6 +59,22 @@ pub(crate) fn build(config: &WasmConfig) -> Result<Runtime, StartError> {
         &mut host.wasi
     })
     .map_err(engine_error)?;
+    // A relative sleep must not block the task's thread (see `sleep.rs`).
+    module_linker.allow_shadowing(true);
+    module_linker
+        .func_wrap_async(
+            "wasi_snapshot_preview1",
+            "poll_oneoff",
+            |mut caller: wasmtime::Caller<'_, ModuleHost>,
+             (subscriptions, events, count, nevents): (i32, i32, i32, i32)| {
+                Box::new(async move {
+                    crate::sleep::poll_oneoff(&mut caller, subscriptions, events, count, nevents)
+                        .await
+                })
+            },
+        )
+        .map_err(engine_error)?;
+    module_linker.allow_shadowing(false);
     let mut component_linker = wasmtime::component::Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(engine_error)?;
     Ok(Runtime {

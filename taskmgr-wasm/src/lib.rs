@@ -157,6 +157,7 @@ mod metered;
 mod output;
 mod rate;
 mod service;
+mod sleep;
 mod sync;
 mod task;
 

@@ -103,6 +103,8 @@ impl WasmTaskManager {
     /// request handling for its threads).
     pub fn new(config: WasmConfig) -> Result<WasmTaskManager, StartError> {
         config.validate()?;
+        // What tasks create on the host is private to the server's user.
+        xeno_schemas::taskmanager::scratch::restrict_umask();
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         let workers = if config.worker_threads == 0 {
             cpus
@@ -360,12 +362,16 @@ impl Core {
         &self,
         request: pb::InspectTaskRequest,
     ) -> Result<pb::InspectTaskResponse, Error> {
-        let task = self.domain(&request.domain_id)?.task(&request.task_id)?;
+        let domain = self.domain(&request.domain_id)?;
+        let task = domain.task(&request.task_id)?;
         let state: TaskState = task.state();
+        let (output_dropped_bytes, output_dropped_reason) = domain.events.dropped(&task.id);
         Ok(pb::InspectTaskResponse {
             state: state.into(),
             exit: task.exit().cloned(),
             usage: Some(task.usage(Instant::now())),
+            output_dropped_bytes,
+            output_dropped_reason,
         })
     }
 }

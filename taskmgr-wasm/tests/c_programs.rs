@@ -149,8 +149,9 @@ int main(void) {
             .expect("placed")
             .permissions()
             .mode()
-            & 0o777,
-        0o640
+            & 0o7777,
+        0o600,
+        "a session's host files carry their owner's bits only (0640 asked)"
     );
     assert_eq!(
         std::fs::read_to_string(scratch.path().join("out.txt")).expect("written"),

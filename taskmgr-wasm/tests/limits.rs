@@ -425,3 +425,35 @@ async fn report_states(manager: &WasmTaskManager) -> Vec<TaskState> {
         .map(|task| task.state())
         .collect()
 }
+
+/// Sleeps 100 s in `poll_oneoff` (a relative monotonic-clock subscription), then exits 7.
+const SLEEP_100_S: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store8 (i32.const 8) (i32.const 0))
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 100000000000))
+    (i64.store (i32.const 32) (i64.const 1000))
+    (i32.store16 (i32.const 40) (i32.const 0))
+    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+    (call $exit (i32.const 7))))"#;
+
+/// Every limit holds in every state a task can be in: one asleep in the host is ended by its
+/// wall-clock limit like one that spins.
+#[tokio::test]
+async fn the_wall_clock_limit_ends_a_sleeping_task() {
+    let manager = manager();
+    create_domain(&manager, "d", limits(20, 16)).await;
+    let rest = "<Limits><WallClockSeconds>1</WallClockSeconds></Limits>";
+    let started = Instant::now();
+    deploy(&manager, "d", "sleeper", &wat(SLEEP_100_S), rest, vec![])
+        .await
+        .expect("deployed");
+    let finished = wait_end(&manager, "d", "sleeper", WAIT).await;
+    let took = started.elapsed();
+    assert_eq!(finished.state(), TaskState::Failed, "{:?}", finished.exit);
+    assert_eq!(finished.exit.reason, "wall-clock limit of 1 s reached");
+    assert!(took < Duration::from_secs(5), "ended after {took:?}");
+}

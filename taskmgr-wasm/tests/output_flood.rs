@@ -143,6 +143,7 @@ async fn an_output_flood_keeps_memory_bounded_and_shows_the_gap() {
     // The reader that did not keep up gets the kept head, a gap, then the most recent output.
     let mut next_offset = 0;
     let mut gaps = 0;
+    let mut notices = 0;
     loop {
         let event = tokio::time::timeout(WAIT, slow_reader.next())
             .await
@@ -162,11 +163,20 @@ async fn an_output_flood_keeps_memory_bounded_and_shows_the_gap() {
                 }
                 next_offset = chunk.offset + chunk.data.len() as u64;
             }
+            Some(Event::Dropped(dropped)) => {
+                assert_eq!(
+                    dropped.offset, next_offset,
+                    "the notice comes where the gap is"
+                );
+                assert!(dropped.reason.contains("fell behind"), "{dropped:?}");
+                notices += 1;
+            }
             Some(Event::TaskEnded(_)) => break,
             _ => {}
         }
     }
     assert!(gaps >= 1, "the dropped output shows as a gap");
+    assert_eq!(notices, gaps, "each gap is announced, with its reason");
     assert_eq!(next_offset, TOTAL, "the newest output was still buffered");
 
     // A reader resuming from an offset inside the kept output starts exactly there, and a

@@ -156,6 +156,8 @@ struct Destroyed {
 impl ProcessTaskManager {
     /// A task manager with no domains yet; starts its meter thread.
     pub fn new(config: Config) -> std::io::Result<ProcessTaskManager> {
+        // What tasks create on the host is private to the server's user.
+        xeno_schemas::taskmanager::scratch::restrict_umask();
         let kernel_release = rustix::system::uname()
             .release()
             .to_string_lossy()
@@ -500,6 +502,7 @@ impl ProcessTaskManager {
             state: task.state().into(),
             exit: task.ended.clone(),
             usage: Some(task.usage(Instant::now())),
+            ..Default::default()
         })
     }
 

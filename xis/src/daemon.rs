@@ -56,10 +56,14 @@ impl RunningXis {
     }
 }
 
-/// Turns a logged document back into a record (it was verified when accepted).
-fn reindex(xml: &str, received_ms: u64) -> Option<crate::store::NewRecord> {
-    let advertisement = ServerAdvertisement::parse(xml.as_bytes()).ok()?;
-    record_for(&advertisement, xml, received_ms).ok()
+/// Turns a logged document back into a record. Its signature is checked again: the log is a
+/// file anyone with access to the data directory could write, and a forged record would
+/// otherwise be served, and hide the genuine server it names.
+fn reindex(xml: &str, received_ms: u64) -> Result<crate::store::NewRecord, String> {
+    let advertisement = ServerAdvertisement::parse(xml.as_bytes())
+        .map_err(|errors| format!("unreadable: {errors}"))?;
+    crate::core::check_signature(&advertisement).map_err(|error| error.to_string())?;
+    record_for(&advertisement, xml, received_ms).map_err(|error| error.to_string())
 }
 
 /// Opens the configured store.
@@ -151,6 +155,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningXis> {
             .context("configuring TLS")?;
     }
     let router = builder
+        .layer(xeno_schemas::transport::InvalidRequests)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service);

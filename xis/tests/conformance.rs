@@ -723,3 +723,59 @@ async fn replays_stay_refused_across_a_restart() {
         .expect("a new version is welcome");
     xis.shutdown().await;
 }
+
+/// The embedded log used to be replayed without checking signatures: a record forged into the
+/// data directory was served, and hid the genuine server it named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_record_in_the_log_is_not_served_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config {
+        persist: true,
+        data_dir: dir.path().to_owned(),
+        ..memory_config(90)
+    };
+    let genuine = SimulatedServer::generate();
+    let (xis, channel) = start(config.clone()).await;
+    advertise(&channel, genuine.signed_xml(1, |_| {}))
+        .await
+        .expect("genuine advertisement");
+    xis.shutdown().await;
+
+    // Mallory writes a record for the genuine server (a higher version, her own endpoint),
+    // signed with her key, and one with the genuine key's signature over other content.
+    let mallory = SimulatedServer::generate();
+    let mut forged = mallory.advertisement(9);
+    forged.server_id = genuine.id.clone();
+    forged.endpoint = "mallory.example:7443".to_owned();
+    forged.signature = Some(mallory.key.sign(&forged.signed_bytes()).expect("signing"));
+    let mut tampered = genuine.advertisement(10);
+    tampered.signature = Some(genuine.key.sign(&tampered.signed_bytes()).expect("signing"));
+    tampered.endpoint = "mallory.example:7443".to_owned();
+    let mut bytes = Vec::new();
+    for advertisement in [&forged, &tampered] {
+        xeno_xis::store::log::encode(
+            xeno_xis::core::now_ms(),
+            &advertisement.to_xml(),
+            &mut bytes,
+        );
+    }
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(xeno_xis::store::log::log_path(dir.path()))
+        .expect("log")
+        .write_all(&bytes)
+        .expect("append");
+
+    let (xis, channel) = start(config).await;
+    let (advertisement, _): (ServerAdvertisement, _) =
+        client::get_advertisement(channel.clone(), &genuine.id)
+            .await
+            .expect("the genuine record");
+    assert_eq!(
+        (advertisement.version, advertisement.endpoint.as_str()),
+        (1, genuine.advertisement(1).endpoint.as_str()),
+        "the forged records were skipped"
+    );
+    xis.shutdown().await;
+}

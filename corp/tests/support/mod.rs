@@ -13,7 +13,7 @@ use xeno_schemas::proto::corp::v1 as pb;
 use xeno_schemas::proto::corp::v1::corp_admin_client::CorpAdminClient;
 use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
 use xeno_schemas::signing::{SigningKey, pem_to_der};
-use xeno_schemas::transport::{Credentials, connect};
+use xeno_schemas::transport::{Credentials, Peer, connect};
 
 /// Where a test corp keeps its state.
 #[derive(Debug, Clone)]
@@ -170,6 +170,14 @@ impl TestCorp {
     }
 }
 
+/// An endpoint no other server of this test process has claimed (the corp refuses a second
+/// claim on one endpoint).
+pub fn unique_endpoint() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("server-{n}.test:7443")
+}
+
 /// Test helpers against a corp, in process or not: its gRPC address, CA and admin socket.
 pub struct Harness {
     pub address: String,
@@ -181,7 +189,7 @@ impl Harness {
     /// A connection without a client certificate (for registration).
     pub async fn anonymous(&self) -> XenoCorpClient<Channel> {
         XenoCorpClient::new(
-            connect(&self.address, &self.ca, None)
+            connect(&self.address, &self.ca, None, &Peer::Corp(None))
                 .await
                 .expect("connecting"),
         )
@@ -198,9 +206,14 @@ impl Harness {
             certificate_pem,
             key_pem: key_pem.clone(),
         };
-        let channel = connect(&self.address, &self.ca, Some(&credentials))
-            .await
-            .expect("mTLS connection");
+        let channel = connect(
+            &self.address,
+            &self.ca,
+            Some(&credentials),
+            &Peer::Corp(None),
+        )
+        .await
+        .expect("mTLS connection");
         let signing_key =
             SigningKey::from_pkcs8_der(&pem_to_der(&key_pem, "PRIVATE KEY").expect("pem"))
                 .expect("key");
@@ -259,7 +272,7 @@ impl Harness {
                     xis_node: "xis.local:7300".to_owned(),
                 }),
                 csr_pem,
-                endpoint: "127.0.0.1:7443".to_owned(),
+                endpoint: unique_endpoint(),
             })
             .await
             .expect("registering a server")

@@ -15,7 +15,7 @@ use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
 use xeno_schemas::proto::server::v1 as pb;
 use xeno_schemas::proto::server::v1::xeno_server_client::XenoServerClient;
 use xeno_schemas::signing::{SigningKey, pem_to_der};
-use xeno_schemas::transport::{Credentials, connect};
+use xeno_schemas::transport::{Credentials, Peer, connect};
 
 pub const POUND: u64 = 1_000_000;
 
@@ -51,9 +51,14 @@ async fn register_server(
 ) -> (PathBuf, PathBuf, PathBuf) {
     let (key_pem, csr_pem) = xeno_corp::ca::generate_key_and_csr("xenoserver").expect("csr");
     let mut anonymous = XenoCorpClient::new(
-        connect(&corp.grpc_addr.to_string(), &corp.ca_certificate_pem, None)
-            .await
-            .expect("connect"),
+        connect(
+            &corp.grpc_addr.to_string(),
+            &corp.ca_certificate_pem,
+            None,
+            &Peer::Corp(None),
+        )
+        .await
+        .expect("connect"),
     );
     let response = anonymous
         .register_server(corp_pb::RegisterServerRequest {
@@ -67,7 +72,12 @@ async fn register_server(
                 ..Default::default()
             }),
             csr_pem,
-            endpoint: "127.0.0.1:7443".to_owned(),
+            // Each server claims its own endpoint (the corp refuses a second claim).
+            endpoint: {
+                static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                format!("server-{n}.test:7443")
+            },
         })
         .await
         .expect("register server")
@@ -135,7 +145,7 @@ impl Platform {
         let ca = corp.ca_certificate_pem.clone();
         let (key_pem, csr_pem) = xeno_corp::ca::generate_key_and_csr(name).expect("csr");
         let mut anonymous = XenoCorpClient::new(
-            connect(&corp.grpc_addr.to_string(), &ca, None)
+            connect(&corp.grpc_addr.to_string(), &ca, None, &Peer::Corp(None))
                 .await
                 .expect("connect"),
         );
@@ -155,9 +165,14 @@ impl Platform {
             key_pem: key_pem.clone(),
         };
         let corp_client = XenoCorpClient::new(
-            connect(&corp.grpc_addr.to_string(), &ca, Some(&credentials))
-                .await
-                .expect("mTLS"),
+            connect(
+                &corp.grpc_addr.to_string(),
+                &ca,
+                Some(&credentials),
+                &Peer::Corp(None),
+            )
+            .await
+            .expect("mTLS"),
         );
         let key = SigningKey::from_pkcs8_der(&pem_to_der(&key_pem, "PRIVATE KEY").expect("pem"))
             .expect("key");
@@ -214,6 +229,7 @@ impl Client {
                 &platform.server().grpc_addr.to_string(),
                 &self.ca,
                 Some(&self.credentials),
+                &Peer::Server(platform.server().server_id.clone()),
             )
             .await
             .expect("server mTLS"),

@@ -52,10 +52,53 @@ pub(crate) struct KeptChunk {
     pub(crate) data: Bytes,
 }
 
+/// How much of a task's output is kept for replay, and the words that say so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputCap {
+    /// Bytes kept: the first ones the task writes.
+    pub bytes: u64,
+    /// Why output beyond them is not kept, for clients ("the server keeps the first ...").
+    pub reason: String,
+}
+
+impl OutputCap {
+    /// The cap for a task that asked to keep `asked` bytes (`Limits/OutputBytes`) in a domain
+    /// whose per-task cap is `domain` (`DomainLimits.output_bytes_max`, if set): the smaller of
+    /// the two, either alone if the other is unset, else `default`; never above `max` (the
+    /// task manager's ceiling). The reason names the limit that applied, and says so when the
+    /// task asked for more than it got.
+    pub fn choose(asked: Option<u64>, domain: Option<u64>, default: u64, max: u64) -> OutputCap {
+        let (mut bytes, mut whose) = match (asked, domain) {
+            (Some(asked), Some(domain)) if asked <= domain => (asked, "the task's OutputBytes"),
+            (Some(_), Some(domain)) => (domain, "the session's output limit"),
+            (Some(asked), None) => (asked, "the task's OutputBytes"),
+            (None, Some(domain)) => (domain, "the session's output limit"),
+            (None, None) => (default, "the task manager's default"),
+        };
+        if bytes > max {
+            (bytes, whose) = (max, "the task manager's ceiling");
+        }
+        let asked_more = match asked {
+            Some(asked) if asked > bytes => {
+                format!("; the task asked to keep {asked} but may keep at most {bytes}")
+            }
+            _ => String::new(),
+        };
+        OutputCap {
+            bytes,
+            reason: format!(
+                "only the first {bytes} bytes of a task's output are kept ({whose}){asked_more}"
+            ),
+        }
+    }
+}
+
 /// One task's output as kept, and where its sequence stands.
 #[derive(Debug)]
 struct TaskOutput {
     cap_bytes: u64,
+    /// Why the output not kept was dropped (the cap, or the domain's store).
+    drop_reason: String,
     /// Bytes written so far, kept or not: the offset of the next byte.
     offset: u64,
     kept: Vec<KeptChunk>,
@@ -102,7 +145,17 @@ impl TaskOutput {
         chunks
     }
 
+    /// Bytes written but not kept.
+    fn dropped_bytes(&self) -> u64 {
+        self.offset - self.kept_bytes
+    }
+
     fn release_kept(&mut self) -> u64 {
+        if self.kept_bytes > 0 {
+            self.drop_reason =
+                "its kept output was released to make room for the domain's running tasks"
+                    .to_owned();
+        }
         let released = self.kept_bytes;
         self.kept.clear();
         self.tail = None;
@@ -187,6 +240,10 @@ pub(crate) struct Snapshot {
 pub(crate) struct TaskSnapshot {
     pub(crate) task_id: String,
     pub(crate) kept: Vec<KeptChunk>,
+    /// Bytes the task had written: the offset where its next output starts.
+    pub(crate) written: u64,
+    /// Why what was written but not kept was dropped.
+    pub(crate) drop_reason: String,
     /// The task's end, if it ended and its TaskEnded event is no longer in the log.
     pub(crate) ended_before_log: Option<TaskEnded>,
 }
@@ -254,14 +311,15 @@ impl DomainEvents {
         self.seq.send_replace(state.next_seq);
     }
 
-    /// Records a task's start; it keeps the first `cap_bytes` of its output for replay.
-    pub fn task_started(&self, task_id: &str, cap_bytes: u64) {
+    /// Records a task's start; it keeps the first `cap.bytes` of its output for replay.
+    pub fn task_started(&self, task_id: &str, cap: &OutputCap) {
         let mut state = lock(&self.state);
         state.order.push(task_id.to_owned());
         state.tasks.insert(
             task_id.to_owned(),
             TaskOutput {
-                cap_bytes,
+                cap_bytes: cap.bytes,
+                drop_reason: cap.reason.clone(),
                 offset: 0,
                 kept: Vec::new(),
                 tail: None,
@@ -301,6 +359,12 @@ impl DomainEvents {
         };
         if let Some(task) = state.tasks.get_mut(task_id) {
             task.offset += data.len() as u64;
+            if keep < keep_wanted {
+                task.drop_reason = format!(
+                    "the domain keeps at most {} bytes of output across its tasks",
+                    limits.kept_bytes_max
+                );
+            }
             let keep = usize::try_from(keep).unwrap_or(data.len()).min(data.len());
             if keep > 0 {
                 task.keep(stream, offset, &data[..keep]);
@@ -332,6 +396,18 @@ impl DomainEvents {
             task.ended = Some((seq, ended));
         }
         self.publish(&state);
+    }
+
+    /// The bytes of `task_id`'s output not kept for replay, and why (0 and empty if all are
+    /// kept, or the task is unknown).
+    pub fn dropped(&self, task_id: &str) -> (u64, String) {
+        let state = lock(&self.state);
+        match state.tasks.get(task_id) {
+            Some(task) if task.dropped_bytes() > 0 => {
+                (task.dropped_bytes(), task.drop_reason.clone())
+            }
+            _ => (0, String::new()),
+        }
     }
 
     /// Forgets an ended task's output (the domain no longer remembers the task).
@@ -414,6 +490,8 @@ impl DomainEvents {
                 Some(TaskSnapshot {
                     task_id: task_id.clone(),
                     kept: task.snapshot(),
+                    written: task.offset,
+                    drop_reason: task.drop_reason.clone(),
                     ended_before_log: task
                         .ended
                         .as_ref()
@@ -440,6 +518,26 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    fn cap(bytes: u64) -> OutputCap {
+        OutputCap::choose(Some(bytes), None, 0, u64::MAX)
+    }
+
+    #[test]
+    fn the_cap_names_the_limit_that_applied() {
+        let clamped = OutputCap::choose(Some(10 << 20), Some(1 << 20), 64, 64 << 20);
+        assert_eq!(clamped.bytes, 1 << 20);
+        assert_eq!(
+            clamped.reason,
+            "only the first 1048576 bytes of a task's output are kept (the session's output limit); the task asked to keep 10485760 but may keep at most 1048576"
+        );
+        let own = OutputCap::choose(Some(100), Some(1 << 20), 64, 64 << 20);
+        assert_eq!(
+            (own.bytes, own.reason.contains("the task's OutputBytes")),
+            (100, true)
+        );
+        assert_eq!(OutputCap::choose(None, None, 64, 32).bytes, 32);
+    }
+
     fn events(kept_bytes_max: u64) -> DomainEvents {
         DomainEvents::new(EventLimits {
             log_bytes_max: 1 << 20,
@@ -452,7 +550,7 @@ mod tests {
     #[test]
     fn small_writes_coalesce_and_the_cap_keeps_the_head() {
         let events = events(1 << 20);
-        events.task_started("t", 10);
+        events.task_started("t", &cap(10));
         events.output("t", OutputStream::Stdout, b"abc");
         events.output("t", OutputStream::Stdout, b"def");
         events.output("t", OutputStream::Stderr, b"ghijkl");
@@ -471,7 +569,7 @@ mod tests {
             kept_bytes_max: 0,
             readers_max: 4,
         });
-        events.task_started("t", 0);
+        events.task_started("t", &cap(0));
         for _ in 0..100 {
             events.output("t", OutputStream::Stdout, b"x");
         }
@@ -486,13 +584,13 @@ mod tests {
     #[test]
     fn ended_tasks_give_up_kept_output_to_running_ones() {
         let events = events(8);
-        events.task_started("old", 100);
+        events.task_started("old", &cap(100));
         events.output("old", OutputStream::Stdout, b"12345678");
         events.task_ended(TaskEnded {
             task_id: "old".into(),
             exit: None,
         });
-        events.task_started("new", 100);
+        events.task_started("new", &cap(100));
         events.output("new", OutputStream::Stdout, b"abcd");
         let snapshot = events.snapshot();
         assert!(snapshot.tasks[0].kept.is_empty());

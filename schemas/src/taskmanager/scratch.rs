@@ -5,6 +5,11 @@
 //! directory (with `openat2(RESOLVE_BENEATH)` where the kernel has it): a symlink an earlier
 //! task planted cannot redirect a write outside. Modes keep only the permission bits (setuid,
 //! setgid and sticky are dropped: the files live on the host and belong to the task manager).
+//!
+//! Host files a session owns never carry setuid, setgid or sticky bits, nor any permission for
+//! other host users: every mode a guest or a task description asks for becomes its owner's
+//! bits only ([`host_mode`]), scratch directories are private to the server's user (mode
+//! 0700), and task managers create files under the umask 077 ([`restrict_umask`]).
 
 use super::Error;
 use bytes::Bytes;
@@ -16,8 +21,33 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use tempfile::TempDir;
 
-/// Permission bits a shipped file may carry.
-pub const FILE_MODE_MASK: u32 = 0o777;
+/// The mode a session's host file or directory gets for the `mode` a guest or a task description
+/// asked for: the owner may always read and write it (the guest is its domain's root, to whom
+/// permissions do not apply) and execute it if any execute bit was asked for; directories are
+/// always 0700. Nothing for the group or other host users, and never setuid, setgid or sticky.
+pub fn host_mode(mode: u32, is_dir: bool) -> u32 {
+    if is_dir || mode & 0o111 != 0 {
+        0o700
+    } else {
+        0o600
+    }
+}
+
+/// Makes the process create files and directories private to its user (umask 077), so that
+/// what a task creates through any path (WASI, the VM's calls, a plugin's processes) carries
+/// no permission for other host users. Task managers call it when they start; it is
+/// process-wide and idempotent.
+pub fn restrict_umask() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    });
+}
+
+/// Makes `dir` private to the server's user (mode 0700). Blocking.
+pub fn make_private(dir: &Path) -> std::io::Result<()> {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
 
 /// The directory a domain's tasks see as `/`.
 #[derive(Debug)]
@@ -51,6 +81,9 @@ impl Scratch {
                 "scratch_dir {dir:?} is not a directory"
             )));
         }
+        make_private(&path).map_err(|error| {
+            Error::Internal(format!("cannot make scratch_dir {dir:?} private: {error}"))
+        })?;
         Ok(Scratch {
             path,
             owned: Mutex::new(None),
@@ -135,7 +168,7 @@ fn place(root: &File, file: &PlacedFile) -> Result<(), Error> {
     let mut handle = cap_primitives::fs::open(root, &path, &options).map_err(failed)?;
     handle.write_all(&file.data).map_err(failed)?;
     handle
-        .set_permissions(std::fs::Permissions::from_mode(file.mode & FILE_MODE_MASK))
+        .set_permissions(std::fs::Permissions::from_mode(host_mode(file.mode, false)))
         .map_err(failed)
 }
 
@@ -187,7 +220,11 @@ mod tests {
         )
         .expect("placed");
         let placed = std::fs::metadata(scratch.path().join("bin/tool")).expect("placed file");
-        assert_eq!(placed.mode() & 0o7777, 0o755, "setuid dropped");
+        assert_eq!(
+            placed.mode() & 0o7777,
+            0o700,
+            "setuid and the bits for other host users dropped, execute kept"
+        );
         assert!(scratch.path().join("work/dir").is_dir());
         let error = place_all(scratch.path(), &[file("escape/owned", 0o644)], None)
             .expect_err("through the symlink");

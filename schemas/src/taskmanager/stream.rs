@@ -7,7 +7,9 @@
 
 use super::events::{CHUNK_BYTES_MAX, KeptChunk, ReaderSlot};
 use crate::proto::common::v1::OutputChunk;
-use crate::proto::taskmanager::v1::{DomainEvent, TaskEnded, TaskStarted, domain_event::Event};
+use crate::proto::taskmanager::v1::{
+    DomainEvent, OutputDropped, TaskEnded, TaskStarted, domain_event::Event,
+};
 use futures::Stream;
 use std::collections::{HashMap, HashSet, VecDeque};
 use tokio::sync::watch;
@@ -126,6 +128,7 @@ impl Reader {
     /// oldest event the log still has (duplicates are filtered by position).
     fn catch_up(&mut self) {
         let snapshot = self.slot.events().snapshot();
+        let first = self.history_end.is_none();
         for task in snapshot.tasks {
             if !self.listed.contains(&task.task_id) {
                 self.offer(&DomainEvent {
@@ -136,6 +139,19 @@ impl Reader {
             }
             for chunk in &task.kept {
                 self.offer_chunk(&task.task_id, chunk);
+            }
+            // At the first catch-up, what was written before it and is not kept will never
+            // reach this reader (the log's copies of it are history, not sent): say so, and
+            // why. Later catch-ups resume from the log, where a gap shows itself.
+            let position = self.positions.get(&task.task_id).copied().unwrap_or(0);
+            if first && task.written > position {
+                self.drop_notice(
+                    &task.task_id,
+                    position,
+                    task.written - position,
+                    task.drop_reason,
+                );
+                self.positions.insert(task.task_id.clone(), task.written);
             }
             if let Some(ended) = task.ended_before_log {
                 self.offer(&DomainEvent {
@@ -164,6 +180,17 @@ impl Reader {
         });
     }
 
+    fn drop_notice(&mut self, task_id: &str, offset: u64, bytes: u64, reason: String) {
+        self.pending.push_back(DomainEvent {
+            event: Some(Event::Dropped(OutputDropped {
+                task_id: task_id.to_owned(),
+                offset,
+                bytes,
+                reason,
+            })),
+        });
+    }
+
     /// Queues `event` unless this reader has already delivered it.
     fn offer(&mut self, event: &DomainEvent) {
         match &event.event {
@@ -178,6 +205,14 @@ impl Reader {
                 let end = chunk.offset + chunk.data.len() as u64;
                 if end <= position {
                     return;
+                }
+                if chunk.offset > position {
+                    self.drop_notice(
+                        &chunk.task_id,
+                        position,
+                        chunk.offset - position,
+                        "this reader fell behind the event log".to_owned(),
+                    );
                 }
                 let skip = usize::try_from(position.saturating_sub(chunk.offset)).unwrap_or(0);
                 let mut chunk = chunk.clone();
@@ -197,7 +232,8 @@ impl Reader {
             }
             Some(Event::TaskEnded(_)) => {}
             Some(Event::Destroyed(_)) => self.pending.push_back(event.clone()),
-            None => {}
+            // Written by readers for themselves, never logged.
+            Some(Event::Dropped(_)) | None => {}
         }
     }
 }

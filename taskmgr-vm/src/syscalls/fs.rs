@@ -16,6 +16,7 @@ use cap_std::fs::{
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
+use xeno_schemas::taskmanager::scratch::host_mode;
 
 /// `AT_FDCWD` as the 64-bit register value a program passes (-100).
 pub(crate) const AT_FDCWD: u64 = (-100i64) as u64;
@@ -137,7 +138,7 @@ pub(crate) fn openat(
             } else {
                 options.create(true);
             }
-            options.mode((mode as u32) & !process.umask & 0o7777);
+            options.mode(host_mode((mode as u32) & !process.umask, false));
         }
         let file = process
             .fs
@@ -491,7 +492,7 @@ pub(crate) fn fchdir(process: &mut Process, fd: u64) -> SysResult {
 pub(crate) fn mkdirat(process: &mut Process, dirfd: u64, path_va: u64, mode: u64) -> SysResult {
     let path = resolve_at(process, dirfd, path_va)?;
     let mut builder = DirBuilder::new();
-    builder.mode((mode as u32) & !process.umask & 0o7777);
+    builder.mode(host_mode((mode as u32) & !process.umask, true));
     process
         .fs
         .root
@@ -591,11 +592,16 @@ pub(crate) fn readlinkat(
 
 pub(crate) fn fchmodat(process: &mut Process, dirfd: u64, path_va: u64, mode: u64) -> SysResult {
     let path = resolve_at(process, dirfd, path_va)?;
-    process
-        .fs
-        .root
-        .set_permissions(&path, Permissions::from_mode(mode as u32 & 0o7777))
-        .map_err(|e| Errno::from_io(&e))?;
+    let root = &process.fs.root;
+    let is_dir = root
+        .metadata(&path)
+        .map_err(|e| Errno::from_io(&e))?
+        .is_dir();
+    root.set_permissions(
+        &path,
+        Permissions::from_mode(host_mode(mode as u32, is_dir)),
+    )
+    .map_err(|e| Errno::from_io(&e))?;
     Ok(0)
 }
 
@@ -605,7 +611,10 @@ pub(crate) fn fchmod(process: &mut Process, fd: u64, mode: u64) -> SysResult {
         Kind::File(handle) => {
             use std::os::unix::fs::PermissionsExt as _;
             handle
-                .set_permissions(std::fs::Permissions::from_mode(mode as u32 & 0o7777))
+                .set_permissions(std::fs::Permissions::from_mode(host_mode(
+                    mode as u32,
+                    false,
+                )))
                 .map_err(|e| Errno::from_io(&e))?;
             Ok(0)
         }

@@ -281,6 +281,10 @@ impl Watch {
                     format!("{stream}({})@{} {:?}", chunk.task_id, chunk.offset, shown)
                 }
                 Event::TaskStarted(started) => format!("TaskStarted({})", started.task_id),
+                Event::Dropped(dropped) => format!(
+                    "Dropped({}, {} bytes at {})",
+                    dropped.task_id, dropped.bytes, dropped.offset
+                ),
                 Event::TaskEnded(ended) => format!(
                     "TaskEnded({}, {})",
                     ended.task_id,

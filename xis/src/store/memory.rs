@@ -445,25 +445,31 @@ impl MemoryStore {
 
     /// A store persisted in `data_dir`: replays its log (records older than two TTLs at
     /// `now_ms` are left out) and appends to it from now on. `reindex` turns a logged document
-    /// back into a record (parsing it; the signature was checked when it was accepted).
+    /// back into a record, or says why it must not be (unreadable, or its signature does not
+    /// verify); such records are skipped.
     /// Must be called within a Tokio runtime.
     pub fn open(
         data_dir: &Path,
         aging: Aging,
         now_ms: u64,
-        reindex: impl Fn(&str, u64) -> Option<NewRecord>,
+        reindex: impl Fn(&str, u64) -> Result<NewRecord, String>,
     ) -> Result<MemoryStore, StoreError> {
         let path = log::log_path(data_dir);
         let mut index = Index::default();
         let mut replayed = 0u64;
+        let mut skipped = 0u64;
         for (received_ms, xml) in log::read_all(&path)? {
             let discarded_at = received_ms + 2 * aging.ttl_ms;
             if discarded_at < now_ms && discarded_at + aging.replay_window_ms < now_ms {
                 continue;
             }
-            let Some(record) = reindex(&xml, received_ms) else {
-                tracing::warn!("skipping an unreadable record in the XIS log");
-                continue;
+            let record = match reindex(&xml, received_ms) {
+                Ok(record) => record,
+                Err(reason) => {
+                    skipped += 1;
+                    tracing::warn!(%reason, "skipping a record in the XIS log");
+                    continue;
+                }
             };
             if discarded_at < now_ms {
                 // Discarded while the XIS was down (or before): replays of it are still refused,
@@ -484,7 +490,7 @@ impl MemoryStore {
             index.put(record);
             replayed += 1;
         }
-        tracing::info!(records = index.records.len(), replayed, path = %path.display(), "XIS log replayed");
+        tracing::info!(records = index.records.len(), replayed, skipped, path = %path.display(), "XIS log replayed");
         let index = Arc::new(RwLock::new(index));
         let writer = LogWriter::open(&path)?;
         let (sender, receiver) = mpsc::channel(LOG_QUEUE_MAX);
