@@ -333,6 +333,18 @@ fn step(runtime: &Arc<TaskRuntime>, vcpu: &mut Vcpu, tid: i32) -> Step {
             "killed by signal 7 (SIGBUS): access to guest-physical {gpa:#x}, which has no memory"
         ))),
         Exit::Other(what) => Step::End(Outcome::Failed(format!("vCPU stopped: {what}"))),
+        Exit::Failed(libc::EFAULT) => {
+            let mut process = lock(&runtime.process);
+            process.enter(tid);
+            if fastpath::abandon_faulted_copy(&mut process, vcpu) {
+                syscall(runtime, &mut process, vcpu)
+            } else {
+                Step::End(Outcome::Failed(
+                    "killed by signal 7 (SIGBUS): access to a file mapping past the file's end"
+                        .to_owned(),
+                ))
+            }
+        }
         Exit::Failed(errno) => Step::End(Outcome::Failed(format!(
             "vCPU stopped: KVM_RUN failed with errno {errno}"
         ))),

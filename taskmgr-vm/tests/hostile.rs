@@ -481,3 +481,51 @@ async fn the_wall_clock_limit_ends_tasks_that_sleep_or_wait() {
     }
     destroy(&manager, &domain).await;
 }
+
+const RESIZE_C: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+static char buf[200000];
+int main(void) {
+    int reader = open("data", O_RDONLY);
+    long first = read(reader, buf, 1000);
+    /* Truncated through another descriptor: the reader sees the end of the file. */
+    int writer = open("data", O_WRONLY | O_TRUNC);
+    long after_truncate = read(reader, buf, 1000);
+    long pread_after = pread(reader, buf, 10, 0);
+    /* It grows again: the reader sees the new bytes from where it is. */
+    memset(buf, 'n', 150000);
+    write(writer, buf, 150000);
+    long after_growth = read(reader, buf, 200000);
+    long at_end = read(reader, buf, 10);
+    write(writer, "tail", 4);
+    long past_old_end = read(reader, buf, 10);
+    printf("%ld %ld %ld %ld %ld %ld\n", first, after_truncate, pread_after, after_growth,
+           at_end, past_old_end);
+    return 0;
+}
+"#;
+
+/// A windowed file (read by the fast path) truncated through another descriptor used to kill
+/// the reading task (`KVM_RUN failed with errno 14`), and a read past the end it had when it
+/// was opened returned 0 after the file grew. Linux gives 0 at the new end, then the new data.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_resized_through_another_descriptor_reads_as_on_linux() {
+    let (Some(manager), Some(program)) = (manager(), musl_program("resize", RESIZE_C)) else {
+        return;
+    };
+    let domain = create(&manager, limits(0, 64), None).await;
+    let guest = Guest::new(&program, "resize", &[]).file("data", &vec![b'o'; 256 * 1024]);
+    let finished = run(&manager, &domain, "resize", &guest).await;
+    assert_eq!(finished.state(), TaskState::Exited, "{:?}", finished.exit);
+    // After the truncation the reader is at 1000, past the new end (0): reads give 0. The
+    // file then holds 150,000 bytes, of which the reader has 149,000 still to read; then 4 more.
+    assert_eq!(
+        finished.stdout_text(),
+        "1000 0 0 149000 0 4\n",
+        "as Linux does"
+    );
+    destroy(&manager, &domain).await;
+}

@@ -17,6 +17,7 @@ use crate::interrupt::{Interrupt, StopRequest};
 use crate::limiter::TaskLimiter;
 use crate::output::OutputPipe;
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +25,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{CallHook, Engine, Store, Trap};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 use xeno_schemas::taskmanager::metering::TaskMeter;
+use xeno_schemas::taskmanager::scratch;
 
 /// Fuel a task starts with: effectively unlimited (years of CPU time at the fastest measured
 /// rate of 21 M fuel per ms), so fuel counts work without ever ending a task.
@@ -96,8 +98,16 @@ fn wasi_builder(launch: &Launch) -> Result<WasiCtxBuilder, String> {
     let preopen_failed =
         |error: wasmtime::Error| format!("cannot open the scratch directory: {error:#}");
     if let Some(working_dir) = &launch.working_dir {
+        // Opened beneath the session by a capability API, never by host path: a guest-made
+        // symlink must not lead out (WASI reopens `/proc/self/fd/N`, this very directory).
+        let dir = scratch::open_dir_beneath(&launch.scratch, std::path::Path::new(working_dir))
+            .map_err(|error| format!("WorkingDir: {error}"))?;
         builder
-            .preopened_dir(launch.scratch.join(working_dir), ".", FsPerms::ReadWrite)
+            .preopened_dir(
+                format!("/proc/self/fd/{}", dir.as_raw_fd()),
+                ".",
+                FsPerms::ReadWrite,
+            )
             .map_err(preopen_failed)?;
         builder.initial_cwd(format!("/{working_dir}"));
     }

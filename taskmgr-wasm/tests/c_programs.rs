@@ -395,3 +395,96 @@ int main(void) {
 async fn finished_text(manager: &WasmTaskManager, task: &str) -> String {
     wait_end(manager, "d", task, WAIT).await.stdout_text()
 }
+
+/// A guest planted `work -> ../../…/<host directory>` (relative targets were allowed, and are:
+/// following them out is what must fail), then a second task named `work` as its WorkingDir:
+/// the working directory was opened by host path and the guest read and wrote outside its
+/// session. It also creates files and directories, which must be private on the host.
+#[tokio::test]
+async fn a_guest_made_link_never_leads_a_working_directory_out_of_the_session() {
+    let Some(planter) = compile_c(
+        "planter",
+        r#"#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (symlink(argv[1], "/work") != 0) { perror("symlink"); return 1; }
+    FILE *f = fopen("/mine.txt", "w");
+    if (!f) { perror("mine.txt"); return 2; }
+    fputs("x", f);
+    fclose(f);
+    if (mkdir("/made", 0777) != 0) { perror("mkdir"); return 3; }
+    printf("planted\n");
+    return 0;
+}"#,
+    ) else {
+        return;
+    };
+    let Some(reader) = compile_c(
+        "reader",
+        r#"#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(void) {
+    FILE *f = fopen("secret.txt", "r");
+    if (f) { char line[64]; if (fgets(line, sizeof line, f)) printf("read: %s", line); }
+    FILE *g = fopen("planted.txt", "w");
+    if (g) printf("wrote beside it\n");
+    return 0;
+}"#,
+    ) else {
+        return;
+    };
+    let outside = tempfile::tempdir().expect("outside");
+    std::fs::write(outside.path().join("secret.txt"), "server key\n").expect("secret");
+    let scratch = tempfile::tempdir().expect("scratch");
+    let manager = manager();
+    domain_in(&manager, "d", scratch.path(), 16).await;
+    let climb = "../".repeat(40)
+        + outside
+            .path()
+            .to_str()
+            .expect("utf-8")
+            .trim_start_matches('/');
+    let rest = format!("<Args><Arg>{climb}</Arg></Args>");
+    deploy(&manager, "d", "plant", &planter, &rest, vec![])
+        .await
+        .expect("deployed");
+    let planted = wait_end(&manager, "d", "plant", WAIT).await;
+    assert_eq!(
+        planted.stdout_text(),
+        "planted\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&planted.stderr)
+    );
+    let mode = |path: &str| {
+        std::fs::metadata(scratch.path().join(path))
+            .expect("host file")
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("mine.txt"), 0o600, "files a task creates are private");
+    assert_eq!(mode("made"), 0o700, "directories too");
+
+    let rest = "<WorkingDir>/work</WorkingDir>";
+    let outcome = deploy(&manager, "d", "read", &reader, rest, vec![]).await;
+    if outcome.is_ok() {
+        let finished = wait_end(&manager, "d", "read", WAIT).await;
+        assert_eq!(finished.state(), TaskState::Failed, "{:?}", finished.exit);
+        assert!(
+            finished.exit.reason.contains("WorkingDir"),
+            "{}",
+            finished.exit.reason
+        );
+        assert!(
+            !finished.stdout_text().contains("read:"),
+            "the secret stays out of reach"
+        );
+    }
+    assert!(
+        !outside.path().join("planted.txt").exists(),
+        "nothing was created outside the session"
+    );
+}

@@ -172,6 +172,25 @@ fn place(root: &File, file: &PlacedFile) -> Result<(), Error> {
         .map_err(failed)
 }
 
+/// Opens the directory `relative` (a path beneath the scratch directory `scratch`) the way
+/// every path a task manager opens for a task must be: resolved beneath `scratch` by a
+/// capability API, so that no symlink a guest made can lead out, however it climbs. A caller
+/// that needs a host path for it (a library that only takes paths) uses
+/// `/proc/self/fd/<fd>` of the result, which names this very directory and is not resolved
+/// again. Blocking.
+pub fn open_dir_beneath(scratch: &Path, relative: &Path) -> Result<File, Error> {
+    let root = cap_primitives::fs::open_ambient_dir(scratch, cap_primitives::ambient_authority())
+        .map_err(|error| {
+        Error::Internal(format!("cannot open the scratch directory: {error}"))
+    })?;
+    cap_primitives::fs::open_dir(&root, relative).map_err(|error| {
+        Error::Invalid(format!(
+            "{} is not a directory inside the session: {error}",
+            relative.display()
+        ))
+    })
+}
+
 /// Places `files` in the directory `scratch` and creates `working_dir` (relative) if given.
 /// Blocking.
 pub fn place_all(
@@ -201,6 +220,31 @@ pub fn place_all(
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    /// A Wasm guest once planted `work -> ../../../<host dir>` and had a second task name
+    /// `work` as its WorkingDir: the host path open followed the link out of the session.
+    #[test]
+    fn directories_open_beneath_the_scratch_directory_only() {
+        let scratch = Scratch::open("", "xeno-test-").expect("scratch");
+        let outside = tempfile::tempdir().expect("outside");
+        let climb = "../".repeat(40) + outside.path().to_str().expect("utf-8");
+        std::os::unix::fs::symlink(&climb, scratch.path().join("work")).expect("symlink");
+        std::fs::create_dir(scratch.path().join("real")).expect("dir");
+        std::os::unix::fs::symlink("real", scratch.path().join("inside")).expect("symlink");
+        let error = open_dir_beneath(scratch.path(), Path::new("work"))
+            .expect_err("a link out of the session");
+        assert!(
+            error
+                .to_string()
+                .contains("not a directory inside the session"),
+            "{error}"
+        );
+        place_all(scratch.path(), &[], Some(Path::new("work/sub")))
+            .expect_err("creating a working directory through the link");
+        assert!(!outside.path().join("sub").exists());
+        open_dir_beneath(scratch.path(), Path::new("inside")).expect("a link that stays inside");
+        scratch.remove();
+    }
 
     #[test]
     fn files_land_beneath_the_scratch_directory_only() {

@@ -282,6 +282,14 @@ impl Vcpu {
         &mut self.fd.sync_regs_mut().regs
     }
 
+    /// Reads the registers with an ioctl into the synced copy (which a failed KVM_RUN may not
+    /// have refreshed), so that `regs` and `regs_mut` see them as they are.
+    pub(crate) fn reload_regs(&mut self) -> Result<(), CpuError> {
+        let regs = self.fd.get_regs().map_err(kvm("KVM_GET_REGS"))?;
+        *self.regs_mut() = regs;
+        Ok(())
+    }
+
     /// The system registers (an ioctl: only for exceptions and FS base changes).
     pub(crate) fn sregs(&self) -> Result<kvm_sregs, CpuError> {
         self.fd.get_sregs().map_err(kvm("KVM_GET_SREGS"))

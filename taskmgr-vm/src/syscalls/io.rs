@@ -29,16 +29,19 @@ pub(crate) fn read(process: &mut Process, fd: u64, buf: u64, count: u64) -> SysR
         Kind::Null => 0,
         Kind::Output(_) => return Err(Errno::EBADF),
         Kind::Dir { .. } => return Err(Errno::EISDIR),
-        Kind::File(handle) => match fastpath::window_position(process, fd) {
-            Some(position) => {
-                let got = handle
-                    .read_at(&mut data, position)
-                    .map_err(|e| Errno::from_io(&e))?;
-                fastpath::set_window_position(process, fd, position + got as u64);
-                got
+        Kind::File(handle) => {
+            fastpath::refresh(process, fd, &file);
+            match fastpath::window_position(process, fd) {
+                Some(position) => {
+                    let got = handle
+                        .read_at(&mut data, position)
+                        .map_err(|e| Errno::from_io(&e))?;
+                    fastpath::set_window_position(process, fd, position + got as u64);
+                    got
+                }
+                None => (&*handle).read(&mut data).map_err(|e| Errno::from_io(&e))?,
             }
-            None => (&*handle).read(&mut data).map_err(|e| Errno::from_io(&e))?,
-        },
+        }
     };
     process.write_user(buf, &data[..got])?;
     Ok(got as u64)
@@ -86,6 +89,7 @@ pub(crate) fn pread(
     if !file.readable() {
         return Err(Errno::EBADF);
     }
+    fastpath::refresh(process, fd, &file);
     let count = count.min(IO_BYTES_MAX);
     process.check_user(buf, count, true)?;
     let mut data = vec![0u8; usize::try_from(count).unwrap_or(0)];
