@@ -168,6 +168,7 @@ pub fn delta(before: &Usage, after: &Usage) -> Usage {
         syscalls: after.syscalls.saturating_sub(before.syscalls),
         output_bytes: after.output_bytes.saturating_sub(before.output_bytes),
         wall_time_ms: after.wall_time_ms.saturating_sub(before.wall_time_ms),
+        compile_time_us: after.compile_time_us.saturating_sub(before.compile_time_us),
     }
 }
 
@@ -182,6 +183,7 @@ pub fn accumulate(total: &mut Usage, more: &Usage) {
     total.syscalls += more.syscalls;
     total.output_bytes += more.output_bytes;
     total.wall_time_ms += more.wall_time_ms;
+    total.compile_time_us += more.compile_time_us;
 }
 
 #[cfg(test)]

@@ -1,8 +1,13 @@
 //! Compiled programs, cached by content hash so that deploying the same module again costs a
 //! lookup instead of a compilation (tens of milliseconds for a C program, more for large
 //! ones). Bounded by entries and by compiled code size, least recently used evicted first.
-//! Concurrent deploys of the same new program wait for one compilation.
+//! Concurrent deploys of the same new program wait for one compilation, which runs in a
+//! child process (`compiler.rs`) in its domain's turn (`compile_queue.rs`) and is charged to
+//! that domain.
 
+use crate::compile_queue::CompileQueue;
+use crate::compiler::CompileError;
+use crate::domain::Domain;
 use crate::engine::Runtime;
 use crate::error::Error;
 use crate::host::{ComponentHost, ModuleHost};
@@ -11,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::OnceCell;
 use wasmtime::component::Component;
 use wasmtime::{InstancePre, Module};
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -71,11 +76,20 @@ pub(crate) struct ModuleCache {
     clock: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
-    compilations: Semaphore,
+    /// Turns for programs above `small_bytes_max`.
+    queue: Arc<CompileQueue>,
+    /// Turns for small programs, so that they never wait behind big compilations.
+    quick: Arc<CompileQueue>,
+    small_bytes_max: u64,
 }
 
 impl ModuleCache {
-    pub(crate) fn new(entries_max: usize, code_bytes_max: u64, compile_concurrency: usize) -> Self {
+    pub(crate) fn new(
+        entries_max: usize,
+        code_bytes_max: u64,
+        compile_concurrency: usize,
+        small_bytes_max: u64,
+    ) -> Self {
         ModuleCache {
             entries_max,
             code_bytes_max,
@@ -83,7 +97,9 @@ impl ModuleCache {
             clock: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
-            compilations: Semaphore::new(compile_concurrency.max(1)),
+            queue: CompileQueue::new(compile_concurrency),
+            quick: CompileQueue::new(1),
+            small_bytes_max,
         }
     }
 
@@ -98,12 +114,14 @@ impl ModuleCache {
         }
     }
 
-    /// The compiled form of `bytes` (whose SHA-256 is `sha256`), compiling it on
-    /// `blocking` threads if it is not cached.
+    /// The compiled form of `bytes` (whose SHA-256 is `sha256`), compiling it in a child
+    /// process (waited for on `blocking` threads) if it is not cached, in `domain`'s turn and
+    /// at its expense.
     pub(crate) async fn get_or_compile(
         &self,
         runtime: &Arc<Runtime>,
         blocking: &tokio::runtime::Handle,
+        domain: &Domain,
         kind: ProgramKind,
         sha256: &str,
         bytes: bytes::Bytes,
@@ -127,23 +145,37 @@ impl ModuleCache {
             return Ok(Arc::clone(compiled));
         }
         let compiled_here = AtomicBool::new(false);
-        let result =
-            slot.compiled
-                .get_or_try_init(|| async {
-                    compiled_here.store(true, Ordering::Relaxed);
-                    let _permit =
-                        self.compilations.acquire().await.map_err(|_| {
-                            Error::Internal("the compiler pool is closed".to_owned())
-                        })?;
-                    let runtime = Arc::clone(runtime);
-                    blocking
-                        .spawn_blocking(move || compile(&runtime, kind, &bytes))
-                        .await
-                        .map_err(|error| Error::Internal(format!("compilation panicked: {error}")))?
-                        .map(Arc::new)
-                })
-                .await
-                .map(Arc::clone);
+        let result = slot
+            .compiled
+            .get_or_try_init(|| async {
+                compiled_here.store(true, Ordering::Relaxed);
+                let lane = if bytes.len() as u64 <= self.small_bytes_max {
+                    &self.quick
+                } else {
+                    &self.queue
+                };
+                let _turn = lane.turn(&domain.id).await;
+                let compiling = Arc::clone(runtime);
+                let compiled = blocking
+                    .spawn_blocking(move || compiling.compilers.compile(kind, &bytes))
+                    .await
+                    .map_err(|error| Error::Internal(format!("compilation panicked: {error}")))?;
+                let artifact = match compiled {
+                    Ok(artifact) => artifact,
+                    Err(CompileError::Invalid(message)) => return Err(Error::Invalid(message)),
+                    Err(CompileError::Limit { reason, cpu }) => {
+                        domain.charge_compilation(cpu);
+                        return Err(Error::Exhausted(reason));
+                    }
+                    Err(error @ CompileError::Internal(_)) => {
+                        return Err(Error::Internal(error.to_string()));
+                    }
+                };
+                domain.charge_compilation(artifact.cpu);
+                load(runtime, kind, &artifact.bytes).map(Arc::new)
+            })
+            .await
+            .map(Arc::clone);
         let counter = if compiled_here.load(Ordering::Relaxed) {
             &self.misses
         } else {
@@ -191,12 +223,20 @@ impl ModuleCache {
     }
 }
 
-fn compile(runtime: &Runtime, kind: ProgramKind, bytes: &[u8]) -> Result<Compiled, Error> {
+/// Loads an artifact the compiler child made and links it against WASI.
+fn load(runtime: &Runtime, kind: ProgramKind, artifact: &[u8]) -> Result<Compiled, Error> {
     let invalid = |what: &str, error: wasmtime::Error| Error::Invalid(format!("{what}: {error:#}"));
+    let unloadable = |error: wasmtime::Error| {
+        Error::Internal(format!("cannot load the compiled program: {error:#}"))
+    };
     match kind {
         ProgramKind::Module => {
-            let module = Module::new(&runtime.engine, bytes)
-                .map_err(|error| invalid("invalid WebAssembly module", error))?;
+            // SAFETY: the artifact was made by Wasmtime in our own compiler child, from an
+            // engine configured with this engine's settings (`EngineSettings`), and came
+            // straight through a pipe only the two processes held; Wasmtime also checks that
+            // the engine configurations match before using it.
+            let module =
+                unsafe { Module::deserialize(&runtime.engine, artifact) }.map_err(unloadable)?;
             let pre = runtime
                 .module_linker
                 .instantiate_pre(&module)
@@ -206,8 +246,10 @@ fn compile(runtime: &Runtime, kind: ProgramKind, bytes: &[u8]) -> Result<Compile
             Ok(Compiled::Module { module, pre })
         }
         ProgramKind::Component => {
-            let component = Component::new(&runtime.engine, bytes)
-                .map_err(|error| invalid("invalid WebAssembly component", error))?;
+            // SAFETY: as for modules above: our own compiler child's artifact, made with this
+            // engine's settings.
+            let component =
+                unsafe { Component::deserialize(&runtime.engine, artifact) }.map_err(unloadable)?;
             let pre = runtime
                 .component_linker
                 .instantiate_pre(&component)

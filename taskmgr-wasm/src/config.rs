@@ -93,9 +93,24 @@ pub struct WasmConfig {
     pub cpu_bucket_window_ms: u64,
     /// Threads that run Wasm tasks; 0 means one per CPU. Default 0.
     pub worker_threads: usize,
-    /// Programs compiled at once; 0 means one per CPU. Compilation is not charged to the
-    /// task, so it is bounded here instead. Default 0.
+    /// Programs compiled at once across domains, each in its own child process; 0 means one
+    /// per CPU. A domain compiles one program at a time, and domains take turns (round-robin),
+    /// so one session's compilations cannot hold another's up for more than one compilation
+    /// per slot. Default 0.
     pub compile_concurrency: usize,
+    /// Programs up to this size, bytes, compile in a lane of their own (one at a time, apart
+    /// from the `compile_concurrency` slots), so that a small program never waits behind big
+    /// compilations. Small programs compile in milliseconds. Default 1 MiB.
+    pub compile_small_bytes_max: u64,
+    /// CPU time one compilation may take, seconds; past it the compiler child is killed and
+    /// DeployTask fails with RESOURCE_EXHAUSTED. The time used, within the limit or not, is the
+    /// session's CPU time (`Usage.compile_time_us`). Wall-clock time is bounded at three times
+    /// this. Default 20.
+    pub compile_cpu_seconds_max: u64,
+    /// Memory one compilation may use (the compiler child's `RLIMIT_DATA`), bytes. Cranelift
+    /// needs up to about 200 times a module's size for pathological code (deeply nested
+    /// blocks); the memory is the child's and returns when it exits. Default 1 GiB.
+    pub compile_memory_bytes_max: u64,
     /// Stack for Wasm frames, bytes; deeper recursion traps ("call stack exhausted").
     /// Default 512 KiB (Wasmtime's).
     pub wasm_stack_bytes: usize,
@@ -135,6 +150,9 @@ impl Default for WasmConfig {
             cpu_bucket_window_ms: 20,
             worker_threads: 0,
             compile_concurrency: 0,
+            compile_small_bytes_max: MIB,
+            compile_cpu_seconds_max: 20,
+            compile_memory_bytes_max: 1024 * MIB,
             wasm_stack_bytes: 512 * 1024,
             fiber_stack_bytes: 2 * 1024 * 1024,
             stop_timeout_ms: 5000,
@@ -181,6 +199,12 @@ impl WasmConfig {
         at_least("fuel_yield_interval", self.fuel_yield_interval, 1000)?;
         at_least("cpu_bucket_window_ms", self.cpu_bucket_window_ms, 1)?;
         at_least("poll_quantum_us", self.poll_quantum_us, 1)?;
+        at_least("compile_cpu_seconds_max", self.compile_cpu_seconds_max, 1)?;
+        at_least(
+            "compile_memory_bytes_max",
+            self.compile_memory_bytes_max,
+            64 * MIB,
+        )?;
         at_least("instance_memory_mb_max", self.instance_memory_mb_max, 1)?;
         if self.instance_memory_mb_max > WASM32_MEMORY_MB_MAX {
             return Err(ConfigError {

@@ -72,7 +72,14 @@ impl Core {
             })?;
         let compiled = self
             .cache
-            .get_or_compile(&self.runtime, &self.tasks, kind, &program_hash, program)
+            .get_or_compile(
+                &self.runtime,
+                &self.tasks,
+                &domain,
+                kind,
+                &program_hash,
+                program,
+            )
             .await?;
         check_entry(&compiled, &entry)?;
         let working_dir = description

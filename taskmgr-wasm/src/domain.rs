@@ -42,6 +42,8 @@ struct DomainState {
     ended_order: VecDeque<String>,
     running: u32,
     ended: EndedTotals,
+    /// CPU time its compilations used (in the compiler children), nanoseconds.
+    compile_ns: u64,
     next_key: u64,
     reported: Monotonic,
 }
@@ -90,6 +92,7 @@ impl Domain {
                 ended_order: VecDeque::new(),
                 running: 0,
                 ended: EndedTotals::default(),
+                compile_ns: 0,
                 next_key: 0,
                 reported: Monotonic::default(),
             }),
@@ -198,8 +201,10 @@ impl Domain {
             totals.add(&task.meter);
         }
         let (memory_mb_ms, memory_peak_bytes) = self.memory.read(until);
+        let compile_us = state.compile_ns / 1000;
         let usage = Usage {
-            cpu_time_us: totals.cpu_time_us(),
+            cpu_time_us: totals.cpu_time_us() + compile_us,
+            compile_time_us: compile_us,
             memory_mb_ms,
             memory_peak_bytes,
             fuel: totals.fuel,
@@ -208,6 +213,16 @@ impl Domain {
             ..Usage::default()
         };
         state.reported.apply(usage)
+    }
+
+    /// Charges the CPU time one of the domain's compilations used: it is the session's CPU
+    /// time, billed as such. It does not draw on the domain's CPU rate (a compilation is not
+    /// paced, and a session at 1 ms/s would otherwise wait seconds after each): the
+    /// compilation's own CPU limit bounds it instead.
+    pub(crate) fn charge_compilation(&self, cpu: Duration) {
+        let ns = u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX);
+        let mut state = lock(&self.state);
+        state.compile_ns = state.compile_ns.saturating_add(ns);
     }
 
     /// The domain's cumulative usage and each remembered task's.

@@ -1,10 +1,11 @@
 //! The Wasmtime engine every task shares, and the WASI linkers: built once, from the
 //! configuration, when the task manager starts.
 
+use crate::compiler::{CompileLimits, Compilers, EngineSettings};
 use crate::config::WasmConfig;
 use crate::error::StartError;
 use crate::host::{ComponentHost, ModuleHost};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
+use wasmtime::{Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
 
 /// Core instances one task may create: a component built from a C or Rust program holds its
 /// main module, the WASI adapter and a few glue modules.
@@ -14,6 +15,8 @@ const TABLES_PER_TASK: u32 = 4;
 
 pub(crate) struct Runtime {
     pub(crate) engine: Engine,
+    /// The compiler children, configured like `engine`.
+    pub(crate) compilers: Compilers,
     pub(crate) module_linker: Linker<ModuleHost>,
     pub(crate) component_linker: wasmtime::component::Linker<ComponentHost>,
 }
@@ -41,17 +44,11 @@ fn pooling(config: &WasmConfig) -> PoolingAllocationConfig {
     pool
 }
 
-pub(crate) fn build(config: &WasmConfig) -> Result<Runtime, StartError> {
-    let mut wasmtime = Config::new();
-    wasmtime
-        .consume_fuel(true)
-        .epoch_interruption(false)
-        .wasm_component_model(true)
-        .max_wasm_stack(config.wasm_stack_bytes)
-        .async_stack_size(config.fiber_stack_bytes)
-        .memory_reservation(config.memory_reservation_bytes)
-        .memory_guard_size(config.memory_guard_bytes)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(config)));
+/// The engine and linkers, and `warm_compilers` compiler children started ahead of need.
+pub(crate) fn build(config: &WasmConfig, warm_compilers: usize) -> Result<Runtime, StartError> {
+    let settings = EngineSettings::of(config);
+    let mut wasmtime = settings.wasmtime_config();
+    wasmtime.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(config)));
     let engine = Engine::new(&wasmtime).map_err(engine_error)?;
 
     let mut module_linker = Linker::new(&engine);
@@ -79,6 +76,15 @@ pub(crate) fn build(config: &WasmConfig) -> Result<Runtime, StartError> {
     wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(engine_error)?;
     Ok(Runtime {
         engine,
+        compilers: Compilers::new(
+            settings,
+            CompileLimits {
+                cpu: std::time::Duration::from_secs(config.compile_cpu_seconds_max),
+                memory_bytes: config.compile_memory_bytes_max,
+                artifact_bytes_max: config.module_cache_bytes,
+            },
+            warm_compilers,
+        ),
         module_linker,
         component_linker,
     })

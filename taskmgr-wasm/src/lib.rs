@@ -143,6 +143,8 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod compile_queue;
+mod compiler;
 mod config;
 mod deploy;
 mod domain;

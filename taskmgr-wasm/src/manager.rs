@@ -125,11 +125,13 @@ impl WasmTaskManager {
         };
         let core = Arc::new(Core {
             domains: DomainTable::new(config.domains_max, config.destroyed_domains_kept),
-            runtime: Arc::new(engine::build(&config)?),
+            // A child ready for each compilation slot and for the small programs' lane.
+            runtime: Arc::new(engine::build(&config, compile_concurrency + 1)?),
             cache: ModuleCache::new(
                 config.module_cache_entries,
                 config.module_cache_bytes,
                 compile_concurrency,
+                config.compile_small_bytes_max,
             ),
             task_slots: Arc::new(Semaphore::new(config.tasks_max as usize)),
             tasks: runtime.handle().clone(),

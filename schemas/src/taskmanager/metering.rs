@@ -274,6 +274,7 @@ impl Monotonic {
         usage.syscalls = usage.syscalls.max(last.syscalls);
         usage.output_bytes = usage.output_bytes.max(last.output_bytes);
         usage.wall_time_ms = usage.wall_time_ms.max(last.wall_time_ms);
+        usage.compile_time_us = usage.compile_time_us.max(last.compile_time_us);
         self.last = usage;
         usage
     }
