@@ -99,3 +99,30 @@ fn one_session_is_funded_by_one_order() {
         .expect("another session");
     fixture.assert_invariants();
 }
+
+/// A display name with U+202E RIGHT-TO-LEFT OVERRIDE used to be accepted and shown as it was.
+#[test]
+fn names_with_bidirectional_controls_are_refused() {
+    let mut fixture = Fixture::new(|_| {});
+    let (_, csr_pem) = crate::ca::generate_key_and_csr("m").expect("csr");
+    let refused = fixture
+        .apply(|corp, now, effects| {
+            corp.register_client(
+                now,
+                crate::core::ClientRegistration {
+                    name: "Mallory \u{202e}gnp.exe".to_owned(),
+                    address: "1 Test Road".to_owned(),
+                    charging_details: "card".to_owned(),
+                    privacy: crate::model::Privacy::Identified,
+                    csr_pem,
+                },
+                effects,
+            )
+        })
+        .expect_err("a bidirectional override in a name");
+    let CorpError::InvalidArgument(message) = &refused else {
+        panic!("expected INVALID_ARGUMENT, got {refused:?}");
+    };
+    assert!(message.contains("name contains the character U+202E"), "{message}");
+    fixture.assert_invariants();
+}

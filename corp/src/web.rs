@@ -493,3 +493,15 @@ async fn account_page(
         Err(error) => error_page(StatusCode::NOT_FOUND, &error.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pages_escape_markup_and_characters_that_disguise_text() {
+        assert_eq!(
+            super::escape("<b>\"Zoë\" & 'co'</b>"),
+            "&lt;b&gt;&quot;Zoë&quot; &amp; &#39;co&#39;&lt;/b&gt;"
+        );
+        assert_eq!(super::escape("evil\u{202e}fdp.exe"), "evil\\u{202e}fdp.exe");
+    }
+}

@@ -140,7 +140,9 @@ pub struct SessionDefaults {
     pub memory_mb: u64,
     /// Default 0 (no network).
     pub net_kbps: u64,
-    /// Output kept per task, bytes. Default 1 MiB.
+    /// Output kept per task, bytes: a task asking for more (`Limits/OutputBytes`) keeps this
+    /// much, and its watchers and `TaskStatus` are told how much was not kept and why.
+    /// Default 1 MiB.
     pub output_bytes_max: u64,
     /// Most tasks per session at once. Default 64.
     pub tasks_max: u32,

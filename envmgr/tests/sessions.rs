@@ -9,7 +9,8 @@ use support::*;
 use tonic::Code;
 use xeno_envmgr::pricing::{Basis, PriceSheet, split_minor};
 use xeno_schemas::Document;
-use xeno_schemas::documents::UsageRecord;
+use sha2::{Digest, Sha256};
+use xeno_schemas::documents::{Program, TaskDescription, UsageRecord};
 use xeno_schemas::proto::common::v1 as common;
 use xeno_schemas::proto::corp::v1 as corp_pb;
 use xeno_schemas::proto::server::v1 as pb;
@@ -379,9 +380,8 @@ async fn bad_input_gets_clear_errors_and_harms_nothing() {
     );
     let garbage = vec![0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0xff];
     let (garbage_xml, garbage_payloads) = {
-        use sha2::{Digest, Sha256};
         let sha256 = hex::encode(Sha256::digest(&garbage));
-        let task = xeno_schemas::documents::TaskDescription::new(
+        let task = TaskDescription::new(
             xeno_schemas::documents::Program::WasmModule {
                 sha256: sha256.clone(),
                 entry: None,
@@ -524,4 +524,75 @@ async fn a_client_revoked_by_its_corp_is_refused_by_the_server() {
         "{}",
         status.message()
     );
+}
+
+/// Output beyond the server's kept cap used to vanish silently: `xeno logs` ended at
+/// 1,048,576 of 1,048,754 bytes with no notice, and an OutputBytes above the cap was clamped
+/// without a word. Watchers and TaskStatus now say how much was not kept, and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_the_server_does_not_keep_is_announced_with_its_reason() {
+    let mut platform =
+        Platform::start(&format!("{FAST_METERING}\n[defaults]\noutput_bytes_max = 1000\n")).await;
+    let server_id = platform.server().server_id.clone();
+    let order = platform.client.order(POUND, &server_id).await;
+    let mut server = platform.client.server(&platform).await;
+    let session = server
+        .create_session(pb::CreateSessionRequest {
+            requirements_xml: requirements(500, 32),
+            purchase_order_xml: order.to_xml(),
+        })
+        .await
+        .expect("session")
+        .into_inner()
+        .session_id;
+    let text = "x".repeat(1500);
+    let wasm = wat::parse_str(hello_wat(&text)).expect("WAT");
+    let sha256 = hex::encode(Sha256::digest(&wasm));
+    let mut task = TaskDescription::new(Program::WasmModule {
+        sha256: sha256.clone(),
+        entry: None,
+    });
+    task.output_bytes = Some(100_000);
+    let task_id = server
+        .deploy_task(pb::DeployTaskRequest {
+            session_id: session.clone(),
+            task_xml: task.to_xml(),
+            payloads: vec![common::Payload { sha256, data: wasm }],
+        })
+        .await
+        .expect("deploy")
+        .into_inner()
+        .task_id;
+    // Wait for the end, then replay what is kept, as `xeno logs` does.
+    collect_events(&mut server, &session, true, |event| {
+        matches!(&event.event, Some(pb::session_event::Event::TaskEnded(_)))
+    })
+    .await;
+    let replay = collect_events(&mut server, &session, false, |_| false).await;
+    assert_eq!(stdout_of(&replay).len(), 1000, "the kept head");
+    let notice = replay
+        .iter()
+        .find_map(|event| match &event.event {
+            Some(pb::session_event::Event::Dropped(dropped)) => Some(dropped.clone()),
+            _ => None,
+        })
+        .expect("a notice of the output not kept");
+    assert_eq!((notice.offset, notice.bytes), (1000, 500), "{notice:?}");
+    assert!(
+        notice
+            .reason
+            .contains("the task asked to keep 100000 but may keep at most 1000"),
+        "{notice:?}"
+    );
+    let status = server
+        .task_status(pb::TaskStatusRequest {
+            session_id: session.clone(),
+            task_id,
+        })
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.output_dropped_bytes, 500);
+    assert_eq!(status.output_dropped_reason, notice.reason);
+    assert_eq!(status.usage.expect("usage").output_bytes, 1500);
 }
