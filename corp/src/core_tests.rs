@@ -123,6 +123,9 @@ fn names_with_bidirectional_controls_are_refused() {
     let CorpError::InvalidArgument(message) = &refused else {
         panic!("expected INVALID_ARGUMENT, got {refused:?}");
     };
-    assert!(message.contains("name contains the character U+202E"), "{message}");
+    assert!(
+        message.contains("name contains the character U+202E"),
+        "{message}"
+    );
     fixture.assert_invariants();
 }

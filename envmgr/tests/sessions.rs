@@ -5,11 +5,11 @@
 
 mod support;
 
+use sha2::{Digest, Sha256};
 use support::*;
 use tonic::Code;
 use xeno_envmgr::pricing::{Basis, PriceSheet, split_minor};
 use xeno_schemas::Document;
-use sha2::{Digest, Sha256};
 use xeno_schemas::documents::{Program, TaskDescription, UsageRecord};
 use xeno_schemas::proto::common::v1 as common;
 use xeno_schemas::proto::corp::v1 as corp_pb;
@@ -381,12 +381,10 @@ async fn bad_input_gets_clear_errors_and_harms_nothing() {
     let garbage = vec![0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0xff];
     let (garbage_xml, garbage_payloads) = {
         let sha256 = hex::encode(Sha256::digest(&garbage));
-        let task = TaskDescription::new(
-            xeno_schemas::documents::Program::WasmModule {
-                sha256: sha256.clone(),
-                entry: None,
-            },
-        );
+        let task = TaskDescription::new(xeno_schemas::documents::Program::WasmModule {
+            sha256: sha256.clone(),
+            entry: None,
+        });
         (
             task.to_xml(),
             vec![common::Payload {
@@ -531,8 +529,10 @@ async fn a_client_revoked_by_its_corp_is_refused_by_the_server() {
 /// without a word. Watchers and TaskStatus now say how much was not kept, and why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_the_server_does_not_keep_is_announced_with_its_reason() {
-    let mut platform =
-        Platform::start(&format!("{FAST_METERING}\n[defaults]\noutput_bytes_max = 1000\n")).await;
+    let mut platform = Platform::start(&format!(
+        "{FAST_METERING}\n[defaults]\noutput_bytes_max = 1000\n"
+    ))
+    .await;
     let server_id = platform.server().server_id.clone();
     let order = platform.client.order(POUND, &server_id).await;
     let mut server = platform.client.server(&platform).await;
