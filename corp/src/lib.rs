@@ -38,6 +38,8 @@ pub mod ledger;
 pub mod model;
 pub mod restrictions;
 pub mod service;
+#[cfg(test)]
+mod simulation;
 pub mod store;
 #[cfg(test)]
 mod testing;

@@ -55,7 +55,15 @@ fn actor(certificate_pem: &str, key_pem: &str, id: String) -> Actor {
 impl Fixture {
     /// A fresh corp (`corp-t`) whose policy `adjust` may change.
     pub(crate) fn new(adjust: impl FnOnce(&mut Config)) -> Fixture {
-        let dir = tempfile::tempdir().expect("tempdir");
+        // In memory where the machine has it: every operation is made durable, and the
+        // simulation makes thousands.
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .expect("tempdir");
         let mut config = Config {
             corp_id: "corp-t".to_owned(),
             data_dir: dir.path().to_owned(),
@@ -179,18 +187,19 @@ impl Fixture {
         let (xml, _) = self.apply(|corp, now, effects| {
             corp.create_order(now, &client.serial, gbp(minor), lifetime_seconds, effects)
         })?;
-        let mut order = PurchaseOrder::parse(xml.as_bytes()).expect("an order parses");
-        order.client_restrictions = server.map(|server| Restrictions {
-            servers: Some(vec![server.id.clone()]),
-            ..Restrictions::default()
-        });
-        order.client_signature = Some(
-            client
-                .key
-                .sign(&order.client_signed_bytes())
-                .expect("signing"),
-        );
-        Ok(order)
+        Ok(match server {
+            Some(server) => sign_for(&xml, client, server),
+            None => {
+                let mut order = PurchaseOrder::parse(xml.as_bytes()).expect("an order parses");
+                order.client_signature = Some(
+                    client
+                        .key
+                        .sign(&order.client_signed_bytes())
+                        .expect("signing"),
+                );
+                order
+            }
+        })
     }
 
     pub(crate) fn validate(
@@ -199,8 +208,7 @@ impl Fixture {
         order: &PurchaseOrder,
         session: &str,
     ) -> CorpResult<crate::core::Validation> {
-        let requirements =
-            xeno_schemas::documents::EnvironmentalRequirements::new("test", "Wasm").to_xml();
+        let requirements = requirements_xml();
         self.apply(|corp, now, effects| {
             corp.validate(
                 now,
@@ -237,6 +245,27 @@ impl Fixture {
     pub(crate) fn close(&mut self, caller: &Actor, order_id: &str) -> CorpResult<Settlement> {
         self.apply(|corp, now, effects| corp.close(now, &caller.serial, order_id, effects))
     }
+}
+
+/// The requirements every test session has.
+pub(crate) fn requirements_xml() -> String {
+    xeno_schemas::documents::EnvironmentalRequirements::new("test", "Wasm").to_xml()
+}
+
+/// The order in `xml`, restricted by its client to `server` and signed.
+pub(crate) fn sign_for(xml: &str, client: &Actor, server: &Actor) -> PurchaseOrder {
+    let mut order = PurchaseOrder::parse(xml.as_bytes()).expect("an order parses");
+    order.client_restrictions = Some(Restrictions {
+        servers: Some(vec![server.id.clone()]),
+        ..Restrictions::default()
+    });
+    order.client_signature = Some(
+        client
+            .key
+            .sign(&order.client_signed_bytes())
+            .expect("signing"),
+    );
+    order
 }
 
 /// A usage record as a server annotates a charge.
