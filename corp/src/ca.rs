@@ -95,6 +95,10 @@ impl std::fmt::Debug for CertificateAuthority {
 const CA_KEY_FILE: &str = "ca-key.pem";
 const CA_CERT_FILE: &str = "ca-cert.pem";
 
+/// How far behind the corp's a party's clock may be and still accept a certificate the corp
+/// has just issued.
+pub const CLOCK_SKEW_TOLERANCE: Duration = Duration::days(1);
+
 /// Most bytes of a CSR we accept: a P-256 or Ed25519 request is under 1 KiB; RSA-4096 under 4.
 pub const CSR_BYTES_MAX: usize = 16 * 1024;
 
@@ -210,7 +214,9 @@ fn leaf_params(request: &CertificateRequest<'_>) -> Result<CertificateParams, St
     let serial = hex::decode(request.serial_hex).map_err(|_| "bad serial".to_owned())?;
     params.serial_number = Some(SerialNumber::from_slice(&serial));
     let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::minutes(5);
+    // Valid from a day back: a party whose clock is behind the corp's (by minutes, or hours)
+    // must not find a fresh certificate not yet valid.
+    params.not_before = now - CLOCK_SKEW_TOLERANCE;
     params.not_after = now + request.lifetime;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = match request.role {

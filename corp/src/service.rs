@@ -263,6 +263,7 @@ impl pb::xeno_corp_server::XenoCorp for CorpService {
             charged: Some(money_to(validation.charged)),
             expires_at_unix_ms: validation.expires_at_ms,
             client: validation.client,
+            corp_time_unix_ms: now_ms(),
         }))
     }
 

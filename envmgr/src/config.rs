@@ -176,6 +176,10 @@ pub struct Metering {
     pub charge_interval_ms: u64,
     /// How often each corp's list of revoked certificates is fetched, ms. Default 30,000.
     pub revocation_refresh_ms: u64,
+    /// How often the server retries closing orders it validated for sessions that were never
+    /// made (it died in between, or the corp's answer was lost), ms: until closed, such an
+    /// order's funds stay held. Default 5,000.
+    pub orphan_retry_ms: u64,
 }
 
 /// Where the task manager for one environment type runs.
@@ -260,6 +264,7 @@ impl Default for Metering {
             period_ms: 1000,
             charge_interval_ms: 10_000,
             revocation_refresh_ms: 30_000,
+            orphan_retry_ms: 5_000,
         }
     }
 }
@@ -337,6 +342,10 @@ impl Config {
         ensure!(
             self.metering.revocation_refresh_ms >= 100,
             "metering.revocation_refresh_ms must be at least 100"
+        );
+        anyhow::ensure!(
+            self.metering.orphan_retry_ms >= 100,
+            "metering.orphan_retry_ms must be at least 100"
         );
         crate::pricing::PriceSheet::from_config(&self.pricing)?;
         self.xis.validate()?;

@@ -189,6 +189,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     config.endpoint.get_or_insert_with(|| grpc_addr.to_string());
     let server = Arc::new(Server::new(config, trusted, corps, managers, store)?);
     server.recover().await?;
+    server.spawn_orphan_closer(std::time::Duration::from_millis(
+        server.config.metering.orphan_retry_ms,
+    ));
     server.spawn_revocation_refresh(std::time::Duration::from_millis(
         server.config.metering.revocation_refresh_ms,
     ));

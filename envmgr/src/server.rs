@@ -53,6 +53,8 @@ pub struct Server {
     reserved: StdMutex<Reserved>,
     /// Set when the server stops: meters stop with it (a restarted server resumes them).
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Sessions being created now: their pending validations are not orphans.
+    creating: StdMutex<std::collections::HashSet<String>>,
 }
 
 fn status_of(error: &anyhow::Error) -> Status {
@@ -78,6 +80,7 @@ impl Server {
             sessions: StdMutex::new(HashMap::new()),
             reserved: StdMutex::new(Reserved::default()),
             stopping: tokio::sync::watch::channel(false).0,
+            creating: StdMutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -313,7 +316,59 @@ impl Server {
         basis: pricing::Basis,
         (cpu_msps, memory_mb, net_kbps): (u64, u64, u64),
     ) -> Result<pb::CreateSessionResponse, Status> {
-        let validation = corp
+        // Recorded first, so that an order bound to us whose session never gets stored (we die,
+        // or the corp's answer is lost) is closed later and its funds go back.
+        let (id, order_id, order_corp) = (
+            session_id.to_owned(),
+            order.issued.order_id.clone(),
+            order.issued.corp.clone(),
+        );
+        if let Ok(mut creating) = self.creating.lock() {
+            creating.insert(session_id.to_owned());
+        }
+        let recorded = self
+            .blocking(move |store| store.begin_validation(&id, &order_id, &order_corp, now_ms()))
+            .await;
+        let created = match recorded {
+            Ok(()) => {
+                self.open_validated(
+                    session_id,
+                    caller,
+                    requirements,
+                    requirements_xml,
+                    order,
+                    corp,
+                    manager,
+                    version,
+                    basis,
+                    (cpu_msps, memory_mb, net_kbps),
+                )
+                .await
+            }
+            Err(status) => Err(status),
+        };
+        if let Ok(mut creating) = self.creating.lock() {
+            creating.remove(session_id);
+        }
+        created
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn open_validated(
+        self: &Arc<Self>,
+        session_id: &str,
+        caller: &ClientId,
+        requirements: &EnvironmentalRequirements,
+        requirements_xml: &str,
+        order: &PurchaseOrder,
+        corp: &CorpLink,
+        manager: &Manager,
+        version: String,
+        basis: pricing::Basis,
+        (cpu_msps, memory_mb, net_kbps): (u64, u64, u64),
+    ) -> Result<pb::CreateSessionResponse, Status> {
+        let asked_at_ms = now_ms();
+        let validated = corp
             .client
             .clone()
             .validate_purchase_order(corp::ValidatePurchaseOrderRequest {
@@ -321,8 +376,19 @@ impl Server {
                 session_id: session_id.to_owned(),
                 requirements_xml: requirements_xml.to_owned(),
             })
-            .await
+            .await;
+        if let Err(status) = &validated
+            && status.code() != tonic::Code::Unavailable
+        {
+            // Refused: nothing is bound, nothing to close.
+            let id = session_id.to_owned();
+            self.blocking(move |store| store.forget_validation(&id))
+                .await?;
+        }
+        let validation = validated
             .map_err(|status| match status.code() {
+                // The order may or may not be bound now: the pending validation stays, and the
+                // orphan closer settles it if it is.
                 tonic::Code::Unavailable => {
                     Status::unavailable(format!("the corp cannot be reached: {}", status.message()))
                 }
@@ -347,7 +413,16 @@ impl Server {
                 created_at_ms
                     .saturating_add(i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX))
             });
-        let expires_at_ms = validation.expires_at_unix_ms.min(duration_end);
+        // The corp's expiry is on the corp's clock: moved onto ours, so that a server whose
+        // clock is off still ends the session when the corp stops honouring charges for it.
+        let skew_ms = match validation.corp_time_unix_ms {
+            0 => 0,
+            corp_time => corp_time - (asked_at_ms + created_at_ms) / 2,
+        };
+        let expires_at_ms = validation
+            .expires_at_unix_ms
+            .saturating_sub(skew_ms)
+            .min(duration_end);
         let scratch = self.config.data_dir.join("sessions").join(session_id);
         std::fs::create_dir_all(&scratch)
             .and_then(|()| xeno_schemas::taskmanager::scratch::make_private(&scratch))
@@ -381,13 +456,9 @@ impl Server {
         let version = match domain {
             Ok(response) => response.into_inner().version,
             Err(status) => {
-                // Nothing was spent: close the order so the client's funds come back at once.
-                let _ = corp
-                    .client
-                    .clone()
-                    .close_purchase_order(corp::ClosePurchaseOrderRequest {
-                        order_id: order.issued.order_id.clone(),
-                    })
+                // Nothing was spent: close the order so the client's funds come back at once
+                // (or, if the corp cannot be reached now, later: the validation stays pending).
+                self.close_orphan(corp, session_id, &order.issued.order_id)
                     .await;
                 let _ = std::fs::remove_dir_all(&scratch);
                 return Err(Status::new(
@@ -454,6 +525,77 @@ impl Server {
         })
     }
 
+    /// Closes an order bound to us for a session that was never made (nothing was charged),
+    /// and forgets its pending validation once the corp has settled it (or says it was never
+    /// bound to us). Whether it worked: an unreachable corp leaves it for the next try.
+    async fn close_orphan(&self, corp: &CorpLink, session_id: &str, order_id: &str) -> bool {
+        let closed = corp
+            .client
+            .clone()
+            .close_purchase_order(corp::ClosePurchaseOrderRequest {
+                order_id: order_id.to_owned(),
+            })
+            .await;
+        let done = match &closed {
+            Ok(_) => true,
+            // Never validated (the corp did not bind it to us), or unknown: nothing to settle.
+            Err(status) => matches!(
+                status.code(),
+                tonic::Code::PermissionDenied | tonic::Code::NotFound
+            ),
+        };
+        if done {
+            let id = session_id.to_owned();
+            if let Err(status) = self
+                .blocking(move |store| store.forget_validation(&id))
+                .await
+            {
+                tracing::warn!(
+                    session = session_id,
+                    "forgetting a settled validation: {}",
+                    status.message()
+                );
+            }
+            tracing::info!(
+                session = session_id,
+                order = order_id,
+                "closed an order whose session was never made"
+            );
+        }
+        done
+    }
+
+    /// Closes, until none is left, the orders of validations whose sessions were never stored
+    /// (the server died between validating and storing, or the corp's answer was lost).
+    pub fn spawn_orphan_closer(self: &Arc<Self>, period: std::time::Duration) {
+        let server = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut stopping = server.stopping.subscribe();
+            loop {
+                let pending = server
+                    .blocking(|store| store.pending_validations())
+                    .await
+                    .unwrap_or_default();
+                for (session_id, order_id, order_corp) in pending {
+                    let in_flight = server
+                        .creating
+                        .lock()
+                        .is_ok_and(|creating| creating.contains(&session_id));
+                    if in_flight {
+                        continue;
+                    }
+                    if let Some(corp) = server.corps.get(&order_corp) {
+                        server.close_orphan(corp, &session_id, &order_id).await;
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(period) => {}
+                    _ = stopping.changed() => break,
+                }
+            }
+        });
+    }
+
     /// Runs a session's meter until the session ends.
     fn spawn_meter(self: &Arc<Self>, session: Arc<Session>) {
         let server = Arc::clone(self);
@@ -472,7 +614,7 @@ impl Server {
                 }
                 let reason = match session.usage().await {
                     Err(status) if status.code() == tonic::Code::NotFound => {
-                        Some("the session's domain is gone (lost in a server restart)".to_owned())
+                        Some("the session's domain is gone: its task manager no longer has it (restarted, or the server was)".to_owned())
                     }
                     Err(status) => {
                         tracing::warn!(session = %session.id(), "usage report failed: {}", status.message());

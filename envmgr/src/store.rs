@@ -21,6 +21,12 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS tasks (
         session_id TEXT NOT NULL, task_id TEXT NOT NULL, name TEXT NOT NULL, program TEXT NOT NULL,
         created_at_ms INTEGER NOT NULL, PRIMARY KEY (session_id, task_id))",
+    // An order sent for validation whose session is not stored yet: if the server dies (or the
+    // corp's answer is lost) in between, the order may be bound to this server with no session
+    // to spend it; recovery closes it, so the client's funds come back.
+    "CREATE TABLE IF NOT EXISTS validations (
+        session_id TEXT PRIMARY KEY, order_id TEXT NOT NULL, order_corp TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS charges (
         session_id TEXT NOT NULL, sequence INTEGER NOT NULL, amount_minor INTEGER NOT NULL, usage_xml TEXT NOT NULL,
         state TEXT NOT NULL, created_at_ms INTEGER NOT NULL, PRIMARY KEY (session_id, sequence))",
@@ -141,10 +147,48 @@ impl Store {
         Ok(Store { connection })
     }
 
-    /// Records a new session.
+    /// Records that `order_id` (of `order_corp`) is about to be validated for `session_id`.
+    pub fn begin_validation(
+        &mut self,
+        session_id: &str,
+        order_id: &str,
+        order_corp: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
+        self.connection.execute(
+            "INSERT INTO validations (session_id, order_id, order_corp, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![session_id, order_id, order_corp, now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a validation whose order needs nothing more from this server.
+    pub fn forget_validation(&mut self, session_id: &str) -> anyhow::Result<()> {
+        self.connection.execute(
+            "DELETE FROM validations WHERE session_id = ?1",
+            params![session_id],
+        )?;
+        Ok(())
+    }
+
+    /// Validations whose sessions were never stored: (session, order, corp).
+    pub fn pending_validations(&self) -> anyhow::Result<Vec<(String, String, String)>> {
+        let mut statement = self.connection.prepare(
+            "SELECT session_id, order_id, order_corp FROM validations ORDER BY created_at_ms",
+        )?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records a new session (its validation is then done with).
     pub fn insert_session(&mut self, session: &SessionRow) -> anyhow::Result<()> {
         let b = &session.billing;
-        self.connection.execute(
+        let transaction = self.connection.transaction()?;
+        transaction.execute(
+            "DELETE FROM validations WHERE session_id = ?1",
+            params![session.id],
+        )?;
+        transaction.execute(
             "INSERT INTO sessions (id, owner_corp, owner_account, env_type, version, requirements_xml, order_id, order_corp,
                 cpu_msps, memory_mb, net_kbps, basis, currency, limit_minor, expires_at_ms, created_at_ms, ended_reason,
                 returned_minor, closed, next_sequence, charged_minor, billed_usage, carry_fine, last_charge_ms, started_charged)
@@ -174,6 +218,7 @@ impl Store {
                 b.started_charged,
             ],
         )?;
+        transaction.commit()?;
         Ok(())
     }
 

@@ -189,8 +189,10 @@ fn start(settings: EngineSettings, limits: CompileLimits) -> std::io::Result<Chi
     let cpu_seconds = limits.cpu.as_secs().max(1);
     let memory_bytes = limits.memory_bytes;
     let mut command = Command::new("/proc/self/exe");
+    // Nothing of the server's environment reaches the child but what makes it a compiler.
     command
         .arg0("xeno-wasm-compiler")
+        .env_clear()
         .env(COMPILER_ENV, settings.to_env())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -7,6 +7,12 @@
 //! Then the other way round: every connection a party opens authenticates its peer by role and
 //! identity, so an impostor holding a genuine certificate of the same corp is refused.
 
+mod platform;
+
+use platform::{
+    POUND, Party, corp_in_process, gbp, key_and_csr, register_client, register_server,
+    server_registration, write,
+};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +29,6 @@ use xeno_schemas::proto::corp::v1 as corp;
 use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
 use xeno_schemas::proto::server::v1 as server;
 use xeno_schemas::proto::server::v1::xeno_server_client::XenoServerClient;
-use xeno_schemas::signing::{SigningKey, pem_to_der};
 use xeno_schemas::transport::{Credentials, Peer, connect};
 
 /// Who calls.
@@ -355,22 +360,6 @@ const MATRIX: &[(&str, &str, [Outcome; 10])] = &[
     ),
 ];
 
-const POUND: u64 = 1_000_000;
-
-fn gbp(minor: u64) -> Option<common::Money> {
-    Some(common::Money {
-        currency: "GBP".to_owned(),
-        amount_minor: minor,
-    })
-}
-
-/// A party: its id and credentials.
-struct Party {
-    id: String,
-    credentials: Credentials,
-    key: SigningKey,
-}
-
 /// The platform the matrix runs against.
 struct World {
     _dir: tempfile::TempDir,
@@ -383,88 +372,6 @@ struct World {
     client: Party,
     bound: Party,
     next_session: std::sync::atomic::AtomicU64,
-}
-
-fn key_and_csr(name: &str) -> (String, String) {
-    xeno_corp::ca::generate_key_and_csr(name).expect("csr")
-}
-
-async fn anonymous(address: &str, ca: &str) -> XenoCorpClient<Channel> {
-    XenoCorpClient::new(
-        connect(address, ca, None, &Peer::Corp(None))
-            .await
-            .expect("corp"),
-    )
-}
-
-fn party(id: String, certificate_pem: String, key_pem: String) -> Party {
-    let key = SigningKey::from_pkcs8_der(&pem_to_der(&key_pem, "PRIVATE KEY").expect("pem"))
-        .expect("key");
-    Party {
-        id,
-        credentials: Credentials {
-            certificate_pem,
-            key_pem,
-        },
-        key,
-    }
-}
-
-async fn register_client(address: &str, ca: &str, name: &str) -> Party {
-    let (key_pem, csr_pem) = key_and_csr(name);
-    let response = anonymous(address, ca)
-        .await
-        .register_client(corp::RegisterClientRequest {
-            name: name.to_owned(),
-            address: "1 Matrix Row".to_owned(),
-            charging_details: "card".to_owned(),
-            privacy: corp::PrivacyMode::Identified as i32,
-            csr_pem,
-        })
-        .await
-        .expect("client registers")
-        .into_inner();
-    party(response.account_id, response.certificate_pem, key_pem)
-}
-
-fn server_registration(name: &str, csr_pem: String) -> corp::RegisterServerRequest {
-    corp::RegisterServerRequest {
-        owner_name: format!("{name} Hosting"),
-        owner_address: "2 Rack Row".to_owned(),
-        payout_details: "bank".to_owned(),
-        machine: Some(corp::MachineSpec {
-            architecture: "x86_64".to_owned(),
-            cpu_cores: 2,
-            memory_mb: 4096,
-            ..Default::default()
-        }),
-        csr_pem,
-        endpoint: format!("{name}-{}.test:7443", hex::encode(rand_bytes())),
-    }
-}
-
-fn rand_bytes() -> [u8; 6] {
-    let mut bytes = [0u8; 6];
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    for (index, byte) in bytes.iter_mut().enumerate() {
-        *byte = (seed >> (index * 8)) as u8 ^ (index as u8).wrapping_mul(37);
-    }
-    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-    bytes[5] ^= NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    bytes
-}
-
-async fn register_server(address: &str, ca: &str, name: &str) -> Party {
-    let (key_pem, csr_pem) = key_and_csr(name);
-    let response = anonymous(address, ca)
-        .await
-        .register_server(server_registration(name, csr_pem))
-        .await
-        .expect("server registers")
-        .into_inner();
-    party(response.server_id, response.certificate_pem, key_pem)
 }
 
 /// A certificate for `uri`, signed by the CA whose key and certificate are given, valid
@@ -502,28 +409,11 @@ fn self_made_ca(key_pem: &str) -> (String, String) {
     (key_pem.to_owned(), certificate.pem())
 }
 
-async fn corp_config(dir: &Path, id: &str) -> xeno_corp::daemon::RunningCorp {
-    let config = xeno_corp::config::Config {
-        corp_id: id.to_owned(),
-        data_dir: dir.join(id),
-        listen: "127.0.0.1:0".parse().expect("address"),
-        web_listen: None,
-        ..xeno_corp::config::Config::default()
-    };
-    xeno_corp::daemon::start(config).await.expect("corp starts")
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write");
-    path
-}
-
 impl World {
     async fn start() -> World {
         let dir = tempfile::tempdir().expect("tempdir");
-        let corp = corp_config(dir.path(), "corp-m").await;
-        let other_corp = corp_config(dir.path(), "corp-x").await;
+        let corp = corp_in_process(dir.path(), "corp-m").await;
+        let other_corp = corp_in_process(dir.path(), "corp-x").await;
         let corp_address = corp.grpc_addr.to_string();
         let ca = corp.ca_certificate_pem.clone();
         let client = register_client(&corp_address, &ca, "Alice").await;
