@@ -10,8 +10,8 @@
 //! The ordinary test command runs a few thousand steps over several seeds; by hand:
 //!
 //! ```text
-//! XENO_SIM_STEPS=1000000 cargo test -p xeno-corp --lib simulation -- --nocapture
-//! XENO_SIM_SEED=1234 cargo test -p xeno-corp --lib simulation     # replay one seed
+//! XENO_SIM_STEPS=1000000 cargo test -p xeno-corp --lib simulation -- --nocapture   # 200 seeds
+//! XENO_SIM_SEED=1234 XENO_SIM_STEPS=5000 cargo test -p xeno-corp --lib simulation  # one seed
 //! ```
 //!
 //! A failure names its seed and step; the same seed replays the same schedule.
@@ -29,6 +29,9 @@ use xeno_schemas::documents::PurchaseOrder;
 /// Steps per seed, and seeds, in the ordinary test run.
 const STEPS_DEFAULT: u64 = 600;
 const SEEDS_DEFAULT: u64 = 6;
+/// Longest schedule of one seed in a long run: a world's checks grow with its orders, so a
+/// long run is many seeds of bounded schedules.
+const STEPS_PER_SEED_MAX: u64 = 5_000;
 /// Operations applied in memory before the batch is made durable (or lost to a crash), as the
 /// writer batches them.
 const BATCH_MAX: usize = 4;
@@ -94,7 +97,7 @@ enum Op {
 
 /// An operation's result, to record once its batch is durable.
 enum Done {
-    Bought(PurchaseOrder, usize, usize, u64),
+    Bought(Box<PurchaseOrder>, usize, usize, u64),
     Validated(usize, usize, String),
     Charged(usize, u64, u64, ChargeAnswer),
     Closed(usize, Settlement),
@@ -152,8 +155,8 @@ impl World {
 
     fn fail(&self, what: impl std::fmt::Display) -> ! {
         panic!(
-            "simulation seed {} step {}: {what} (replay: XENO_SIM_SEED={} cargo test -p xeno-corp --lib simulation)",
-            self.seed, self.step, self.seed
+            "simulation seed {} step {}: {what} (replay: XENO_SIM_SEED={} XENO_SIM_STEPS={} cargo test -p xeno-corp --lib simulation)",
+            self.seed, self.step, self.seed, self.step
         )
     }
 
@@ -253,7 +256,7 @@ impl World {
                 match result {
                     Ok((xml, _)) => {
                         let order = crate::testing::sign_for(&xml, buyer, &self.servers[*server]);
-                        Done::Bought(order, *client, *server, *amount)
+                        Done::Bought(Box::new(order), *client, *server, *amount)
                     }
                     // Not enough money: fine, nothing changes.
                     Err(CorpError::FailedPrecondition(_)) => Done::Nothing,
@@ -433,7 +436,7 @@ impl World {
         }
         match done {
             Done::Bought(document, client, server, amount) => self.orders.push(Order {
-                document,
+                document: *document,
                 client,
                 server,
                 bound: None,
@@ -576,7 +579,7 @@ impl World {
         if self.rng.random_bool(0.1) {
             self.fixture.now_ms += self.rng.random_range(1_000..120_000);
         }
-        self.check(self.step % 100 == 0);
+        self.check(self.step.is_multiple_of(100));
     }
 }
 
@@ -589,14 +592,18 @@ fn env_u64(name: &str) -> Option<u64> {
 #[test]
 fn the_corp_keeps_its_books_through_a_seeded_storm_of_operations_and_crashes() {
     let steps = env_u64("XENO_SIM_STEPS").unwrap_or(STEPS_DEFAULT * SEEDS_DEFAULT);
-    let seeds: Vec<u64> = match env_u64("XENO_SIM_SEED") {
-        Some(seed) => vec![seed],
-        None => {
-            let base = env_u64("XENO_SIM_BASE_SEED").unwrap_or(1);
-            (base..base + SEEDS_DEFAULT).collect()
-        }
+    let base = env_u64("XENO_SIM_BASE_SEED").unwrap_or(1);
+    let (seeds, per_seed): (Vec<u64>, u64) = match env_u64("XENO_SIM_SEED") {
+        Some(seed) => (vec![seed], steps.min(STEPS_PER_SEED_MAX)),
+        None if steps <= STEPS_DEFAULT * SEEDS_DEFAULT => (
+            (base..base + SEEDS_DEFAULT).collect(),
+            (steps / SEEDS_DEFAULT).max(1),
+        ),
+        None => (
+            (base..base + steps.div_ceil(STEPS_PER_SEED_MAX)).collect(),
+            STEPS_PER_SEED_MAX,
+        ),
     };
-    let per_seed = (steps / seeds.len() as u64).max(1);
     let mut total = Stats::default();
     for seed in &seeds {
         let mut world = World::new(*seed);

@@ -23,33 +23,7 @@ const CALLS_PER_CASE: usize = 96;
 /// their own): rt_sigreturn, nanosleep, exit, kill, tkill, clock_nanosleep, exit_group, tgkill.
 const EXCLUDED: &[u64] = &[15, 35, 60, 62, 200, 230, 231, 234];
 
-const FUZZ_C: &str = r#"
-#include <fcntl.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-static unsigned char buffer[1 << 16];
-int main(void) {
-    int fd = open("cases.bin", O_RDONLY);
-    int noise = open("noise.bin", O_RDONLY);
-    read(noise, buffer, sizeof buffer);
-    close(noise);
-    static unsigned long record[7];
-    long done = 0;
-    while (read(fd, record, sizeof record) == sizeof record) {
-        long a[6];
-        for (int i = 0; i < 6; i++) {
-            unsigned long v = record[i + 1];
-            /* 0xB0B0 in the top half: a pointer into the buffer, at the low bits' offset. */
-            if ((v >> 48) == 0xB0B0) v = (unsigned long)(buffer + (v & 0xfff0));
-            a[i] = (long)v;
-        }
-        syscall(record[0], a[0], a[1], a[2], a[3], a[4], a[5]);
-        done++;
-    }
-    write(1, "done\n", 5);
-    return 0;
-}
-"#;
+const FUZZ_C: &str = include_str!("support/fuzz_guest.c");
 
 fn argument() -> impl Strategy<Value = u64> {
     prop_oneof![
@@ -163,4 +137,14 @@ fn arbitrary_system_calls_never_harm_the_host() {
     ));
     assert_eq!(finished.stdout_text(), "still fine\n");
     runtime.block_on(destroy(&manager, &after));
+}
+
+/// The plugin interface of the Linux task manager, fed arbitrary requests (decoded from
+/// arbitrary bytes, or built from them field by field, with arbitrary executables for the ELF
+/// loader): every answer is one the interface documents, and the manager keeps answering.
+/// The same cases run unbounded under cargo-fuzz (`tests/fuzz`, target `vm_rpc`).
+#[test]
+fn arbitrary_requests_get_documented_answers() {
+    let Some(manager) = manager() else { return };
+    xeno_tests::fuzz::task_manager_properties(std::sync::Arc::new(manager), "Linux", 150);
 }

@@ -1047,65 +1047,9 @@ async fn every_connection_refuses_a_peer_that_is_not_who_was_chosen() {
     world.corp.shutdown().await;
 }
 
-/// Bytes in, bytes out: requests no generated client would send.
-#[derive(Debug, Clone, Copy, Default)]
-struct Raw;
-
-impl tonic::codec::Codec for Raw {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = Raw;
-    type Decoder = Raw;
-
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
-}
-
-impl tonic::codec::Encoder for Raw {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: Vec<u8>,
-        buf: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        use bytes::BufMut;
-        buf.put_slice(&item);
-        Result::Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for Raw {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn decode(
-        &mut self,
-        buf: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Vec<u8>>, tonic::Status> {
-        use bytes::Buf;
-        Result::Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
-    }
-}
-
 async fn raw_call(channel: Channel, path: &'static str, body: Vec<u8>) -> tonic::Status {
-    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
-    grpc.ready().await.expect("ready");
-    match grpc
-        .unary(
-            tonic::Request::new(body),
-            tonic::codegen::http::uri::PathAndQuery::from_static(path),
-            Raw,
-        )
-        .await
-    {
-        Result::Ok(_) => panic!("{path} accepted a malformed request"),
+    match xeno_tests::fuzz::raw_call(channel, path, body).await {
+        Result::Ok(()) => panic!("{path} accepted a malformed request"),
         Err(status) => status,
     }
 }
