@@ -124,8 +124,20 @@ async fn a_session_with_the_xeno_command() {
         .expect("deposit");
     let out = ok(&alice, &["server", "status", &server_address]);
     assert!(
-        out.contains(&server.server_id) && out.contains("Wasm"),
-        "{out}"
+        out.contains(&format!("{}@{server_address}", server.server_id)) && out.contains("Wasm"),
+        "the id the server proved, ready for --server: {out}"
+    );
+    // Named by another id, the same server is refused: it cannot prove to be that one.
+    let someone_else = format!("{}@{server_address}", "0".repeat(64));
+    let (code, _, stderr) = xeno(&alice, &["server", "status", &someone_else]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the peer is server {}, not {}",
+            server.server_id,
+            "0".repeat(64)
+        )),
+        "{stderr}"
     );
 
     let order = dir.path().join("order.xml");
