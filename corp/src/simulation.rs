@@ -116,6 +116,14 @@ struct World {
     stats: Stats,
 }
 
+/// How much a check looks at (the deeper, the costlier: trails read the store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Depth {
+    Step,
+    Totals,
+    Trails,
+}
+
 /// What a run did, to show that it did it.
 #[derive(Debug, Default, Clone, Copy)]
 struct Stats {
@@ -457,8 +465,11 @@ impl World {
         }
     }
 
-    /// The model against the corp: invariants, every acknowledged charge, every settlement.
-    fn check(&mut self, thorough: bool) {
+    /// The model against the corp: invariants and the model's own arithmetic at every step;
+    /// with `depth` [`Depth::Totals`], each bound order's charged total and state as the corp
+    /// holds them; with [`Depth::Trails`], also every acknowledged charge in the audit trails
+    /// and the store's own audit.
+    fn check(&mut self, depth: Depth) {
         let violations = self.fixture.corp.violations();
         if !violations.is_empty() {
             self.fail(format!("ledger violations: {violations:?}"));
@@ -479,7 +490,10 @@ impl World {
                 ));
             }
         }
-        if thorough {
+        if depth >= Depth::Totals {
+            self.check_totals();
+        }
+        if depth >= Depth::Trails {
             let audit = self
                 .fixture
                 .store
@@ -489,6 +503,35 @@ impl World {
                 self.fail(format!("store audit: {:?}", audit.violations));
             }
             self.check_trails();
+        }
+    }
+
+    /// Each bound order's charged total and settlement, as the corp holds them in memory.
+    fn check_totals(&mut self) {
+        let mut held = BTreeMap::new();
+        for server in &self.servers {
+            let orders = self
+                .fixture
+                .corp
+                .audit_server(&server.serial, &server.id)
+                .unwrap_or_else(|error| self.fail(format!("audit server: {error}")));
+            for order in orders {
+                held.insert(order.order_id.clone(), order);
+            }
+        }
+        for order in self.orders.iter().filter(|order| order.bound.is_some()) {
+            let id = &order.document.issued.order_id;
+            let Some(summary) = held.get(id) else {
+                self.fail(format!("bound order {id} is not bound at the corp"));
+            };
+            let closed = summary.state == crate::model::OrderState::Closed;
+            if summary.charged.minor != order.charged() || closed != order.settled.is_some() {
+                self.fail(format!(
+                    "order {id}: the corp holds {summary:?}, the model {} charged, settled {:?}",
+                    order.charged(),
+                    order.settled
+                ));
+            }
         }
     }
 
@@ -563,7 +606,7 @@ impl World {
             (self.orders, self.sessions) = committed;
             self.stats.lost_batches += 1;
             self.fixture.restart();
-            self.check(false);
+            self.check(Depth::Totals);
             return;
         }
         self.fixture
@@ -574,12 +617,18 @@ impl World {
             // A crash after it: everything acknowledged must come back.
             self.stats.restarts += 1;
             self.fixture.restart();
-            self.check(true);
+            self.check(Depth::Totals);
         }
         if self.rng.random_bool(0.1) {
             self.fixture.now_ms += self.rng.random_range(1_000..120_000);
         }
-        self.check(self.step.is_multiple_of(100));
+        self.check(if self.step.is_multiple_of(500) {
+            Depth::Trails
+        } else if self.step.is_multiple_of(50) {
+            Depth::Totals
+        } else {
+            Depth::Step
+        });
     }
 }
 
@@ -611,7 +660,7 @@ fn the_corp_keeps_its_books_through_a_seeded_storm_of_operations_and_crashes() {
             world.step();
         }
         world.fixture.restart();
-        world.check(true);
+        world.check(Depth::Trails);
         let s = world.stats;
         total = Stats {
             orders: total.orders + s.orders,
