@@ -252,8 +252,11 @@ fn run(
     });
     input.extend_from_slice(wasm);
     let writer = std::thread::spawn(move || {
-        // A child that dies early closes its stdin: the write then fails, and the exit status
-        // says why.
+        // A child that dies early (or rejects the program before reading it all) closes its
+        // stdin: the write then fails, and the exit status says why. The write must fail with
+        // EPIPE, not kill us with SIGPIPE, whatever the embedding program does with that signal
+        // (Rust programs ignore it; a C host or a fuzzing harness may not).
+        block_sigpipe_in_this_thread();
         if let Some(mut stdin) = stdin {
             let _ = stdin.write_all(&input);
         }
@@ -335,6 +338,19 @@ fn run(
             "ended with {status}: {}",
             message.trim()
         ))),
+    }
+}
+
+/// Blocks SIGPIPE for the calling thread: a write to a closed pipe then returns EPIPE. The
+/// signal a write raises is the writing thread's own, so this affects nobody else.
+fn block_sigpipe_in_this_thread() {
+    // SAFETY: an empty set is a valid value for sigemptyset to initialise, and both calls only
+    // read and write the set and this thread's signal mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 
