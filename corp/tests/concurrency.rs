@@ -69,10 +69,18 @@ async fn a_hundred_concurrent_validations_from_ten_servers_have_one_winner() {
             10,
             "the winner's every attempt gets the same answer"
         );
+        // Every answer is the same binding; only the corp's clock reading differs between them.
+        let binding =
+            |answer: &pb::ValidatePurchaseOrderResponse| pb::ValidatePurchaseOrderResponse {
+                corp_time_unix_ms: 0,
+                ..answer.clone()
+            };
+        assert!(answers.iter().all(|answer| {
+            binding(answer) == binding(&answers[0]) && answer.bound_server_id == winner
+        }));
         assert!(
-            answers
-                .iter()
-                .all(|answer| answer == &answers[0] && answer.bound_server_id == winner)
+            answers.iter().all(|answer| answer.corp_time_unix_ms > 0),
+            "every answer carries the corp's clock"
         );
         assert_eq!(refused, 90);
         corp.assert_invariants().await;
