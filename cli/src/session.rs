@@ -366,6 +366,9 @@ pub async fn logs(args: LogsArgs, profile: &Profile) -> Result<()> {
             Some(Event::TaskEnded(ended)) if wanted(&ended.task_id) => {
                 let exit = ended.exit.unwrap_or_default();
                 eprintln!("[{}] {}", ended.task_id, crate::display::safe(&exit.reason));
+                if let Some(calls) = unknown_calls(&exit) {
+                    eprintln!("[{}] {calls}", ended.task_id);
+                }
             }
             Some(Event::Dropped(dropped)) if wanted(&dropped.task_id) => eprintln!(
                 "[{}] {} bytes of output missing from offset {}: {}",
@@ -393,6 +396,23 @@ pub async fn logs(args: LogsArgs, profile: &Profile) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The system calls a task made that its environment does not know, in one line
+/// ("unknown system calls (ENOSYS): 41 ×3, 54 ×1"), or `None` when there were none.
+fn unknown_calls(exit: &common::TaskExit) -> Option<String> {
+    if exit.unknown_calls.is_empty() {
+        return None;
+    }
+    let calls: Vec<String> = exit
+        .unknown_calls
+        .iter()
+        .map(|call| format!("{} ×{}", call.number, call.count))
+        .collect();
+    Some(format!(
+        "unknown system calls (ENOSYS): {}",
+        calls.join(", ")
+    ))
 }
 
 /// `xeno status SESSION [TASK]`.
@@ -426,6 +446,9 @@ pub async fn status(profile: &Profile, session: String, task: Option<String>) ->
         }
         if let Some(exit) = status.exit {
             println!("  {}", crate::display::safe(&exit.reason));
+            if let Some(calls) = unknown_calls(&exit) {
+                println!("  {calls}");
+            }
         }
         return Ok(());
     }

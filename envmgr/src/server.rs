@@ -6,7 +6,6 @@ use crate::identity::{ClientId, TrustedCorps};
 use crate::pricing::{self, PriceSheet};
 use crate::session::{CorpLink, Metered, Session, now_ms};
 use crate::store::{Billing, SessionRow, Store, TaskRow};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 use tonic::Status;
@@ -18,7 +17,7 @@ use xeno_schemas::proto::common::v1 as common;
 use xeno_schemas::proto::corp::v1 as corp;
 use xeno_schemas::proto::server::v1 as pb;
 use xeno_schemas::proto::taskmanager::v1 as tm;
-use xeno_schemas::taskmanager::DynTaskManager;
+use xeno_schemas::taskmanager::{DynTaskManager, payload};
 
 /// A task manager and what it said it runs.
 pub struct Manager {
@@ -762,51 +761,42 @@ impl Server {
         }
         let task = TaskDescription::parse(task_xml.as_bytes())
             .map_err(|errors| Status::invalid_argument(format!("task: {errors}")))?;
-        for (index, payload) in payloads.iter().enumerate() {
-            let actual = hex::encode(Sha256::digest(&payload.data));
-            if actual != payload.sha256 {
-                return Err(Status::invalid_argument(format!(
-                    "payload {index}: its bytes hash to {actual}, not {}",
-                    payload.sha256
-                )));
-            }
-        }
-        let named = task.payload_hashes();
-        for hash in &named {
-            if !payloads.iter().any(|p| p.sha256 == *hash) {
-                return Err(Status::invalid_argument(format!(
-                    "the task names payload {hash}, which was not sent"
-                )));
-            }
-        }
-        if let Some(extra) = payloads
-            .iter()
-            .find(|p| !named.contains(&p.sha256.as_str()))
-        {
-            return Err(Status::invalid_argument(format!(
-                "payload {} is not named by the task",
-                extra.sha256
-            )));
-        }
-        let (task_id, count) = {
-            let tasks = session
-                .tasks
-                .lock()
-                .map_err(|_| Status::internal("tasks lock"))?;
-            (format!("t-{}", tasks.len() + 1), tasks.len())
-        };
-        if count >= self.config.defaults.tasks_max as usize * 16 {
-            return Err(Status::resource_exhausted(
-                "this session has deployed too many tasks",
-            ));
-        }
+        // Hashing up to `payload_bytes_max` takes a while: off the async workers.
+        let limit = self.config.limits.payload_bytes_max;
+        let named: Vec<String> = task
+            .payload_hashes()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let payloads = tokio::task::spawn_blocking(move || {
+            let verified = payload::verify(payloads, limit)?;
+            let named: Vec<&str> = named.iter().map(String::as_str).collect();
+            payload::check_named(&named, &verified)?;
+            Ok::<_, payload::PayloadError>(
+                verified
+                    .into_iter()
+                    .map(|(sha256, data)| common::Payload {
+                        sha256,
+                        data: Vec::from(data),
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await
+        .map_err(|_| Status::internal("payload check"))?
+        .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        // The id is taken under the lock before the task manager is asked, so deploys racing
+        // into one session get distinct ids.
+        let task_id = session
+            .reserve_task_id(self.config.defaults.tasks_max as usize * 16)
+            .map_err(Status::resource_exhausted)?;
         let program = match &task.program {
             Program::WasmModule { .. } => "WasmModule",
             Program::WasmComponent { .. } => "WasmComponent",
             Program::Executable { .. } => "Executable",
             Program::ExecutablePath(_) => "ExecutablePath",
         };
-        session
+        let deployed = session
             .task_manager
             .deploy_task(tonic::Request::new(tm::DeployTaskRequest {
                 domain_id: session_id.to_owned(),
@@ -814,7 +804,16 @@ impl Server {
                 task_xml: task_xml.to_owned(),
                 payloads,
             }))
-            .await?;
+            .await;
+        if let Err(status) = deployed {
+            // A refused task leaves its id for the next deploy, unless the task manager
+            // already holds a task by that id (one deployed before a crash this server did not
+            // record): that id is spent.
+            if status.code() != tonic::Code::AlreadyExists {
+                session.release_task_id(&task_id);
+            }
+            return Err(status);
+        }
         let row = TaskRow {
             task_id: task_id.clone(),
             name: task.name.clone().unwrap_or_else(|| task_id.clone()),

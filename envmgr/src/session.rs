@@ -89,6 +89,9 @@ pub struct Session {
     pub live: Mutex<Live>,
     /// Its tasks (kept apart from `live` so deploying never waits on a charge).
     pub tasks: StdMutex<Vec<TaskRow>>,
+    /// Task ids handed out so far (`t-1` … `t-N`): taken before a deploy is awaited, so
+    /// concurrent deploys never share one.
+    task_ids_issued: StdMutex<usize>,
     /// Session events for watchers (charges, the end).
     pub events: broadcast::Sender<pb::SessionEvent>,
     /// The end reason once ended.
@@ -121,10 +124,41 @@ impl Session {
                 closed: row.closed,
                 returned_minor: row.returned_minor,
             }),
+            task_ids_issued: StdMutex::new(
+                tasks
+                    .iter()
+                    .filter_map(|task| task.task_id.strip_prefix("t-")?.parse::<usize>().ok())
+                    .max()
+                    .unwrap_or(0)
+                    .max(tasks.len()),
+            ),
             tasks: StdMutex::new(tasks),
             events,
             ended,
             row,
+        }
+    }
+
+    /// Takes the next task id, unless `most` have been handed out already.
+    pub fn reserve_task_id(&self, most: usize) -> Result<String, &'static str> {
+        let mut issued = self
+            .task_ids_issued
+            .lock()
+            .map_err(|_| "the session's task ids are unavailable")?;
+        if *issued >= most {
+            return Err("this session has deployed too many tasks");
+        }
+        *issued += 1;
+        Ok(format!("t-{issued}"))
+    }
+
+    /// Gives back `task_id` after a refused deploy, if no later id was taken since (a deploy
+    /// racing it keeps its own, and this one stays unused).
+    pub fn release_task_id(&self, task_id: &str) {
+        if let Ok(mut issued) = self.task_ids_issued.lock()
+            && task_id == format!("t-{issued}")
+        {
+            *issued -= 1;
         }
     }
 

@@ -362,14 +362,14 @@ async fn bad_input_gets_clear_errors_and_harms_nothing() {
     check(
         server.deploy_task(deploy(hello_xml.clone(), wrong)).await,
         Code::InvalidArgument,
-        "hash to",
+        "hashes to",
     );
     check(
         server
             .deploy_task(deploy(hello_xml.clone(), Vec::new()))
             .await,
         Code::InvalidArgument,
-        "which was not sent",
+        "but it was not sent",
     );
     check(
         server
@@ -595,4 +595,57 @@ async fn output_the_server_does_not_keep_is_announced_with_its_reason() {
     assert_eq!(status.output_dropped_bytes, 500);
     assert_eq!(status.output_dropped_reason, notice.reason);
     assert_eq!(status.usage.expect("usage").output_bytes, 1500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_deploys_at_once_into_one_session_make_six_tasks_with_distinct_ids() {
+    let mut platform = Platform::start(FAST_METERING).await;
+    let server_id = platform.server().server_id.clone();
+    let order = platform.client.order(POUND, &server_id).await;
+    let mut server = platform.client.server(&platform).await;
+    let session = server
+        .create_session(pb::CreateSessionRequest {
+            requirements_xml: requirements(500, 32),
+            purchase_order_xml: order.to_xml(),
+        })
+        .await
+        .expect("session")
+        .into_inner()
+        .session_id;
+    let mut deploys = tokio::task::JoinSet::new();
+    for index in 0..6 {
+        let mut server = server.clone();
+        let session = session.clone();
+        let (task_xml, payloads) = wasm_task(&hello_wat(&format!("task {index}\n")), "hello");
+        deploys.spawn(async move {
+            server
+                .deploy_task(pb::DeployTaskRequest {
+                    session_id: session,
+                    task_xml,
+                    payloads,
+                })
+                .await
+                .map(|response| response.into_inner().task_id)
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(joined) = deploys.join_next().await {
+        ids.push(joined.expect("task").expect("every deploy is accepted"));
+    }
+    ids.sort();
+    assert_eq!(ids, ["t-1", "t-2", "t-3", "t-4", "t-5", "t-6"]);
+    let events = collect_events(&mut server, &session, true, {
+        let mut ended = 0;
+        move |event| {
+            if matches!(&event.event, Some(pb::session_event::Event::TaskEnded(_))) {
+                ended += 1;
+            }
+            ended == 6
+        }
+    })
+    .await;
+    let mut outputs: Vec<String> = stdout_of(&events).lines().map(str::to_owned).collect();
+    outputs.sort();
+    let expected: Vec<String> = (0..6).map(|index| format!("task {index}")).collect();
+    assert_eq!(outputs, expected, "each task ran once");
 }

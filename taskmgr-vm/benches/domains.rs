@@ -211,7 +211,9 @@ fn native(program: &Path, argv0: &str, args: &[&str], dir: &Path) -> (Duration, 
         .stdin(Stdio::null())
         .output()
         .expect("native");
-    (started.elapsed(), output.stdout)
+    let elapsed = started.elapsed();
+    assert!(output.status.success(), "native {argv0}: {}", output.status);
+    (elapsed, output.stdout)
 }
 
 /// CPU time (user and system) of this process's waited-for children so far.
@@ -256,7 +258,17 @@ fn qemu(program: &Path, argv0: &str, args: &[&str], dir: &Path) -> Option<(Durat
         .stdin(Stdio::null())
         .output()
         .ok()?;
-    Some((started.elapsed(), output.stdout))
+    let elapsed = started.elapsed();
+    // A run that failed is no measurement: say so rather than print its time.
+    if !output.status.success() {
+        println!(
+            "  qemu-x86_64 {argv0} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        return None;
+    }
+    Some((elapsed, output.stdout))
 }
 
 fn best_of<T>(runs: usize, mut f: impl FnMut() -> (Duration, T)) -> (Duration, T) {
@@ -370,7 +382,10 @@ async fn main() {
         bench.destroy(&domain).await;
         let qemu_time = (0..2)
             .filter_map(|_| qemu(&compute, "compute", &args, dir))
-            .map(|r| r.0)
+            .map(|(time, out)| {
+                assert_eq!(out, native_out, "qemu-x86_64 computed something else");
+                time
+            })
             .min();
         println!("CPU-bound compute kernel (musl static, 300M iterations), best of 3:");
         println!(
@@ -434,7 +449,10 @@ async fn main() {
         }
         let qemu_time = (0..2)
             .filter_map(|_| qemu(&busybox_path, "sha256sum", &args, &scratch))
-            .map(|r| r.0)
+            .map(|(time, out)| {
+                assert_eq!(out, native_out, "qemu-x86_64 hashed to something else");
+                time
+            })
             .min();
         println!("System-call heavy: busybox sha256sum of 64 MiB in 4 KiB reads, best of 3:");
         println!("  native                        {}", ms(native_time));
@@ -491,7 +509,10 @@ async fn main() {
             .collect();
         let mut qemu_times: Vec<Duration> = (0..RUNS / 2)
             .filter_map(|_| qemu(&busybox_path, "echo", &["hello"], dir))
-            .map(|r| r.0)
+            .map(|(time, out)| {
+                assert_eq!(out, b"hello\n", "qemu-x86_64 echoed something else");
+                time
+            })
             .collect();
         println!("Start-up, busybox echo hello ({RUNS} runs; p50 / p90):");
         println!(
@@ -537,8 +558,12 @@ async fn main() {
         const CALLS: u64 = 200_000;
         let calls = CALLS.to_string();
         let rate = |d: Duration| format!("{:>10.0} calls/s", CALLS as f64 / d.as_secs_f64());
-        let (native_pread, _) = best_of(3, || native(&pread, "pread", &[&calls], &scratch));
-        let qemu_pread = qemu(&pread, "pread", &[&calls], &scratch).map(|r| r.0);
+        let (native_pread, native_out) =
+            best_of(3, || native(&pread, "pread", &[&calls], &scratch));
+        let qemu_pread = qemu(&pread, "pread", &[&calls], &scratch).map(|(time, out)| {
+            assert_eq!(out, native_out, "qemu-x86_64 read something else");
+            time
+        });
         println!("System calls per second ({CALLS} calls per run):");
         for (label, b) in [
             ("1-byte pread, fast path", &mut bench),

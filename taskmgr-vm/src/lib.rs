@@ -96,8 +96,10 @@
 //! - Kernel images ([`DomainKind::KernelImage`]) are refused with UNIMPLEMENTED.
 //! - `disk_mb` and `net_kbps` are not enforced: there is no quota on the scratch directory and
 //!   no network at all.
-//! - The system call list is [`SUPPORTED_SYSCALLS`]; anything else returns `ENOSYS` and is
-//!   counted in the task's log line when it ends.
+//! - The system calls are the rows of [`SYSCALLS`] (full, partial with a note, or refused
+//!   with an errno), listed in `docs/linux-system-calls.md` and in the capability report;
+//!   anything else returns `ENOSYS` and is counted, per call, in the task's end
+//!   (`TaskExit.unknown_calls`, shown by `xeno status`).
 
 //! ## Example
 //!
@@ -160,6 +162,6 @@ pub use error::{Error, StartError};
 pub use kind::{DomainKind, KERNEL_IMAGE_ELEMENT};
 pub use loader::LoadError;
 pub use manager::{ENV_TYPE, VmTaskManager};
-pub use syscalls::SUPPORTED as SUPPORTED_SYSCALLS;
+pub use syscalls::table::{Support as SyscallSupport, Syscall, TABLE as SYSCALLS};
 pub use vm::VmError;
 pub use vm::system::SyscallPath;

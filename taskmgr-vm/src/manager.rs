@@ -177,6 +177,7 @@ impl Core {
             domains_max: self.config.domains_max,
             reports_fuel: false,
             tasks_per_domain_max: self.config.tasks_per_domain_max,
+            system_calls: crate::syscalls::table::capability_rows(),
         }
     }
 

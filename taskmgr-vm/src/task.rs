@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use xeno_schemas::proto::common::v1::{TaskExit, TaskState, Usage};
+use xeno_schemas::proto::common::v1::{TaskExit, TaskState, UnknownCall, Usage};
 use xeno_schemas::taskmanager::metering::TaskMeter;
 
 pub(crate) struct Task {
@@ -24,6 +24,8 @@ pub(crate) struct Task {
     /// When the vCPU first entered the guest (for start-up measurements and logs).
     pub(crate) first_entry: OnceLock<Instant>,
     deployed: Mutex<Option<Instant>>,
+    /// The system calls it made that returned ENOSYS as unknown, for its end event.
+    unknown_calls: Mutex<Vec<UnknownCall>>,
 }
 
 impl Task {
@@ -37,6 +39,7 @@ impl Task {
             done: watch::Sender::new(false),
             first_entry: OnceLock::new(),
             deployed: Mutex::new(Some(now)),
+            unknown_calls: Mutex::new(Vec::new()),
         }
     }
 
@@ -60,6 +63,17 @@ impl Task {
         Some(self.first_entry.get()?.saturating_duration_since(deployed))
     }
 
+    /// Records the unknown system calls the task made (number, count), for its end.
+    pub(crate) fn note_unknown_calls(&self, calls: impl IntoIterator<Item = (u64, u64)>) {
+        *lock(&self.unknown_calls) = calls
+            .into_iter()
+            .map(|(number, count)| UnknownCall {
+                number: u32::try_from(number).unwrap_or(u32::MAX),
+                count,
+            })
+            .collect();
+    }
+
     /// Records how the task ended; only the first call counts. Returns the exit if this call
     /// recorded it.
     pub(crate) fn record_exit(&self, outcome: Outcome, now: Instant) -> Option<TaskExit> {
@@ -77,6 +91,7 @@ impl Task {
             exit_code,
             reason,
             usage: Some(self.meter.usage(now)),
+            unknown_calls: lock(&self.unknown_calls).clone(),
         };
         self.exit.set(exit.clone()).ok()?;
         Some(exit)

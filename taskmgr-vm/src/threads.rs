@@ -224,6 +224,9 @@ fn leave(runtime: &TaskRuntime, vcpu: Vcpu, tid: i32, end: ThreadEnd) {
     });
     if !process.unknown.is_empty() {
         tracing::info!(domain = %runtime.domain.id, task = %runtime.task.id, unknown_syscalls = ?process.unknown, "unknown system calls returned ENOSYS");
+        runtime
+            .task
+            .note_unknown_calls(process.unknown.iter().map(|(n, c)| (*n, *c)));
     }
     for fd in process.fds.drain() {
         fastpath::release(&mut process, &fd.file);

@@ -71,6 +71,31 @@ fn arbitrary_system_calls_never_harm_the_host() {
     let scratch = outer.path().join("scratch");
     std::fs::create_dir(&scratch).expect("scratch");
     let domain = runtime.block_on(create(&manager, limits(0, 64), Some(&scratch)));
+    // A neighbour domain runs tasks beside the fuzzed one the whole time; each must work.
+    let busybox = busybox();
+    let neighbour = busybox.clone().map(|busybox| {
+        let manager = manager.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = std::sync::Arc::clone(&stop);
+        let handle = runtime.spawn(async move {
+            let domain = create(&manager, limits(0, 32), None).await;
+            let mut runs = 0u32;
+            while !stopping.load(std::sync::atomic::Ordering::Acquire) {
+                runs += 1;
+                let guest = Guest::new(&busybox, "echo", &["neighbour", &runs.to_string()]);
+                let finished = run(&manager, &domain, &format!("n-{runs}"), &guest).await;
+                assert_eq!(
+                    finished.stdout_text(),
+                    format!("neighbour {runs}\n"),
+                    "the neighbour's task {runs}: {:?}",
+                    finished.exit
+                );
+            }
+            destroy(&manager, &domain).await;
+            runs
+        });
+        (stop, handle)
+    });
     let noise: Vec<u8> = (0..65536u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
@@ -117,6 +142,17 @@ fn arbitrary_system_calls_never_harm_the_host() {
     );
     result.unwrap_or_else(|failure| panic!("{failure}"));
     runtime.block_on(destroy(&manager, &domain));
+    if let Some((stop, handle)) = neighbour {
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        let runs = runtime
+            .block_on(handle)
+            .expect("the neighbour's tasks all worked");
+        println!("the neighbour ran {runs} tasks beside the fuzzed domain");
+        assert!(
+            runs >= 2,
+            "the neighbour ran beside the fuzzing, not only after it"
+        );
+    }
     // Nothing outside the session directory changed.
     let outside: Vec<(String, Vec<u8>)> = snapshot(outer.path())
         .into_iter()
@@ -127,7 +163,7 @@ fn arbitrary_system_calls_never_harm_the_host() {
         vec![("outside.txt".to_owned(), b"untouched".to_vec())]
     );
     // And a domain created afterwards works.
-    let Some(busybox) = busybox() else { return };
+    let Some(busybox) = busybox else { return };
     let after = runtime.block_on(create(&manager, limits(0, 32), None));
     let finished = runtime.block_on(run(
         &manager,

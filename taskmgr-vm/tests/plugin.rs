@@ -12,7 +12,7 @@ use tonic::{Code, Request};
 use xeno_schemas::proto::common::v1::TaskState;
 use xeno_schemas::proto::taskmanager::v1 as pb;
 use xeno_schemas::taskmanager::{DynTaskManager, RemoteTaskManager, TaskManager};
-use xeno_taskmgr_vm::{DEFAULT_VERSION, SUPPORTED_SYSCALLS, VmConfig, VmTaskManager};
+use xeno_taskmgr_vm::{DEFAULT_VERSION, SYSCALLS, VmConfig, VmTaskManager};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn capabilities_versions_and_uname() {
@@ -26,7 +26,23 @@ async fn capabilities_versions_and_uname() {
     assert_eq!(caps.versions, [DEFAULT_VERSION]);
     assert_eq!(caps.program_kinds, ["Executable", "ExecutablePath"]);
     assert!(!caps.reports_fuel);
-    assert!(SUPPORTED_SYSCALLS.len() > 100);
+    assert_eq!(
+        caps.system_calls.len(),
+        SYSCALLS.len(),
+        "the report is the table"
+    );
+    let rseq = caps
+        .system_calls
+        .iter()
+        .find(|call| call.name == "rseq")
+        .expect("rseq is listed");
+    assert_eq!((rseq.number, rseq.support.as_str()), (334, "refused"));
+    assert!(rseq.note.starts_with("ENOSYS: "), "{rseq:?}");
+    let read = &caps.system_calls[0];
+    assert_eq!(
+        (read.number, read.name.as_str(), read.support.as_str()),
+        (0, "read", "full")
+    );
 
     // A manager offering two ABI versions presents the one asked for.
     let two = VmTaskManager::new(VmConfig {

@@ -183,6 +183,8 @@ impl Core {
             domains_max: self.config.domains_max,
             reports_fuel: true,
             tasks_per_domain_max: self.config.tasks_per_domain_max,
+            // WASI is an interface of imports, not numbered system calls.
+            system_calls: Vec::new(),
         }
     }
 

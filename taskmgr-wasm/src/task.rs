@@ -73,6 +73,7 @@ impl Task {
             exit_code,
             reason,
             usage: Some(self.meter.usage(now)),
+            unknown_calls: Vec::new(),
         };
         self.exit.set(exit.clone()).ok()?;
         Some(exit)

@@ -221,6 +221,8 @@ impl ProcessTaskManager {
             domains_max: self.inner.config.domains_max,
             reports_fuel: false,
             tasks_per_domain_max: 0,
+            // Tasks are host processes: the host kernel answers their system calls.
+            system_calls: Vec::new(),
         }
     }
 

@@ -262,8 +262,3 @@ pub(crate) fn pselect(_process: &mut Process, nfds: u64) -> SysResult {
     // Without waiting on anything real, report a timeout: nothing becomes ready later.
     Ok(0)
 }
-
-pub(crate) fn pipe(_process: &mut Process, _fds: u64, _flags: u64) -> SysResult {
-    // A pipe needs a second process (or thread) to be useful; not yet.
-    Err(Errno::EMFILE)
-}

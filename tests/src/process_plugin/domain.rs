@@ -303,6 +303,7 @@ impl Domain {
                     exit_code: 0,
                     reason: format!("did not die within {DESTROY_WAIT:?} of SIGKILL"),
                     usage: Some(usage),
+                    unknown_calls: Vec::new(),
                 });
             }
             let usage = state.usage(self.created, now);

@@ -310,6 +310,7 @@ pub(crate) async fn supervise(
             exit_code,
             reason,
             usage: Some(usage),
+            unknown_calls: Vec::new(),
         });
     }
     domain.notify();
