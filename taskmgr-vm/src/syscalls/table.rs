@@ -251,18 +251,12 @@ pub const TABLE: &[Syscall] = &[
     full(89, "readlink", |p, _, a| {
         done(fs::readlinkat(p, fs::AT_FDCWD, a[0], a[1], a[2]))
     }),
-    partial(
-        90,
-        "chmod",
-        "the guest sees its modes; host files never get setuid, setgid, sticky or other users' bits",
-        |p, _, a| done(fs::fchmodat(p, fs::AT_FDCWD, a[0], a[1])),
-    ),
-    partial(
-        91,
-        "fchmod",
-        "the guest sees its modes; host files never get setuid, setgid, sticky or other users' bits",
-        |p, _, a| done(fs::fchmod(p, a[0], a[1])),
-    ),
+    partial(90, "chmod", HOST_MODES, |p, _, a| {
+        done(fs::fchmodat(p, fs::AT_FDCWD, a[0], a[1]))
+    }),
+    partial(91, "fchmod", HOST_MODES, |p, _, a| {
+        done(fs::fchmod(p, a[0], a[1]))
+    }),
     partial(92, "chown", OWNERSHIP, |_, _, _| done(Ok(0))),
     partial(93, "fchown", OWNERSHIP, |_, _, _| done(Ok(0))),
     partial(94, "lchown", OWNERSHIP, |_, _, _| done(Ok(0))),
@@ -397,12 +391,9 @@ pub const TABLE: &[Syscall] = &[
     full(267, "readlinkat", |p, _, a| {
         done(fs::readlinkat(p, a[0], a[1], a[2], a[3]))
     }),
-    partial(
-        268,
-        "fchmodat",
-        "the guest sees its modes; host files never get setuid, setgid, sticky or other users' bits",
-        |p, _, a| done(fs::fchmodat(p, a[0], a[1], a[2])),
-    ),
+    partial(268, "fchmodat", HOST_MODES, |p, _, a| {
+        done(fs::fchmodat(p, a[0], a[1], a[2]))
+    }),
     full(269, "faccessat", |p, _, a| {
         done(fs::faccessat(p, a[0], a[1], a[2]))
     }),
@@ -462,6 +453,8 @@ pub const TABLE: &[Syscall] = &[
     }),
 ];
 
+const HOST_MODES: &str =
+    "the guest sees its modes; host files never get setuid, setgid, sticky or other users' bits";
 const OWNERSHIP: &str = "the domain has one user: accepted, and nothing changes";
 const ROOT_ONLY: &str = "0: the domain's only user is root";
 const SET_ROOT_ONLY: &str = "to 0 only; any other id EPERM";
