@@ -342,7 +342,7 @@ async fn main() {
         ..VmConfig::default()
     })
     .expect("manager without the fast path");
-    println!("system call path: {:?}\n", manager.syscall_path());
+    println!("system call path: {:?}\n", manager.backend().syscall_path());
     let mut bench = Bench {
         manager,
         counter: 0,

@@ -3,11 +3,13 @@
 //! sleep) at once and ends the task with that reason.
 
 use crate::cpu::signal;
-use crate::sync::lock;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use xeno_taskmgr_kit::lock;
 
-pub(crate) struct TaskControl {
+/// A task's stop switch and the vCPU threads it kicks.
+pub struct TaskControl {
     stop_requested: AtomicBool,
     /// Set when the task as a whole ends (exit_group, a fatal signal, a fault) while other
     /// threads of it still run: they end at their next check.
@@ -19,8 +21,8 @@ pub(crate) struct TaskControl {
     threads: Mutex<Vec<i32>>,
 }
 
-impl TaskControl {
-    pub(crate) fn new() -> Self {
+impl Default for TaskControl {
+    fn default() -> Self {
         TaskControl {
             stop_requested: AtomicBool::new(false),
             ending: AtomicBool::new(false),
@@ -28,7 +30,21 @@ impl TaskControl {
             threads: Mutex::new(Vec::new()),
         }
     }
+}
 
+impl xeno_taskmgr_kit::Control for TaskControl {
+    fn stop(&self, reason: &str) {
+        TaskControl::stop(self, reason);
+    }
+
+    /// A vCPU thread cannot be dropped where it stands: it ends the task later, when it
+    /// leaves the guest.
+    fn abandon(&self, timeout: Duration) -> String {
+        format!("its vCPU did not stop within {timeout:?}")
+    }
+}
+
+impl TaskControl {
     /// Asks the task to stop; the first reason given is the one reported.
     pub(crate) fn stop(&self, reason: &str) {
         {

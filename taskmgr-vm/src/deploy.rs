@@ -1,20 +1,20 @@
-//! DeployTask: from a request to a running task. Checks come first (document, payloads,
-//! capacity), then the task's files are placed, then a vCPU thread is started that loads the
-//! executable into a fresh address space, registers and announces the task, tells DeployTask
-//! it runs, and runs it to its end.
+//! DeployTask, the Linux part: after the kit's checks (document, payloads, capacity), the
+//! task's files are placed, then a vCPU thread is started that loads the executable into a
+//! fresh address space, registers and announces the task, tells DeployTask it runs, and runs
+//! it to its end.
 
-use crate::domain::Domain;
+use crate::config::VmConfig;
 use crate::error::Error;
 use crate::fds::FdTable;
 use crate::files::{self, FsContext};
 use crate::loader;
-use crate::manager::{Core, check_id};
+use crate::manager::{VmBackend, VmTaskManager};
 use crate::output::Output;
 use crate::process::{Process, Signals, ThreadInfo, Threads, Waiter};
 use crate::run::RunLimits;
-use crate::task::{Task, TaskSlot};
 use crate::threads::{self, TaskRuntime};
 use crate::vm::layout::KernelSlot;
+use crate::{Domain, Task};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -22,12 +22,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use xeno_schemas::Document;
-use xeno_schemas::documents::{Program, TaskDescription};
-use xeno_schemas::proto::taskmanager::v1 as pb;
+use xeno_schemas::documents::Program;
 use xeno_schemas::taskmanager::events::OutputCap;
-use xeno_schemas::taskmanager::payload;
-use xeno_schemas::taskmanager::scratch::{self, PlacedFile};
+use xeno_schemas::taskmanager::scratch;
+use xeno_taskmgr_kit::{Deployment, TaskSlot};
 
 /// argv[0] when the task names neither `Argv0` nor `Name`.
 const DEFAULT_ARGV0: &str = "task";
@@ -49,154 +47,94 @@ struct Launch {
     ready: oneshot::Sender<Result<(), Error>>,
 }
 
-impl Core {
-    pub(crate) async fn deploy_task(&self, request: pb::DeployTaskRequest) -> Result<(), Error> {
-        let started = Instant::now();
-        let domain = self.domain(&request.domain_id)?;
-        check_id("task_id", &request.task_id)?;
-        let description = TaskDescription::parse(request.task_xml.as_bytes())
-            .map_err(|errors| Error::Invalid(format!("TaskDescription: {errors}")))?;
-        if matches!(
-            description.program,
-            Program::WasmModule { .. } | Program::WasmComponent { .. }
-        ) {
-            return Err(Error::Unsupported(
-                "this task manager runs Linux executables (Executable, ExecutablePath), not Wasm"
-                    .to_owned(),
-            ));
-        }
-        let payloads_max = self.config.payload_bytes_max;
-        let payloads = request.payloads;
-        let payloads = self
-            .blocking(move || Ok(payload::verify(payloads, payloads_max)?))
-            .await?;
-        let fingerprint = payload::fingerprint(&request.task_xml, &payloads);
-
-        let _deploying = domain.deploy_lock.lock().await;
-        if let Some(existing) = domain.find_task(&request.task_id) {
-            if existing.fingerprint == fingerprint {
-                return Ok(());
-            }
-            return Err(Error::TaskExists {
-                domain: request.domain_id,
-                task: request.task_id,
-            });
-        }
-        payload::check_named(&description.payload_hashes(), &payloads)?;
-        domain.check_room()?;
-        let slot = TaskSlot::take(&self.running, self.config.tasks_max)?;
-        let working_dir = description
-            .working_dir
-            .as_deref()
-            .map(scratch::relative)
-            .transpose()?
-            .filter(|dir| !dir.as_os_str().is_empty());
-        let placed: Vec<PlacedFile> = description
-            .files
-            .iter()
-            .filter_map(|file| {
-                Some(PlacedFile {
-                    path: file.path.clone(),
-                    mode: file.mode,
-                    data: payloads.get(&file.sha256)?.clone(),
-                })
-            })
-            .collect();
-        let root = files::scratch_dir(&domain.scratch)?;
-        let scratch_path = domain.scratch.path().to_owned();
-        let dir = working_dir.clone();
-        let program = description.program.clone();
-        let bytes_max = self.config.program_bytes_max;
-        let image = self
-            .blocking(move || {
-                scratch::place_all(&scratch_path, &placed, dir.as_deref())?;
-                match program {
-                    Program::Executable { sha256 } => payloads
-                        .get(&sha256)
-                        .cloned()
-                        .ok_or_else(|| Error::Internal("program payload vanished".to_owned())),
-                    Program::ExecutablePath(path) => read_executable(&root, &path, bytes_max),
-                    _ => Err(Error::Unsupported("not a Linux executable".to_owned())),
-                }
-            })
-            .await?;
-        if image.len() as u64 > bytes_max {
-            return Err(Error::Invalid(format!(
-                "the program is {} bytes; this task manager runs programs of at most {bytes_max} bytes",
-                image.len()
-            )));
-        }
-        let task = Arc::new(Task::new(request.task_id.clone(), fingerprint, started));
-        let (ready, running) = oneshot::channel();
-        let launch = self.launch(&domain, &task, &description, image, working_dir, ready);
-        spawn(launch, slot)?;
-        running.await.map_err(|_| {
-            Error::Internal("the task's thread ended before it started".to_owned())
-        })??;
-        tracing::info!(domain = %request.domain_id, task = %request.task_id, "task started");
-        Ok(())
+pub(crate) async fn deploy(
+    host: &VmTaskManager,
+    deployment: Deployment<VmBackend>,
+) -> Result<(), Error> {
+    let config = &host.backend().config;
+    let domain = &deployment.domain;
+    let root = files::scratch_dir(&domain.scratch)?;
+    deployment.place_files(host).await?;
+    let payloads = deployment.payloads.clone();
+    let program = deployment.description.program.clone();
+    let bytes_max = config.program_bytes_max;
+    let image = host
+        .blocking(move || match program {
+            Program::Executable { sha256 } => payloads
+                .get(&sha256)
+                .cloned()
+                .ok_or_else(|| Error::Internal("program payload vanished".to_owned())),
+            Program::ExecutablePath(path) => read_executable(&root, &path, bytes_max),
+            _ => Err(Error::Unsupported("not a Linux executable".to_owned())),
+        })
+        .await?;
+    if image.len() as u64 > bytes_max {
+        return Err(Error::Invalid(format!(
+            "the program is {} bytes; this task manager runs programs of at most {bytes_max} bytes",
+            image.len()
+        )));
     }
+    let task = domain.new_task(
+        &deployment.task_id,
+        deployment.fingerprint,
+        deployment.started,
+    );
+    let (ready, running) = oneshot::channel();
+    let launch = launch(config, &deployment, &task, image, ready);
+    spawn(launch, deployment.slot)?;
+    running
+        .await
+        .map_err(|_| Error::Internal("the task's thread ended before it started".to_owned()))?
+}
 
-    /// Output kept for a task: the shared rule, with this manager's default and ceiling.
-    fn output_cap(&self, domain: &Domain, asked: Option<u64>) -> OutputCap {
-        OutputCap::choose(
-            asked,
-            domain.settings.task_output_bytes,
-            self.config.task_output_bytes_default,
-            self.config.task_output_bytes_max,
-        )
+fn launch(
+    config: &VmConfig,
+    deployment: &Deployment<VmBackend>,
+    task: &Arc<Task>,
+    image: Bytes,
+    ready: oneshot::Sender<Result<(), Error>>,
+) -> Launch {
+    let description = &deployment.description;
+    let domain = &deployment.domain;
+    let exe_path = match &description.program {
+        Program::ExecutablePath(path) => format!("/{}", path.trim_start_matches('/')),
+        _ => "/proc/self/exe".to_owned(),
+    };
+    let argv0 = description
+        .argv0
+        .clone()
+        .or_else(|| description.name.clone())
+        .unwrap_or_else(|| match &description.program {
+            Program::ExecutablePath(_) => exe_path.clone(),
+            _ => DEFAULT_ARGV0.to_owned(),
+        });
+    let mut argv = vec![argv0.into_bytes()];
+    argv.extend(description.args.iter().map(|arg| arg.clone().into_bytes()));
+    let cwd = deployment.working_dir.clone().unwrap_or_default();
+    let mut envp: Vec<Vec<u8>> = description
+        .env
+        .iter()
+        .map(|(name, value)| format!("{name}={value}").into_bytes())
+        .collect();
+    if !description.env.iter().any(|(name, _)| name == "PWD") {
+        envp.push([b"PWD=".as_slice(), &FsContext::session_path(&cwd)].concat());
     }
-
-    fn launch(
-        &self,
-        domain: &Arc<Domain>,
-        task: &Arc<Task>,
-        description: &TaskDescription,
-        image: Bytes,
-        working_dir: Option<PathBuf>,
-        ready: oneshot::Sender<Result<(), Error>>,
-    ) -> Launch {
-        let exe_path = match &description.program {
-            Program::ExecutablePath(path) => format!("/{}", path.trim_start_matches('/')),
-            _ => "/proc/self/exe".to_owned(),
-        };
-        let argv0 = description
-            .argv0
-            .clone()
-            .or_else(|| description.name.clone())
-            .unwrap_or_else(|| match &description.program {
-                Program::ExecutablePath(_) => exe_path.clone(),
-                _ => DEFAULT_ARGV0.to_owned(),
-            });
-        let mut argv = vec![argv0.into_bytes()];
-        argv.extend(description.args.iter().map(|arg| arg.clone().into_bytes()));
-        let cwd = working_dir.unwrap_or_default();
-        let mut envp: Vec<Vec<u8>> = description
-            .env
-            .iter()
-            .map(|(name, value)| format!("{name}={value}").into_bytes())
-            .collect();
-        if !description.env.iter().any(|(name, _)| name == "PWD") {
-            envp.push([b"PWD=".as_slice(), &FsContext::session_path(&cwd)].concat());
-        }
-        let output_cap = self.output_cap(domain, description.output_bytes);
-        Launch {
-            domain: Arc::clone(domain),
-            task: Arc::clone(task),
-            image,
-            argv,
-            envp,
-            exe_path,
-            cwd,
-            output_cap,
-            limits: RunLimits {
-                gate: domain.cpu_gate(),
-                slice: Duration::from_micros(self.config.cpu_slice_us),
-                deadline: None,
-            },
-            wall_clock_seconds: description.wall_clock_seconds,
-            ready,
-        }
+    Launch {
+        domain: Arc::clone(domain),
+        task: Arc::clone(task),
+        image,
+        argv,
+        envp,
+        exe_path,
+        cwd,
+        output_cap: deployment.output_cap.clone(),
+        limits: RunLimits {
+            gate: domain.cpu_gate(),
+            slice: Duration::from_micros(config.cpu_slice_us),
+            deadline: None,
+        },
+        wall_clock_seconds: description.wall_clock_seconds,
+        ready,
     }
 }
 
@@ -237,7 +175,7 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
         wall_clock_seconds,
         ready,
     } = launch;
-    let vm = Arc::clone(&domain.vm);
+    let vm = Arc::clone(&domain.resources);
     let prepared = (|| {
         let loaded = loader::load(&vm, &image, &argv, &envp, exe_path.as_bytes())
             .map_err(|error| Error::Invalid(format!("cannot load the executable: {error}")))?;

@@ -23,11 +23,11 @@ use crate::cpu::Vcpu;
 use crate::fds::{Kind, OpenFile};
 use crate::mm::{Backing, PROT_READ};
 use crate::process::Process;
-use crate::sync::lock;
 use crate::vm::layout::{PAGE_SIZE, TRAMPOLINE_VA, USER_CS, USER_DS};
 use crate::vm::system::SyscallPath;
 use crate::vm::windows::Window;
 use std::sync::Arc;
+use xeno_taskmgr_kit::lock;
 
 /// Smallest file given a window: below it, the slot update costs more than the exits saved.
 pub(crate) const WINDOW_BYTES_MIN: u64 = 64 * 1024;

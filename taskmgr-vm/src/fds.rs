@@ -3,10 +3,10 @@
 //! Duplicated descriptors share one open file (and so one offset), as on Linux.
 
 use crate::fastpath::WindowSlot;
-use crate::sync::lock;
 use crate::syscalls::Errno;
 use std::sync::{Arc, Mutex};
 use xeno_schemas::proto::common::v1::OutputStream;
+use xeno_taskmgr_kit::lock;
 
 /// Most descriptors a task may hold (Linux's default soft RLIMIT_NOFILE).
 pub(crate) const FDS_MAX: usize = 1024;

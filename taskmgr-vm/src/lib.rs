@@ -130,7 +130,6 @@ mod config;
 mod control;
 mod cpu;
 mod deploy;
-mod domain;
 mod elf;
 mod error;
 mod fastpath;
@@ -146,12 +145,9 @@ mod paging;
 mod process;
 mod rate;
 mod run;
-mod service;
 mod sigframe;
 mod stack;
-mod sync;
 mod syscalls;
-mod task;
 mod threads;
 mod vm;
 
@@ -161,7 +157,12 @@ pub use elf::ElfError;
 pub use error::{Error, StartError};
 pub use kind::{DomainKind, KERNEL_IMAGE_ELEMENT};
 pub use loader::LoadError;
-pub use manager::{ENV_TYPE, VmTaskManager};
+pub use manager::{ENV_TYPE, VmBackend, VmTaskManager};
+
+/// A domain of this task manager.
+pub(crate) type Domain = xeno_taskmgr_kit::Domain<VmBackend>;
+/// A task of this task manager.
+pub(crate) type Task = xeno_taskmgr_kit::Task<VmBackend>;
 pub use syscalls::table::{Support as SyscallSupport, Syscall, TABLE as SYSCALLS};
 pub use vm::VmError;
 pub use vm::system::SyscallPath;

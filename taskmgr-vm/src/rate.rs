@@ -15,11 +15,11 @@
 //! `cpu_burst_ms` deep, and a second bucket filling at `cpu_peak_msps` caps the rate at which
 //! that credit is spent (the same scheme as the Wasm manager's).
 
-use crate::sync::lock;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use xeno_schemas::taskmanager::rate::CpuBudget;
 pub(crate) use xeno_schemas::taskmanager::rate::CpuLimits;
+use xeno_taskmgr_kit::lock;
 
 /// What a vCPU thread may do now.
 #[derive(Debug, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub(crate) enum Admission {
 
 /// The CPU budget of one domain.
 #[derive(Debug)]
-pub(crate) struct CpuGate {
+pub struct CpuGate {
     budget: Mutex<CpuBudget>,
 }
 
@@ -66,18 +66,10 @@ impl CpuGate {
 mod tests {
     use super::*;
 
-    fn limits(msps: u64) -> CpuLimits {
-        CpuLimits {
-            msps,
-            peak_msps: 0,
-            burst_ms: 0,
-        }
-    }
-
     #[test]
     fn debt_is_paid_back_before_running_again() {
         let start = Instant::now();
-        let gate = CpuGate::new(limits(100), 20, start).expect("rate set");
+        let gate = CpuGate::new(CpuLimits::steady(100), 20, start).expect("rate set");
         let slice = Duration::from_millis(10);
         assert_eq!(
             gate.admit(start, slice),
@@ -100,7 +92,7 @@ mod tests {
     #[test]
     fn simulated_spinner_gets_exactly_its_rate() {
         let start = Instant::now();
-        let gate = CpuGate::new(limits(150), 20, start).expect("rate set");
+        let gate = CpuGate::new(CpuLimits::steady(150), 20, start).expect("rate set");
         let mut now = start;
         let mut used = Duration::ZERO;
         // Slices overshoot their budget by up to a 4 ms tick, as CPU timers do.
@@ -121,6 +113,6 @@ mod tests {
 
     #[test]
     fn no_rate_means_no_gate() {
-        assert!(CpuGate::new(limits(0), 20, Instant::now()).is_none());
+        assert!(CpuGate::new(CpuLimits::steady(0), 20, Instant::now()).is_none());
     }
 }

@@ -19,7 +19,6 @@ use crate::fault::{self, FaultAction, FaultSignal, signal_name};
 use crate::process::{Process, Waiter};
 use crate::rate::{Admission, CpuGate};
 use crate::sigframe;
-use crate::sync::lock;
 use crate::syscalls::{self, Errno, Flow};
 use crate::threads::{self, TaskRuntime};
 use crate::vm::layout::{PAGE_SIZE, SYSCALL_EXIT_GPA};
@@ -27,14 +26,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use xeno_schemas::taskmanager::metering::thread_cpu_ns;
+use xeno_taskmgr_kit::lock;
 
-/// How a task ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Exited(i32),
-    Failed(String),
-    Stopped(String),
-}
+pub(crate) use xeno_taskmgr_kit::Outcome;
 
 /// How one thread's run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,17 +11,18 @@
 //! path is off (its save area is one per address space), and signal masks are per task rather
 //! than per thread. `fork` and `vfork` (a second address space) are not supported: `EAGAIN`.
 
+use crate::Domain;
+use crate::Task;
 use crate::cpu::{StartState, Vcpu};
-use crate::domain::Domain;
 use crate::fastpath;
 use crate::process::{Process, ThreadInfo, Waiter};
 use crate::run::{self, Outcome, RunLimits, ThreadEnd};
-use crate::sync::lock;
 use crate::syscalls::{Errno, SysResult};
-use crate::task::{Task, TaskSlot};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use xeno_taskmgr_kit::TaskSlot;
+use xeno_taskmgr_kit::lock;
 
 /// Most threads one task may have at once: each is a vCPU and a host thread.
 pub(crate) const THREADS_MAX: usize = 64;

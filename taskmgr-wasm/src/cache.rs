@@ -5,13 +5,12 @@
 //! child process (`compiler.rs`) in its domain's turn (`compile_queue.rs`) and is charged to
 //! that domain.
 
+use crate::Domain;
 use crate::compile_queue::CompileQueue;
 use crate::compiler::CompileError;
-use crate::domain::Domain;
 use crate::engine::Runtime;
 use crate::error::Error;
 use crate::host::{ComponentHost, ModuleHost};
-use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -20,6 +19,7 @@ use tokio::sync::OnceCell;
 use wasmtime::component::Component;
 use wasmtime::{InstancePre, Module};
 use wasmtime_wasi::p2::bindings::CommandPre;
+use xeno_taskmgr_kit::lock;
 
 /// Whether a payload is run as a core module or a component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

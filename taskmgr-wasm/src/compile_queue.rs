@@ -2,10 +2,10 @@
 //! per domain, and domains served round-robin, so a session that queues a hundred large
 //! programs delays another session's one small program by at most one compilation per slot.
 
-use crate::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
+use xeno_taskmgr_kit::lock;
 
 #[derive(Default)]
 struct State {

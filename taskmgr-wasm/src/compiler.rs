@@ -139,9 +139,9 @@ impl Compilers {
             .name("wasm-compilers".to_owned())
             .spawn(move || {
                 while wanted.recv().is_ok() {
-                    while crate::sync::lock(&pool).len() < warm {
+                    while xeno_taskmgr_kit::lock(&pool).len() < warm {
                         match start(settings, limits) {
-                            Ok(child) => crate::sync::lock(&pool).push(child),
+                            Ok(child) => xeno_taskmgr_kit::lock(&pool).push(child),
                             Err(error) => {
                                 tracing::warn!(%error, "cannot start a compiler child");
                                 break;
@@ -164,8 +164,8 @@ impl Compilers {
 
     /// Compiles `wasm` in a child process under the limits. Blocking.
     pub(crate) fn compile(&self, kind: ProgramKind, wasm: &[u8]) -> Result<Artifact, CompileError> {
-        let waiting = crate::sync::lock(&self.ready).pop();
-        let _ = crate::sync::lock(&self.refill).send(());
+        let waiting = xeno_taskmgr_kit::lock(&self.ready).pop();
+        let _ = xeno_taskmgr_kit::lock(&self.refill).send(());
         let child = match waiting {
             Some(child) => child,
             None => start(self.settings, self.limits)
@@ -177,7 +177,7 @@ impl Compilers {
 
 impl Drop for Compilers {
     fn drop(&mut self) {
-        for mut child in crate::sync::lock(&self.ready).drain(..) {
+        for mut child in xeno_taskmgr_kit::lock(&self.ready).drain(..) {
             let _ = child.kill();
             let _ = child.wait();
         }

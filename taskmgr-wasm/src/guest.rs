@@ -26,6 +26,7 @@ use wasmtime::{CallHook, Engine, Store, Trap};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 use xeno_schemas::taskmanager::metering::TaskMeter;
 use xeno_schemas::taskmanager::scratch;
+use xeno_taskmgr_kit::Outcome;
 
 /// Fuel a task starts with: effectively unlimited (years of CPU time at the fastest measured
 /// rate of 21 M fuel per ms), so fuel counts work without ever ending a task.
@@ -53,14 +54,6 @@ pub(crate) struct Launch {
     /// When the wall-clock limit passes, and the limit in seconds (for the reason).
     pub(crate) wall_clock: Option<(Instant, u64)>,
     pub(crate) fuel_yield_interval: u64,
-}
-
-/// How a task's Wasm ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Exited(i32),
-    Failed(String),
-    Stopped(String),
 }
 
 enum Ended<T> {

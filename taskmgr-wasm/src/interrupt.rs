@@ -3,8 +3,12 @@
 //! fuel yield.
 
 use futures::task::AtomicWaker;
+use std::sync::Mutex;
 use std::task::Waker;
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use xeno_taskmgr_kit::lock;
 
 /// Why a task is being stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,18 +16,42 @@ pub(crate) struct StopRequest {
     pub(crate) reason: String,
 }
 
-pub(crate) struct Interrupt {
+/// A task's stop switch, and the handle that abandons its future when it does not stop.
+pub struct Interrupt {
     request: watch::Sender<Option<StopRequest>>,
     /// The task's waker while it is parked by the CPU gate, where nothing else would wake it.
     parked: AtomicWaker,
+    abort: Mutex<Option<AbortHandle>>,
 }
 
-impl Interrupt {
-    pub(crate) fn new() -> Self {
+impl Default for Interrupt {
+    fn default() -> Self {
         Interrupt {
             request: watch::Sender::new(None),
             parked: AtomicWaker::new(),
+            abort: Mutex::new(None),
         }
+    }
+}
+
+impl xeno_taskmgr_kit::Control for Interrupt {
+    fn stop(&self, reason: &str) {
+        Interrupt::stop(self, reason);
+    }
+
+    /// Drops the task's future (its store with it) where it stands.
+    fn abandon(&self, timeout: Duration) -> String {
+        if let Some(abort) = lock(&self.abort).take() {
+            abort.abort();
+        }
+        format!("abandoned: did not stop within {timeout:?}")
+    }
+}
+
+impl Interrupt {
+    /// Remembers how to drop the task's future, for [`Control::abandon`](xeno_taskmgr_kit::Control::abandon).
+    pub(crate) fn set_abort(&self, abort: AbortHandle) {
+        *lock(&self.abort) = Some(abort);
     }
 
     /// Asks the task to stop; the first reason given is the one reported.

@@ -147,7 +147,6 @@ mod compile_queue;
 mod compiler;
 mod config;
 mod deploy;
-mod domain;
 mod engine;
 mod error;
 mod guest;
@@ -158,12 +157,15 @@ mod manager;
 mod metered;
 mod output;
 mod rate;
-mod service;
 mod sleep;
-mod sync;
 mod task;
 
 pub use cache::CacheStats;
 pub use config::{ConfigError, WASM32_MEMORY_MB_MAX, WasmConfig};
 pub use error::{Error, StartError};
-pub use manager::{ENV_TYPE, VERSION, WasmTaskManager};
+pub use manager::{ENV_TYPE, VERSION, WasmBackend, WasmTaskManager};
+
+/// A domain of this task manager.
+pub(crate) type Domain = xeno_taskmgr_kit::Domain<WasmBackend>;
+/// A task of this task manager.
+pub(crate) type Task = xeno_taskmgr_kit::Task<WasmBackend>;

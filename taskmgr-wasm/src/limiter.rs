@@ -2,15 +2,15 @@
 //! resource limiter: growth beyond it fails inside the guest (`memory.grow` returns -1, a
 //! module whose initial memory does not fit fails to instantiate), never in the host.
 
-use crate::sync::lock;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::ResourceLimiter;
 use xeno_schemas::taskmanager::metering::{MemoryMeter, TaskMeter};
+use xeno_taskmgr_kit::lock;
 
 /// Linear memory held by a domain's tasks, against its cap.
 #[derive(Debug)]
-pub(crate) struct DomainMemory {
+pub struct DomainMemory {
     cap_bytes: u64,
     meter: Mutex<MemoryMeter>,
 }

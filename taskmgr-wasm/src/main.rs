@@ -23,33 +23,9 @@ struct Args {
     worker_threads: usize,
 }
 
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!("cannot listen for SIGTERM: {error}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    xeno_taskmgr_kit::plugin::init_tracing();
     let args = Args::parse();
     let config = WasmConfig {
         domains_max: args.domains_max,
@@ -58,7 +34,5 @@ async fn main() -> anyhow::Result<()> {
         ..WasmConfig::default()
     };
     let manager = WasmTaskManager::new(config)?;
-    tracing::info!(socket = %args.socket.display(), "serving the Wasm task manager");
-    xeno_schemas::taskmanager::serve_unix(manager, &args.socket, shutdown_signal()).await?;
-    Ok(())
+    xeno_taskmgr_kit::plugin::serve(manager, &args.socket).await
 }

@@ -17,7 +17,6 @@
 
 use crate::interrupt::Interrupt;
 use crate::rate::{Admission, CpuGate};
-use crate::sync::lock;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -26,6 +25,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 use tokio::time::Sleep;
 use xeno_schemas::taskmanager::metering::{TaskMeter, thread_cpu_ns};
+use xeno_taskmgr_kit::lock;
 
 /// A task's place in its domain's CPU budget.
 pub(crate) struct Budget {

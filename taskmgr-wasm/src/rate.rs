@@ -18,13 +18,13 @@
 //! domain with a thousand tasks wakes one task per refill rather than a thousand, and its tasks
 //! take turns: a task that ran a slice while others wait goes to the back.
 
-use crate::sync::lock;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 use xeno_schemas::taskmanager::rate::CpuBudget;
 pub(crate) use xeno_schemas::taskmanager::rate::CpuLimits;
+use xeno_taskmgr_kit::lock;
 
 /// Longest a task is parked before checking again: a debt this large only comes from a very
 /// low rate and a long host call, and re-checking hourly costs nothing.
@@ -77,7 +77,7 @@ pub(crate) enum Admission {
 
 /// The CPU budget of one domain.
 #[derive(Debug)]
-pub(crate) struct CpuGate {
+pub struct CpuGate {
     state: Mutex<GateState>,
 }
 
@@ -174,18 +174,10 @@ impl CpuGate {
 mod tests {
     use super::*;
 
-    fn limits(msps: u64) -> CpuLimits {
-        CpuLimits {
-            msps,
-            peak_msps: 0,
-            burst_ms: 0,
-        }
-    }
-
     #[test]
     fn debt_is_paid_back_before_running_again() {
         let start = Instant::now();
-        let gate = CpuGate::new(limits(100), 20, start).expect("rate set");
+        let gate = CpuGate::new(CpuLimits::steady(100), 20, start).expect("rate set");
         let waker = Waker::noop();
         assert_eq!(gate.admit(1, waker, start), Admission::Run);
         // The slice ran 12 ms against a 2 ms bucket: 10 ms of debt, then 1 ms to bank before
@@ -212,7 +204,7 @@ mod tests {
 
     #[test]
     fn no_rate_means_no_gate() {
-        assert!(CpuGate::new(limits(0), 20, Instant::now()).is_none());
+        assert!(CpuGate::new(CpuLimits::steady(0), 20, Instant::now()).is_none());
     }
 
     #[test]

@@ -1,113 +1,15 @@
-//! One task: its identity, counters, how it is stopped, how it ended, and the future that
-//! runs it on the task threads.
+//! The future that runs a task on the task threads: metered, paced by its domain's CPU gate,
+//! stopped through its interrupt, and caught if the host code panics.
 
-use crate::domain::Domain;
-use crate::guest::{self, Launch, Outcome};
-use crate::interrupt::Interrupt;
+use crate::guest::{self, Launch};
 use crate::metered::{Budget, Metered};
-use crate::sync::lock;
+use crate::{Domain, Task};
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, watch};
-use tokio::task::AbortHandle;
-use xeno_schemas::proto::common::v1::{TaskExit, TaskState, Usage};
-use xeno_schemas::taskmanager::metering::TaskMeter;
+use std::sync::Arc;
+use xeno_taskmgr_kit::{Outcome, TaskSlot};
 
-pub(crate) struct Task {
-    pub(crate) id: String,
-    /// A number unique within the domain, naming the task in its CPU queue.
-    pub(crate) key: u64,
-    /// Identifies the DeployTask request, for idempotent retries.
-    pub(crate) fingerprint: [u8; 32],
-    pub(crate) meter: Arc<TaskMeter>,
-    pub(crate) interrupt: Arc<Interrupt>,
-    exit: OnceLock<TaskExit>,
-    done: watch::Sender<bool>,
-    abort: Mutex<Option<AbortHandle>>,
-}
-
-impl Task {
-    pub(crate) fn new(id: String, key: u64, fingerprint: [u8; 32], now: Instant) -> Self {
-        Task {
-            id,
-            key,
-            fingerprint,
-            meter: Arc::new(TaskMeter::new(now)),
-            interrupt: Arc::new(Interrupt::new()),
-            exit: OnceLock::new(),
-            done: watch::Sender::new(false),
-            abort: Mutex::new(None),
-        }
-    }
-
-    pub(crate) fn exit(&self) -> Option<&TaskExit> {
-        self.exit.get()
-    }
-
-    pub(crate) fn state(&self) -> TaskState {
-        self.exit
-            .get()
-            .map_or(TaskState::Running, |exit| exit.state())
-    }
-
-    pub(crate) fn usage(&self, now: Instant) -> Usage {
-        self.meter.usage(now)
-    }
-
-    /// Records how the task ended; only the first call counts. Returns the exit if this call
-    /// recorded it.
-    pub(crate) fn record_exit(&self, outcome: Outcome, now: Instant) -> Option<TaskExit> {
-        if self.exit.get().is_some() {
-            return None;
-        }
-        self.meter.end(now);
-        let (state, exit_code, reason) = match outcome {
-            Outcome::Exited(code) => (TaskState::Exited, code, format!("exit {code}")),
-            Outcome::Failed(reason) => (TaskState::Failed, 0, reason),
-            Outcome::Stopped(reason) => (TaskState::Stopped, 0, reason),
-        };
-        let exit = TaskExit {
-            state: state.into(),
-            exit_code,
-            reason,
-            usage: Some(self.meter.usage(now)),
-            unknown_calls: Vec::new(),
-        };
-        self.exit.set(exit.clone()).ok()?;
-        Some(exit)
-    }
-
-    pub(crate) fn mark_done(&self) {
-        self.done.send_replace(true);
-    }
-
-    /// Asks the task to stop and waits for it to end, for at most `timeout`; a task that has
-    /// not ended by then is abandoned (its future dropped) and recorded as stopped.
-    pub(crate) async fn stop(self: &Arc<Self>, domain: &Domain, reason: &str, timeout: Duration) {
-        self.interrupt.stop(reason);
-        let mut done = self.done.subscribe();
-        if tokio::time::timeout(timeout, done.wait_for(|done| *done))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tracing::error!(task = %self.id, "task did not stop within {timeout:?}; abandoning it");
-        if let Some(abort) = lock(&self.abort).take() {
-            abort.abort();
-        }
-        domain.finish_task(
-            self,
-            Outcome::Stopped(format!(
-                "{reason} (abandoned: did not stop within {timeout:?})"
-            )),
-        );
-    }
-}
-
-/// Starts `launch` on the task threads. The permit (the task's slot in the instance pool) is
+/// Starts `launch` on the task threads. The slot (the task's place in the instance pool) is
 /// held until the task's store is gone.
 pub(crate) fn spawn(
     runtime: &tokio::runtime::Handle,
@@ -115,7 +17,7 @@ pub(crate) fn spawn(
     task: Arc<Task>,
     launch: Launch,
     quantum_us: u64,
-    permit: OwnedSemaphorePermit,
+    slot: TaskSlot,
 ) {
     let budget = domain.cpu_gate().map(|gate| Budget {
         gate,
@@ -130,7 +32,7 @@ pub(crate) fn spawn(
         tokio::task::unconstrained(guest::run(launch)),
         Arc::clone(&task.meter),
         budget,
-        Arc::clone(&task.interrupt),
+        Arc::clone(&task.control),
         deadline,
         quantum_ns,
     );
@@ -147,8 +49,8 @@ pub(crate) fn spawn(
             });
         // The store went with `metered` above, so the pool slot is free: give it back before
         // the task is seen to end, so that a deploy after StopTask or TaskEnded finds it.
-        drop(permit);
+        drop(slot);
         domain.finish_task(&running, outcome);
     });
-    *lock(&task.abort) = Some(handle.abort_handle());
+    task.control.set_abort(handle.abort_handle());
 }

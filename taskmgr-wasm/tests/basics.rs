@@ -444,13 +444,13 @@ async fn repeated_deploys_hit_the_compile_cache() {
     let manager = manager();
     create_domain(&manager, "d", limits(0, 16)).await;
     let module = hello_module("cached\n");
-    let before = manager.cache_stats();
+    let before = manager.backend().cache_stats();
     let started = Instant::now();
     deploy(&manager, "d", "first", &module, "", vec![])
         .await
         .expect("deployed");
     let first = started.elapsed();
-    let after_first = manager.cache_stats();
+    let after_first = manager.backend().cache_stats();
     assert_eq!(after_first.misses, before.misses + 1);
     let started = Instant::now();
     for i in 0..5 {
@@ -459,7 +459,7 @@ async fn repeated_deploys_hit_the_compile_cache() {
             .expect("deployed");
     }
     let again = started.elapsed() / 5;
-    let after = manager.cache_stats();
+    let after = manager.backend().cache_stats();
     assert_eq!(after.misses, after_first.misses, "no recompilation");
     assert_eq!(after.hits, after_first.hits + 5);
     assert_eq!(after.entries, 1);

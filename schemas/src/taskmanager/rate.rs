@@ -50,6 +50,17 @@ pub struct CpuLimits {
     pub burst_ms: u64,
 }
 
+impl CpuLimits {
+    /// A steady rate of `msps` with no burst.
+    pub fn steady(msps: u64) -> CpuLimits {
+        CpuLimits {
+            msps,
+            peak_msps: 0,
+            burst_ms: 0,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Bucket {
     msps: u64,

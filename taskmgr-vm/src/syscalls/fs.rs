@@ -8,7 +8,6 @@ use crate::fastpath;
 use crate::fds::{Fd, Kind, OpenFile};
 use crate::files::{FsContext, PATH_BYTES_MAX};
 use crate::process::Process;
-use crate::sync::lock;
 use cap_std::fs::{
     DirBuilder, DirBuilderExt, Metadata, MetadataExt as _, OpenOptions, OpenOptionsExt,
     Permissions, PermissionsExt,
@@ -17,6 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use xeno_schemas::taskmanager::scratch::host_mode;
+use xeno_taskmgr_kit::lock;
 
 /// `AT_FDCWD` as the 64-bit register value a program passes (-100).
 pub(crate) const AT_FDCWD: u64 = (-100i64) as u64;

@@ -11,7 +11,6 @@ pub(crate) mod system;
 pub(crate) mod windows;
 
 use crate::cpu::{CpuError, Vcpu};
-use crate::sync::lock;
 use kvm_bindings::{CpuId, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VmFd};
 use memory::GuestRam;
@@ -21,6 +20,7 @@ use std::time::Instant;
 use system::{SharedPages, SyscallPath};
 use thiserror::Error;
 use windows::Windows;
+use xeno_taskmgr_kit::lock;
 
 /// Memory slot of the RAM.
 const RAM_SLOT: u32 = 0;
@@ -54,7 +54,7 @@ pub enum VmError {
 
 /// A domain's VM.
 /// Fields drop in order: vCPUs and windows first, then the VM, then the RAM it maps.
-pub(crate) struct DomainVm {
+pub struct DomainVm {
     /// vCPUs not running a task, reused by the next (creating one costs about a millisecond).
     idle: Mutex<Vec<Vcpu>>,
     pub(crate) windows: Windows,

@@ -3,10 +3,10 @@
 
 use super::frames::Frames;
 use super::memory::GuestRam;
-use crate::sync::lock;
 use std::sync::Mutex;
 use std::time::Instant;
 use xeno_schemas::taskmanager::metering::MemoryMeter;
+use xeno_taskmgr_kit::lock;
 
 #[derive(Debug)]
 pub(crate) struct Physical {

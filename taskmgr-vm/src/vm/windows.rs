@@ -9,11 +9,11 @@
 //! through the VMM.
 
 use super::layout::{PAGE_SIZE, WINDOW_GPA_BASE, WINDOW_GPA_BYTES, page_ceil};
-use crate::sync::lock;
 use kvm_bindings::{KVM_MEM_READONLY, kvm_userspace_memory_region};
 use kvm_ioctls::VmFd;
 use std::sync::Mutex;
 use vm_memory::{FileOffset, MmapRegion};
+use xeno_taskmgr_kit::lock;
 
 /// First memory slot used for windows (slot 0 is RAM).
 const FIRST_SLOT: u32 = 1;

@@ -1,20 +1,21 @@
 //! The plugin interface: each call of the `TaskManager` trait translated into a call on the
 //! core, and its error into the documented gRPC status.
 
-use crate::manager::VmTaskManager;
+use crate::backend::Backend;
+use crate::host::Host;
 use tonic::{Request, Response, Status};
 use xeno_schemas::proto::taskmanager::v1 as pb;
 use xeno_schemas::taskmanager::{EventStream, TaskManager};
 
 #[tonic::async_trait]
-impl TaskManager for VmTaskManager {
+impl<B: Backend> TaskManager for Host<B> {
     type StreamOutputStream = EventStream;
 
     async fn get_capabilities(
         &self,
         _: Request<pb::GetCapabilitiesRequest>,
     ) -> Result<Response<pb::GetCapabilitiesResponse>, Status> {
-        Ok(Response::new(self.core.capabilities()))
+        Ok(Response::new(self.capabilities()))
     }
 
     async fn create_domain(
@@ -22,7 +23,7 @@ impl TaskManager for VmTaskManager {
         request: Request<pb::CreateDomainRequest>,
     ) -> Result<Response<pb::CreateDomainResponse>, Status> {
         Ok(Response::new(
-            self.core.create_domain(request.into_inner()).await?,
+            self.create_domain(request.into_inner()).await?,
         ))
     }
 
@@ -30,7 +31,7 @@ impl TaskManager for VmTaskManager {
         &self,
         request: Request<pb::DeployTaskRequest>,
     ) -> Result<Response<pb::DeployTaskResponse>, Status> {
-        self.core.deploy_task(request.into_inner()).await?;
+        self.deploy_task(request.into_inner()).await?;
         Ok(Response::new(pb::DeployTaskResponse {}))
     }
 
@@ -38,23 +39,21 @@ impl TaskManager for VmTaskManager {
         &self,
         request: Request<pb::StreamOutputRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        Ok(Response::new(
-            self.core.stream_output(request.into_inner())?,
-        ))
+        Ok(Response::new(self.stream_output(request.into_inner())?))
     }
 
     async fn report_usage(
         &self,
         request: Request<pb::ReportUsageRequest>,
     ) -> Result<Response<pb::ReportUsageResponse>, Status> {
-        Ok(Response::new(self.core.report_usage(request.into_inner())?))
+        Ok(Response::new(self.report_usage(request.into_inner())?))
     }
 
     async fn stop_task(
         &self,
         request: Request<pb::StopTaskRequest>,
     ) -> Result<Response<pb::StopTaskResponse>, Status> {
-        self.core.stop_task(request.into_inner()).await?;
+        self.stop_task(request.into_inner()).await?;
         Ok(Response::new(pb::StopTaskResponse {}))
     }
 
@@ -62,7 +61,7 @@ impl TaskManager for VmTaskManager {
         &self,
         request: Request<pb::DestroyDomainRequest>,
     ) -> Result<Response<pb::DestroyDomainResponse>, Status> {
-        let usage = self.core.destroy_domain(request.into_inner()).await?;
+        let usage = self.destroy_domain(request.into_inner()).await?;
         Ok(Response::new(pb::DestroyDomainResponse {
             usage: Some(usage),
         }))
@@ -72,6 +71,6 @@ impl TaskManager for VmTaskManager {
         &self,
         request: Request<pb::InspectTaskRequest>,
     ) -> Result<Response<pb::InspectTaskResponse>, Status> {
-        Ok(Response::new(self.core.inspect_task(request.into_inner())?))
+        Ok(Response::new(self.inspect_task(request.into_inner())?))
     }
 }

@@ -1,70 +1,82 @@
-//! One task: its identity, counters, how it is stopped, how it ended, and the vCPU thread
-//! that loads and runs it.
+//! One task: its identity, counters, how it is stopped and how it ended. What runs it belongs
+//! to the backend; everything the interface reports about it is here.
 
-use crate::control::TaskControl;
+use crate::backend::{Backend, Control, Outcome};
 use crate::domain::Domain;
-use crate::error::Error;
-use crate::run::Outcome;
 use crate::sync::lock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use xeno_schemas::proto::common::v1::{TaskExit, TaskState, UnknownCall, Usage};
+use xeno_schemas::taskmanager::Error;
 use xeno_schemas::taskmanager::metering::TaskMeter;
 
-pub(crate) struct Task {
-    pub(crate) id: String,
+/// A task of backend `B`.
+pub struct Task<B: Backend> {
+    /// Its id, chosen by the environment manager.
+    pub id: String,
+    /// A number unique within the domain (it names the task in the domain's CPU queue).
+    pub key: u64,
     /// Identifies the DeployTask request, for idempotent retries.
-    pub(crate) fingerprint: [u8; 32],
-    pub(crate) meter: Arc<TaskMeter>,
-    pub(crate) control: Arc<TaskControl>,
+    pub fingerprint: [u8; 32],
+    /// Its usage counters.
+    pub meter: Arc<TaskMeter>,
+    /// How it is asked to stop.
+    pub control: Arc<B::Control>,
+    /// When it first ran its own code (for start-up measurements and logs).
+    pub first_entry: OnceLock<Instant>,
+    deployed: Instant,
+    /// The system calls it made that were unknown, for its end event.
+    unknown_calls: Mutex<Vec<UnknownCall>>,
     exit: OnceLock<TaskExit>,
     done: watch::Sender<bool>,
-    /// When the vCPU first entered the guest (for start-up measurements and logs).
-    pub(crate) first_entry: OnceLock<Instant>,
-    deployed: Mutex<Option<Instant>>,
-    /// The system calls it made that returned ENOSYS as unknown, for its end event.
-    unknown_calls: Mutex<Vec<UnknownCall>>,
 }
 
-impl Task {
-    pub(crate) fn new(id: String, fingerprint: [u8; 32], now: Instant) -> Self {
+impl<B: Backend> Task<B> {
+    pub(crate) fn new(id: String, key: u64, fingerprint: [u8; 32], deployed: Instant) -> Self {
         Task {
             id,
+            key,
             fingerprint,
-            meter: Arc::new(TaskMeter::new(now)),
-            control: Arc::new(TaskControl::new()),
+            meter: Arc::new(TaskMeter::new(deployed)),
+            control: Arc::new(B::Control::default()),
+            first_entry: OnceLock::new(),
+            deployed,
+            unknown_calls: Mutex::new(Vec::new()),
             exit: OnceLock::new(),
             done: watch::Sender::new(false),
-            first_entry: OnceLock::new(),
-            deployed: Mutex::new(Some(now)),
-            unknown_calls: Mutex::new(Vec::new()),
         }
     }
 
-    pub(crate) fn exit(&self) -> Option<&TaskExit> {
+    /// How it ended, once it has.
+    pub fn exit(&self) -> Option<&TaskExit> {
         self.exit.get()
     }
 
-    pub(crate) fn state(&self) -> TaskState {
+    /// Running, or how it ended.
+    pub fn state(&self) -> TaskState {
         self.exit
             .get()
             .map_or(TaskState::Running, |exit| exit.state())
     }
 
-    pub(crate) fn usage(&self, now: Instant) -> Usage {
+    /// Its usage so far.
+    pub fn usage(&self, now: Instant) -> Usage {
         self.meter.usage(now)
     }
 
-    /// Time from DeployTask to the first guest instruction, once known.
-    pub(crate) fn start_latency(&self) -> Option<Duration> {
-        let deployed = (*lock(&self.deployed))?;
-        Some(self.first_entry.get()?.saturating_duration_since(deployed))
+    /// Time from DeployTask to its first instruction, once known.
+    pub fn start_latency(&self) -> Option<Duration> {
+        Some(
+            self.first_entry
+                .get()?
+                .saturating_duration_since(self.deployed),
+        )
     }
 
     /// Records the unknown system calls the task made (number, count), for its end.
-    pub(crate) fn note_unknown_calls(&self, calls: impl IntoIterator<Item = (u64, u64)>) {
+    pub fn note_unknown_calls(&self, calls: impl IntoIterator<Item = (u64, u64)>) {
         *lock(&self.unknown_calls) = calls
             .into_iter()
             .map(|(number, count)| UnknownCall {
@@ -101,9 +113,9 @@ impl Task {
         self.done.send_replace(true);
     }
 
-    /// Asks the task to stop and waits for its thread to end it, for at most `timeout`; a task
-    /// whose thread has not ended by then is recorded as stopped (the thread ends it later).
-    pub(crate) async fn stop(self: &Arc<Self>, domain: &Domain, reason: &str, timeout: Duration) {
+    /// Asks the task to stop and waits for it to end, for at most `timeout`; a task that has
+    /// not ended by then is abandoned (as its backend can) and recorded as stopped.
+    pub async fn stop(self: &Arc<Self>, domain: &Domain<B>, reason: &str, timeout: Duration) {
         self.control.stop(reason);
         let mut done = self.done.subscribe();
         if tokio::time::timeout(timeout, done.wait_for(|done| *done))
@@ -113,17 +125,14 @@ impl Task {
             return;
         }
         tracing::error!(task = %self.id, "task did not stop within {timeout:?}");
-        domain.finish_task(
-            self,
-            Outcome::Stopped(format!(
-                "{reason} (its vCPU did not stop within {timeout:?})"
-            )),
-        );
+        let note = self.control.abandon(timeout);
+        domain.finish_task(self, Outcome::Stopped(format!("{reason} ({note})")));
     }
 }
 
-/// A place among the task manager's running tasks (vCPU threads), given back on drop.
-pub(crate) struct TaskSlot {
+/// A place among the task manager's running tasks, given back on drop: DeployTask takes one
+/// before anything is started, the backend holds it until what ran the task is gone.
+pub struct TaskSlot {
     running: Arc<AtomicU32>,
 }
 

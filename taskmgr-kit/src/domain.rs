@@ -1,10 +1,8 @@
-//! A domain: one session's isolation unit. It owns the session's scratch directory, CPU budget,
-//! memory allowance and events, its tasks, and its usage since creation.
+//! A domain: one session's isolation unit. It owns the session's scratch directory, CPU
+//! budget, events and the backend's resources for it (a VM, a memory allowance), its tasks,
+//! and its usage since creation.
 
-use crate::error::Error;
-use crate::guest::Outcome;
-use crate::limiter::DomainMemory;
-use crate::rate::CpuGate;
+use crate::backend::{Backend, DomainSettings, Outcome, Resources};
 use crate::sync::lock;
 use crate::task::Task;
 use std::collections::{HashMap, VecDeque};
@@ -13,20 +11,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use xeno_schemas::proto::common::v1::Usage;
 use xeno_schemas::proto::taskmanager::v1::{TaskEnded, TaskUsage};
-use xeno_schemas::taskmanager::events::DomainEvents;
-use xeno_schemas::taskmanager::events::OutputCap;
+use xeno_schemas::taskmanager::Error;
+use xeno_schemas::taskmanager::events::{DomainEvents, OutputCap};
 use xeno_schemas::taskmanager::metering::{EndedTotals, Monotonic, duration_ms};
 use xeno_schemas::taskmanager::scratch::Scratch;
-
-/// A domain's limits, resolved against the task manager's configuration.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DomainSettings {
-    pub(crate) memory_bytes: u64,
-    /// The domain's `output_bytes_max` (per task), if it set one.
-    pub(crate) task_output_bytes: Option<u64>,
-    pub(crate) tasks_max: u32,
-    pub(crate) ended_tasks_kept: usize,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -35,56 +23,66 @@ enum Phase {
     Destroyed,
 }
 
-struct DomainState {
+struct DomainState<B: Backend> {
     phase: Phase,
-    tasks: HashMap<String, Arc<Task>>,
+    tasks: HashMap<String, Arc<Task<B>>>,
     /// Ended tasks, oldest first, for forgetting the oldest beyond `ended_tasks_kept`.
     ended_order: VecDeque<String>,
     running: u32,
     ended: EndedTotals,
-    /// CPU time its compilations used (in the compiler children), nanoseconds.
-    compile_ns: u64,
+    /// CPU time the host spent for the domain outside its tasks (compilations), ns.
+    host_cpu_ns: u64,
     next_key: u64,
     reported: Monotonic,
 }
 
-pub(crate) struct Domain {
-    pub(crate) id: String,
+/// A domain of backend `B`.
+pub struct Domain<B: Backend> {
+    /// Its id, chosen by the environment manager.
+    pub id: String,
     /// Identifies the CreateDomain request, for idempotent retries.
-    pub(crate) fingerprint: [u8; 32],
-    pub(crate) settings: DomainSettings,
-    pub(crate) scratch: Scratch,
-    pub(crate) memory: Arc<DomainMemory>,
-    pub(crate) events: Arc<DomainEvents>,
+    pub fingerprint: [u8; 32],
+    /// Its limits.
+    pub settings: DomainSettings,
+    /// Its directory on the host: the session's files.
+    pub scratch: Scratch,
+    /// What the backend holds for it.
+    pub resources: Arc<B::Resources>,
+    /// Its tasks' output and lifecycle events, for StreamOutput.
+    pub events: Arc<DomainEvents>,
     /// Serialises deploys in this domain, so a retried DeployTask sees the first.
     pub(crate) deploy_lock: tokio::sync::Mutex<()>,
-    cpu: Option<Arc<CpuGate>>,
+    cpu: Option<Arc<B::Gate>>,
     created: Instant,
     destroyed_at: OnceLock<Instant>,
-    state: Mutex<DomainState>,
+    state: Mutex<DomainState<B>>,
     final_usage: watch::Sender<Option<Usage>>,
 }
 
-impl Domain {
-    pub(crate) fn new(
-        id: String,
-        fingerprint: [u8; 32],
-        settings: DomainSettings,
-        scratch: Scratch,
-        cpu: Option<CpuGate>,
-        events: DomainEvents,
-        now: Instant,
-    ) -> Self {
+/// What a new domain is made of; every part made by CreateDomain.
+pub(crate) struct Parts<B: Backend> {
+    pub(crate) id: String,
+    pub(crate) fingerprint: [u8; 32],
+    pub(crate) settings: DomainSettings,
+    pub(crate) scratch: Scratch,
+    pub(crate) resources: B::Resources,
+    pub(crate) cpu: Option<B::Gate>,
+    pub(crate) events: DomainEvents,
+    pub(crate) now: Instant,
+}
+
+impl<B: Backend> Domain<B> {
+    pub(crate) fn new(parts: Parts<B>) -> Self {
         Domain {
-            id,
-            fingerprint,
-            settings,
-            scratch,
-            memory: Arc::new(DomainMemory::new(settings.memory_bytes, now)),
-            events: Arc::new(events),
+            id: parts.id,
+            fingerprint: parts.fingerprint,
+            settings: parts.settings,
+            scratch: parts.scratch,
+            resources: Arc::new(parts.resources),
+            events: Arc::new(parts.events),
             deploy_lock: tokio::sync::Mutex::new(()),
-            cpu: cpu.map(Arc::new),
-            created: now,
+            cpu: parts.cpu.map(Arc::new),
+            created: parts.now,
             destroyed_at: OnceLock::new(),
             state: Mutex::new(DomainState {
                 phase: Phase::Live,
@@ -92,7 +90,7 @@ impl Domain {
                 ended_order: VecDeque::new(),
                 running: 0,
                 ended: EndedTotals::default(),
-                compile_ns: 0,
+                host_cpu_ns: 0,
                 next_key: 0,
                 reported: Monotonic::default(),
             }),
@@ -100,11 +98,18 @@ impl Domain {
         }
     }
 
-    pub(crate) fn cpu_gate(&self) -> Option<Arc<CpuGate>> {
+    /// When the domain was created: its monotonic clock counts from here.
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
+    /// Its CPU budget, if it has a rate.
+    pub fn cpu_gate(&self) -> Option<Arc<B::Gate>> {
         self.cpu.clone()
     }
 
-    pub(crate) fn task(&self, task_id: &str) -> Result<Arc<Task>, Error> {
+    /// The task `task_id`, or NOT_FOUND.
+    pub fn task(&self, task_id: &str) -> Result<Arc<Task<B>>, Error> {
         lock(&self.state)
             .tasks
             .get(task_id)
@@ -115,17 +120,18 @@ impl Domain {
             })
     }
 
-    pub(crate) fn find_task(&self, task_id: &str) -> Option<Arc<Task>> {
+    /// The task `task_id`, if the domain remembers it.
+    pub fn find_task(&self, task_id: &str) -> Option<Arc<Task<B>>> {
         lock(&self.state).tasks.get(task_id).cloned()
     }
 
     /// Refuses a new task if the domain is not live or is full.
-    pub(crate) fn check_room(&self) -> Result<(), Error> {
+    pub fn check_room(&self) -> Result<(), Error> {
         let state = lock(&self.state);
         self.check_room_locked(&state)
     }
 
-    fn check_room_locked(&self, state: &DomainState) -> Result<(), Error> {
+    fn check_room_locked(&self, state: &DomainState<B>) -> Result<(), Error> {
         if state.phase != Phase::Live {
             return Err(Error::DomainDestroyed(self.id.clone()));
         }
@@ -138,39 +144,36 @@ impl Domain {
         Ok(())
     }
 
+    /// A new task, not yet registered; its meter counts from `now`.
+    pub fn new_task(&self, task_id: &str, fingerprint: [u8; 32], now: Instant) -> Arc<Task<B>> {
+        let key = {
+            let mut state = lock(&self.state);
+            state.next_key += 1;
+            state.next_key
+        };
+        Arc::new(Task::new(task_id.to_owned(), key, fingerprint, now))
+    }
+
     /// Adds a running task and announces it (TaskStarted) before it can write anything.
-    pub(crate) fn register_task(
-        &self,
-        task_id: &str,
-        fingerprint: [u8; 32],
-        output_cap: &OutputCap,
-    ) -> Result<Arc<Task>, Error> {
+    pub fn register_task(&self, task: &Arc<Task<B>>, output_cap: &OutputCap) -> Result<(), Error> {
         let mut state = lock(&self.state);
         self.check_room_locked(&state)?;
-        if state.tasks.contains_key(task_id) {
+        if state.tasks.contains_key(&task.id) {
             return Err(Error::TaskExists {
                 domain: self.id.clone(),
-                task: task_id.to_owned(),
+                task: task.id.clone(),
             });
         }
-        let key = state.next_key;
-        state.next_key += 1;
-        let task = Arc::new(Task::new(
-            task_id.to_owned(),
-            key,
-            fingerprint,
-            Instant::now(),
-        ));
-        state.tasks.insert(task_id.to_owned(), Arc::clone(&task));
+        state.tasks.insert(task.id.clone(), Arc::clone(task));
         state.running += 1;
-        self.events.task_started(task_id, output_cap);
-        Ok(task)
+        self.events.task_started(&task.id, output_cap);
+        Ok(())
     }
 
     /// Records a task's end (the first call wins), moves its counters into the domain's
     /// totals and announces it (TaskEnded), all under one lock so that no usage report sees
     /// the task counted twice or not at all.
-    pub(crate) fn finish_task(&self, task: &Arc<Task>, outcome: Outcome) {
+    pub fn finish_task(&self, task: &Arc<Task<B>>, outcome: Outcome) {
         let now = Instant::now();
         let mut state = lock(&self.state);
         let Some(exit) = task.record_exit(outcome, now) else {
@@ -194,20 +197,31 @@ impl Domain {
         task.mark_done();
     }
 
-    fn usage_locked(&self, state: &mut DomainState, now: Instant) -> Usage {
+    /// Charges CPU time the host spent for the domain outside its tasks (a compilation): it is
+    /// the session's CPU time, billed as such and reported as `compile_time_us`. It does not
+    /// draw on the domain's CPU rate (such work is not paced, and a session at 1 ms/s would
+    /// otherwise wait seconds after each): the work's own limit bounds it instead.
+    pub fn charge_compilation(&self, cpu: Duration) {
+        let ns = u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX);
+        let mut state = lock(&self.state);
+        state.host_cpu_ns = state.host_cpu_ns.saturating_add(ns);
+    }
+
+    fn usage_locked(&self, state: &mut DomainState<B>, now: Instant) -> Usage {
         let until = self.destroyed_at.get().copied().unwrap_or(now);
         let mut totals = state.ended;
         for task in state.tasks.values().filter(|task| task.exit().is_none()) {
             totals.add(&task.meter);
         }
-        let (memory_mb_ms, memory_peak_bytes) = self.memory.read(until);
-        let compile_us = state.compile_ns / 1000;
+        let (memory_mb_ms, memory_peak_bytes) = self.resources.memory(until);
+        let compile_us = state.host_cpu_ns / 1000;
         let usage = Usage {
             cpu_time_us: totals.cpu_time_us() + compile_us,
             compile_time_us: compile_us,
             memory_mb_ms,
             memory_peak_bytes,
             fuel: totals.fuel,
+            syscalls: totals.syscalls,
             output_bytes: totals.output_bytes,
             wall_time_ms: duration_ms(self.created, until),
             ..Usage::default()
@@ -215,18 +229,8 @@ impl Domain {
         state.reported.apply(usage)
     }
 
-    /// Charges the CPU time one of the domain's compilations used: it is the session's CPU
-    /// time, billed as such. It does not draw on the domain's CPU rate (a compilation is not
-    /// paced, and a session at 1 ms/s would otherwise wait seconds after each): the
-    /// compilation's own CPU limit bounds it instead.
-    pub(crate) fn charge_compilation(&self, cpu: Duration) {
-        let ns = u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX);
-        let mut state = lock(&self.state);
-        state.compile_ns = state.compile_ns.saturating_add(ns);
-    }
-
     /// The domain's cumulative usage and each remembered task's.
-    pub(crate) fn report(&self) -> (Usage, Vec<TaskUsage>) {
+    pub fn report(&self) -> (Usage, Vec<TaskUsage>) {
         let now = Instant::now();
         let mut state = lock(&self.state);
         // Tasks first: a running task's counters grow while we read, so the domain's total,
@@ -248,9 +252,9 @@ impl Domain {
     /// Asks every task to stop and tells readers the domain is gone, without waiting: for the
     /// task manager's own shutdown, when its threads are about to stop.
     pub(crate) fn shut_down(&self, reason: &str) {
-        let tasks: Vec<Arc<Task>> = lock(&self.state).tasks.values().cloned().collect();
+        let tasks: Vec<Arc<Task<B>>> = lock(&self.state).tasks.values().cloned().collect();
         for task in tasks {
-            task.interrupt.stop(reason);
+            crate::backend::Control::stop(&*task.control, reason);
         }
         self.events.destroyed(reason);
     }
@@ -259,7 +263,7 @@ impl Domain {
     /// calls all return the same usage.
     pub(crate) async fn destroy(&self, reason: &str, stop_timeout: Duration) -> Usage {
         let mut final_usage = self.final_usage.subscribe();
-        let running: Option<Vec<Arc<Task>>> = {
+        let running: Option<Vec<Arc<Task<B>>>> = {
             let mut state = lock(&self.state);
             if state.phase == Phase::Live {
                 state.phase = Phase::Destroying;
@@ -299,7 +303,7 @@ impl Domain {
     }
 }
 
-impl xeno_schemas::taskmanager::domains::TableDomain for Domain {
+impl<B: Backend> xeno_schemas::taskmanager::domains::TableDomain for Domain<B> {
     fn fingerprint(&self) -> [u8; 32] {
         self.fingerprint
     }
