@@ -80,7 +80,7 @@ impl Stats {
 
 /// The first-instruction timestamps the tasks of a domain printed, by task id.
 async fn first_instructions(
-    manager: &xeno_schemas::taskmanager::DynTaskManager,
+    manager: &xeno_taskmgr_kit::DynTaskManager,
     domain: &str,
 ) -> HashMap<String, u64> {
     use tokio_stream::StreamExt;
@@ -107,7 +107,7 @@ async fn first_instructions(
         .collect()
 }
 
-async fn wait_ended(manager: &xeno_schemas::taskmanager::DynTaskManager, domain: &str, task: &str) {
+async fn wait_ended(manager: &xeno_taskmgr_kit::DynTaskManager, domain: &str, task: &str) {
     for _ in 0..2000 {
         let state = manager
             .inspect_task(Request::new(tm::InspectTaskRequest {
@@ -244,8 +244,7 @@ async fn run(deploys: usize) {
         corp: "corp-a".into(),
         account: client.account_id.clone(),
     };
-    let manager =
-        xeno_schemas::taskmanager::DynTaskManager::clone(&server.server.managers["Wasm"].handle);
+    let manager = xeno_taskmgr_kit::DynTaskManager::clone(&server.server.managers["Wasm"].handle);
 
     let session_remote = remote.clone();
     let new_session = || {

@@ -17,8 +17,8 @@ use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
 use xeno_schemas::proto::server::v1::xeno_server_server::XenoServerServer;
 use xeno_schemas::proto::taskmanager::v1 as tm;
 use xeno_schemas::signing::{SigningKey, pem_to_der};
-use xeno_schemas::taskmanager::{DynTaskManager, RemoteTaskManager};
 use xeno_schemas::transport::{self, Credentials};
+use xeno_taskmgr_kit::{DynTaskManager, RemoteTaskManager};
 
 /// A running XenoServer.
 pub struct RunningServer {

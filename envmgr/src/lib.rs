@@ -4,7 +4,7 @@
 //! status queries, creates sessions from `EnvironmentalRequirements` and a purchase order (after
 //! an admission decision and the order's validation with its corp), deploys tasks into them,
 //! streams their output, meters their usage and charges the corp, dispatching each session by
-//! `EnvType` to a task manager through the plugin interface of `xeno_schemas::taskmanager`
+//! `EnvType` to a task manager through the plugin interface of `xeno_taskmgr_kit`
 //! (built in — Wasm, and Linux paravirtual domains on KVM — or an external plugin over a Unix
 //! socket or TCP). It also takes part in discovery (sections III and IV): it advertises its
 //! signed status in the XIS and computes its Vivaldi network coordinates.

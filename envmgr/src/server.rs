@@ -17,7 +17,7 @@ use xeno_schemas::proto::common::v1 as common;
 use xeno_schemas::proto::corp::v1 as corp;
 use xeno_schemas::proto::server::v1 as pb;
 use xeno_schemas::proto::taskmanager::v1 as tm;
-use xeno_schemas::taskmanager::{DynTaskManager, payload};
+use xeno_taskmgr_kit::{DynTaskManager, payload};
 
 /// A task manager and what it said it runs.
 pub struct Manager {
@@ -424,7 +424,7 @@ impl Server {
             .min(duration_end);
         let scratch = self.config.data_dir.join("sessions").join(session_id);
         std::fs::create_dir_all(&scratch)
-            .and_then(|()| xeno_schemas::taskmanager::scratch::make_private(&scratch))
+            .and_then(|()| xeno_taskmgr_kit::scratch::make_private(&scratch))
             .map_err(|error| {
                 Status::internal(format!("creating the session directory: {error}"))
             })?;

@@ -17,7 +17,7 @@ use xeno_schemas::proto::corp::v1 as corp;
 use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
 use xeno_schemas::proto::server::v1 as pb;
 use xeno_schemas::proto::taskmanager::v1 as tm;
-use xeno_schemas::taskmanager::DynTaskManager;
+use xeno_taskmgr_kit::DynTaskManager;
 
 /// Most session events buffered for slow watchers; beyond it a watcher skips ahead.
 pub const EVENTS_BUFFERED_MAX: usize = 1024;

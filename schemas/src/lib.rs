@@ -20,8 +20,6 @@
 //! - [`identity`]: how certificates name parties (the corp, servers, clients).
 //! - [`transport`]: mutual-TLS channels to a peer that proves its role and identity.
 //! - [`charging`]: how a server charges a corp, all its sessions over one stream.
-//! - [`taskmanager`]: the task manager plugin interface as a Rust trait, and the adapter that
-//!   reaches plugins in other processes.
 //! - [`text`]: showing other parties' text safely (no control or bidirectional characters).
 //! - [`proto`]: the gRPC services (XenoCorp, XenoServer, TaskManager, XIS, ResourceDiscovery),
 //!   generated from `schemas/proto/` at build time without a system `protoc`.
@@ -45,7 +43,6 @@ pub mod identity;
 pub mod proto;
 pub mod schema;
 pub mod signing;
-pub mod taskmanager;
 pub mod text;
 pub mod transport;
 pub mod xml;

@@ -2,13 +2,13 @@
 //! running task is stopped through, the per-domain [`Resources`], and the limits the host
 //! keeps for it ([`HostLimits`]).
 
+use crate::Error;
 use crate::host::{Deployment, Host};
+use crate::rate::CpuLimits;
 use std::future::Future;
 use std::time::{Duration, Instant};
 use xeno_schemas::documents::Program;
 use xeno_schemas::proto::taskmanager::v1 as pb;
-use xeno_schemas::taskmanager::Error;
-use xeno_schemas::taskmanager::rate::CpuLimits;
 
 /// One execution environment behind the plugin interface (Wasm under Wasmtime, Linux domains on
 /// KVM, host processes). The [`Host`] does everything the interface asks of every task manager
@@ -24,7 +24,7 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// How a running task is asked to stop.
     type Control: Control;
     /// A domain's CPU rate as the backend's tasks wait on it (a token bucket over
-    /// [`CpuBudget`](xeno_schemas::taskmanager::rate::CpuBudget)).
+    /// [`CpuBudget`](crate::rate::CpuBudget)).
     type Gate: Send + Sync + 'static;
 
     /// The `EnvType` served, as the requirements document names it.

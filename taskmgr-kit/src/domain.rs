@@ -2,7 +2,11 @@
 //! budget, events and the backend's resources for it (a VM, a memory allowance), its tasks,
 //! and its usage since creation.
 
+use crate::Error;
 use crate::backend::{Backend, DomainSettings, Outcome, Resources};
+use crate::events::{DomainEvents, OutputCap};
+use crate::metering::{EndedTotals, Monotonic, duration_ms};
+use crate::scratch::Scratch;
 use crate::sync::lock;
 use crate::task::Task;
 use std::collections::{HashMap, VecDeque};
@@ -11,10 +15,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use xeno_schemas::proto::common::v1::Usage;
 use xeno_schemas::proto::taskmanager::v1::{TaskEnded, TaskUsage};
-use xeno_schemas::taskmanager::Error;
-use xeno_schemas::taskmanager::events::{DomainEvents, OutputCap};
-use xeno_schemas::taskmanager::metering::{EndedTotals, Monotonic, duration_ms};
-use xeno_schemas::taskmanager::scratch::Scratch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -303,7 +303,7 @@ impl<B: Backend> Domain<B> {
     }
 }
 
-impl<B: Backend> xeno_schemas::taskmanager::domains::TableDomain for Domain<B> {
+impl<B: Backend> crate::domains::TableDomain for Domain<B> {
     fn fingerprint(&self) -> [u8; 32] {
         self.fingerprint
     }

@@ -3,7 +3,13 @@
 
 use crate::backend::{Backend, DomainSettings, HostLimits};
 use crate::domain::{Domain, Parts};
+use crate::domains::{Destroying, DomainTable};
+use crate::events::{DomainEvents, EventLimits, OutputCap};
+use crate::payload::{self, Payloads};
+use crate::rate::CpuLimits;
+use crate::scratch::{self, PlacedFile, Scratch};
 use crate::task::TaskSlot;
+use crate::{Error, EventStream};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -14,12 +20,6 @@ use xeno_schemas::Document;
 use xeno_schemas::documents::TaskDescription;
 use xeno_schemas::proto::common::v1::{TaskState, Usage};
 use xeno_schemas::proto::taskmanager::v1 as pb;
-use xeno_schemas::taskmanager::domains::{Destroying, DomainTable};
-use xeno_schemas::taskmanager::events::{DomainEvents, EventLimits, OutputCap};
-use xeno_schemas::taskmanager::payload::{self, Payloads};
-use xeno_schemas::taskmanager::rate::CpuLimits;
-use xeno_schemas::taskmanager::scratch::{self, PlacedFile, Scratch};
-use xeno_schemas::taskmanager::{Error, EventStream};
 
 /// Longest domain or task id accepted: ids are chosen by the environment manager, and this
 /// bounds what every map and event carries.
@@ -33,7 +33,7 @@ pub const FROM_OFFSET_TASKS_MAX: usize = 16_384;
 const MIB: u64 = 1024 * 1024;
 
 /// A task manager: backend `B` behind the plugin interface. Cheap to clone (clones share
-/// everything); implements [`TaskManager`](xeno_schemas::taskmanager::TaskManager).
+/// everything); implements [`TaskManager`](crate::TaskManager).
 pub struct Host<B: Backend> {
     core: Arc<Core<B>>,
     _shutdown: Arc<Shutdown<B>>,

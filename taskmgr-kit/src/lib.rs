@@ -24,8 +24,8 @@
 //! ```
 //! use std::time::{Duration, Instant};
 //! use xeno_schemas::documents::Program;
-//! use xeno_schemas::taskmanager::Error;
-//! use xeno_schemas::taskmanager::rate::CpuLimits;
+//! use xeno_taskmgr_kit::Error;
+//! use xeno_taskmgr_kit::rate::CpuLimits;
 //! use xeno_taskmgr_kit::{
 //!     Backend, Capabilities, Control, Deployment, DomainSettings, Host, HostLimits, Outcome,
 //!     Resources,
@@ -98,14 +98,28 @@
 
 mod backend;
 mod domain;
+pub mod domains;
+mod error;
+pub mod events;
 mod host;
+pub mod metering;
+pub mod payload;
 pub mod plugin;
+pub mod rate;
+mod remote;
+pub mod scratch;
 mod service;
+mod stream;
 mod sync;
 mod task;
 
 pub use backend::{Backend, Capabilities, Control, DomainSettings, HostLimits, Outcome, Resources};
 pub use domain::Domain;
+pub use error::Error;
 pub use host::{Deployment, FROM_OFFSET_TASKS_MAX, Host, ID_BYTES_MAX, REASON_BYTES_MAX, check_id};
+pub use remote::{
+    DynTaskManager, EventStream, MESSAGE_BYTES_MAX, RemoteTaskManager, TaskManager,
+    TaskManagerServer, serve_unix,
+};
 pub use sync::lock;
 pub use task::{Task, TaskSlot};

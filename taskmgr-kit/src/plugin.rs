@@ -39,6 +39,6 @@ pub async fn shutdown_signal() {
 /// Serves `host` on the Unix socket `socket` (replaced if it exists) until SIGTERM or Ctrl-C.
 pub async fn serve<B: Backend>(host: Host<B>, socket: &Path) -> anyhow::Result<()> {
     tracing::info!(socket = %socket.display(), env_type = B::ENV_TYPE, "serving the task manager");
-    xeno_schemas::taskmanager::serve_unix(host, socket, shutdown_signal()).await?;
+    crate::serve_unix(host, socket, shutdown_signal()).await?;
     Ok(())
 }

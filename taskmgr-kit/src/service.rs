@@ -3,9 +3,9 @@
 
 use crate::backend::Backend;
 use crate::host::Host;
+use crate::{EventStream, TaskManager};
 use tonic::{Request, Response, Status};
 use xeno_schemas::proto::taskmanager::v1 as pb;
-use xeno_schemas::taskmanager::{EventStream, TaskManager};
 
 #[tonic::async_trait]
 impl<B: Backend> TaskManager for Host<B> {

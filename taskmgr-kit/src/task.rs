@@ -1,16 +1,16 @@
 //! One task: its identity, counters, how it is stopped and how it ended. What runs it belongs
 //! to the backend; everything the interface reports about it is here.
 
+use crate::Error;
 use crate::backend::{Backend, Control, Outcome};
 use crate::domain::Domain;
+use crate::metering::TaskMeter;
 use crate::sync::lock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use xeno_schemas::proto::common::v1::{TaskExit, TaskState, UnknownCall, Usage};
-use xeno_schemas::taskmanager::Error;
-use xeno_schemas::taskmanager::metering::TaskMeter;
 
 /// A task of backend `B`.
 pub struct Task<B: Backend> {

@@ -24,7 +24,7 @@ use xeno_schemas::Document;
 use xeno_schemas::documents::{Program, TaskDescription};
 use xeno_schemas::proto::common::v1::{Payload, TaskState, Usage};
 use xeno_schemas::proto::taskmanager::v1 as pb;
-use xeno_schemas::taskmanager::TaskManager;
+use xeno_taskmgr_kit::TaskManager;
 use xeno_taskmgr_vm::{VmConfig, VmTaskManager};
 
 const COMPUTE_C: &str = r#"

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use xeno_schemas::documents::Program;
-use xeno_schemas::taskmanager::events::OutputCap;
-use xeno_schemas::taskmanager::scratch;
+use xeno_taskmgr_kit::events::OutputCap;
+use xeno_taskmgr_kit::scratch;
 use xeno_taskmgr_kit::{Deployment, TaskSlot};
 
 /// argv[0] when the task names neither `Argv0` nor `Name`.

@@ -1,6 +1,6 @@
 //! The session directory as tasks see it: resolving the paths they name, beneath the
 //! domain's scratch directory (created, and files placed in it, by the shared
-//! [`xeno_schemas::taskmanager::scratch`]).
+//! [`xeno_taskmgr_kit::scratch`]).
 //!
 //! Every file operation goes through cap-std, which resolves each path beneath the scratch
 //! directory (with `openat2(RESOLVE_BENEATH)` where the kernel has it) and refuses any way
@@ -15,7 +15,7 @@ use cap_std::fs::Dir;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use xeno_schemas::taskmanager::scratch::Scratch;
+use xeno_taskmgr_kit::scratch::Scratch;
 
 /// Longest path a task may pass (Linux's PATH_MAX, with its terminator).
 pub(crate) const PATH_BYTES_MAX: usize = 4095;

@@ -13,7 +13,7 @@
 //! Linux system call ABI against the session's own resources.
 //!
 //! It implements the plugin interface, the `xenoserve.taskmanager.v1.TaskManager` gRPC
-//! service, as the Rust trait [`xeno_schemas::taskmanager::TaskManager`], so the environment
+//! service, as the Rust trait [`xeno_taskmgr_kit::TaskManager`], so the environment
 //! manager can hold it in process, and the `xeno-taskmgr-vm` binary serves the same thing on
 //! a Unix socket as an external plugin.
 //!
@@ -105,7 +105,7 @@
 //!
 //! ```no_run
 //! use xeno_schemas::proto::taskmanager::v1 as pb;
-//! use xeno_schemas::taskmanager::TaskManager;
+//! use xeno_taskmgr_kit::TaskManager;
 //! use xeno_taskmgr_vm::{VmConfig, VmTaskManager};
 //!
 //! # #[tokio::main(flavor = "current_thread")]

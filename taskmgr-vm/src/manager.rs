@@ -29,7 +29,7 @@ const MEMORY_MB_MIN: u64 = 4;
 
 /// The Linux task manager: the kit's host over [`VmBackend`]. Cheap to clone (clones share
 /// everything); implements the plugin interface's
-/// [`TaskManager`](xeno_schemas::taskmanager::TaskManager) trait. [`VmTaskManager::new`] opens
+/// [`TaskManager`](xeno_taskmgr_kit::TaskManager) trait. [`VmTaskManager::new`] opens
 /// `/dev/kvm`, runs the system call self-test (which finds how `syscall` reaches the VMM on
 /// this host: see `selftest.rs`), and is ready for domains; it is callable from inside a tokio
 /// runtime (tasks run on threads of their own, one vCPU thread each).

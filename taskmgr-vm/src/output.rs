@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 use xeno_schemas::proto::common::v1::OutputStream;
-use xeno_schemas::taskmanager::events::DomainEvents;
-use xeno_schemas::taskmanager::metering::TaskMeter;
+use xeno_taskmgr_kit::events::DomainEvents;
+use xeno_taskmgr_kit::metering::TaskMeter;
 
 /// Where a task's output goes.
 #[derive(Clone)]

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32};
 use std::time::Instant;
-use xeno_schemas::taskmanager::metering::TaskMeter;
+use xeno_taskmgr_kit::metering::TaskMeter;
 
 /// Most distinct unknown system call numbers a task's log keeps counts for.
 const UNKNOWN_SYSCALLS_KEPT: usize = 64;

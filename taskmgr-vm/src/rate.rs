@@ -17,9 +17,9 @@
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use xeno_schemas::taskmanager::rate::CpuBudget;
-pub(crate) use xeno_schemas::taskmanager::rate::CpuLimits;
 use xeno_taskmgr_kit::lock;
+use xeno_taskmgr_kit::rate::CpuBudget;
+pub(crate) use xeno_taskmgr_kit::rate::CpuLimits;
 
 /// What a vCPU thread may do now.
 #[derive(Debug, PartialEq, Eq)]

@@ -25,8 +25,8 @@ use crate::vm::layout::{PAGE_SIZE, SYSCALL_EXIT_GPA};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use xeno_schemas::taskmanager::metering::thread_cpu_ns;
 use xeno_taskmgr_kit::lock;
+use xeno_taskmgr_kit::metering::thread_cpu_ns;
 
 pub(crate) use xeno_taskmgr_kit::Outcome;
 
@@ -55,7 +55,7 @@ const WAIT_STEP: Duration = Duration::from_millis(100);
 /// CPU time since the last charge, charged to the task (and the domain's budget).
 struct Charger<'a> {
     last_ns: u64,
-    meter: &'a xeno_schemas::taskmanager::metering::TaskMeter,
+    meter: &'a xeno_taskmgr_kit::metering::TaskMeter,
     gate: Option<&'a CpuGate>,
 }
 

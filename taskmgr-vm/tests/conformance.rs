@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Instant;
 use support::{busybox, manager};
-use xeno_schemas::taskmanager::DynTaskManager;
+use xeno_taskmgr_kit::DynTaskManager;
 use xeno_tests::conformance::{self, BusyboxGuests};
 
 #[tokio::test(flavor = "multi_thread")]

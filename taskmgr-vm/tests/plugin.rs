@@ -11,7 +11,7 @@ use support::*;
 use tonic::{Code, Request};
 use xeno_schemas::proto::common::v1::TaskState;
 use xeno_schemas::proto::taskmanager::v1 as pb;
-use xeno_schemas::taskmanager::{DynTaskManager, RemoteTaskManager, TaskManager};
+use xeno_taskmgr_kit::{DynTaskManager, RemoteTaskManager, TaskManager};
 use xeno_taskmgr_vm::{DEFAULT_VERSION, SYSCALLS, VmConfig, VmTaskManager};
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,7 +7,7 @@ mod support;
 
 use support::*;
 use xeno_schemas::proto::common::v1::TaskState;
-use xeno_schemas::taskmanager::TaskManager;
+use xeno_taskmgr_kit::TaskManager;
 
 const HELLO_C: &str = r#"
 #include <stdio.h>

@@ -18,7 +18,7 @@ use xeno_schemas::Document;
 use xeno_schemas::documents::{Program, TaskDescription};
 use xeno_schemas::proto::common::v1::Payload;
 use xeno_schemas::proto::taskmanager::v1::{self as pb, domain_event::Event};
-use xeno_schemas::taskmanager::TaskManager;
+use xeno_taskmgr_kit::TaskManager;
 use xeno_taskmgr_wasm::{WasmConfig, WasmTaskManager};
 
 const RUNS: usize = 3;

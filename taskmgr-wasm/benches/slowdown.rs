@@ -23,7 +23,7 @@ use tokio_stream::StreamExt;
 use tonic::Request;
 use xeno_schemas::proto::common::v1::Payload;
 use xeno_schemas::proto::taskmanager::v1::{self as pb, domain_event::Event};
-use xeno_schemas::taskmanager::TaskManager;
+use xeno_taskmgr_kit::TaskManager;
 use xeno_taskmgr_wasm::{WasmConfig, WasmTaskManager};
 
 const RUNS: usize = 5;

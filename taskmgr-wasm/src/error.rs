@@ -1,8 +1,8 @@
 //! Errors: a refused call is the plugin interface's shared
-//! [`Error`](xeno_schemas::taskmanager::Error); starting the task manager has its own.
+//! [`Error`](xeno_taskmgr_kit::Error); starting the task manager has its own.
 
 use thiserror::Error;
-pub use xeno_schemas::taskmanager::Error;
+pub use xeno_taskmgr_kit::Error;
 
 /// Why [`WasmTaskManager::new`](crate::WasmTaskManager::new) failed.
 #[derive(Debug, Error)]

@@ -24,9 +24,9 @@ use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::{CallHook, Engine, Store, Trap};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
-use xeno_schemas::taskmanager::metering::TaskMeter;
-use xeno_schemas::taskmanager::scratch;
 use xeno_taskmgr_kit::Outcome;
+use xeno_taskmgr_kit::metering::TaskMeter;
+use xeno_taskmgr_kit::scratch;
 
 /// Fuel a task starts with: effectively unlimited (years of CPU time at the fastest measured
 /// rate of 21 M fuel per ms), so fuel counts work without ever ending a task.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use xeno_schemas::taskmanager::metering::TaskMeter;
+use xeno_taskmgr_kit::metering::TaskMeter;
 
 /// Store data common to modules and components.
 pub(crate) trait HostData: Send + 'static {

@@ -6,7 +6,7 @@
 //! session is a *domain*, and each task deployed into it is a WASI program (a core module,
 //! WASI preview 1, or a component, WASI preview 2) run by Wasmtime 48.0.8. It implements the
 //! plugin interface, the `xenoserve.taskmanager.v1.TaskManager` gRPC service, as the Rust
-//! trait [`xeno_schemas::taskmanager::TaskManager`], so the environment manager can hold it in
+//! trait [`xeno_taskmgr_kit::TaskManager`], so the environment manager can hold it in
 //! process (`Arc<dyn TaskManager<StreamOutputStream = EventStream>>`), and the
 //! `xeno-taskmgr-wasm` binary serves the same thing on a Unix socket as an external plugin.
 //!
@@ -73,7 +73,7 @@
 //! use tokio_stream::StreamExt;
 //! use xeno_schemas::proto::common::v1::Payload;
 //! use xeno_schemas::proto::taskmanager::v1::{self as pb, domain_event::Event};
-//! use xeno_schemas::taskmanager::TaskManager;
+//! use xeno_taskmgr_kit::TaskManager;
 //! use xeno_taskmgr_wasm::{WasmConfig, WasmTaskManager};
 //!
 //! # #[tokio::main(flavor = "current_thread")]

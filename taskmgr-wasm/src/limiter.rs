@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::ResourceLimiter;
-use xeno_schemas::taskmanager::metering::{MemoryMeter, TaskMeter};
 use xeno_taskmgr_kit::lock;
+use xeno_taskmgr_kit::metering::{MemoryMeter, TaskMeter};
 
 /// Linear memory held by a domain's tasks, against its cap.
 #[derive(Debug)]

@@ -25,7 +25,7 @@ const MIB: u64 = 1024 * 1024;
 
 /// The Wasm task manager: the kit's host over [`WasmBackend`]. Cheap to clone (clones share
 /// everything); implements the plugin interface's
-/// [`TaskManager`](xeno_schemas::taskmanager::TaskManager) trait. [`WasmTaskManager::new`]
+/// [`TaskManager`](xeno_taskmgr_kit::TaskManager) trait. [`WasmTaskManager::new`]
 /// builds the engine and starts the task threads; it is callable from inside a tokio runtime
 /// (the task threads are a runtime of their own, so tasks never compete with the caller's
 /// request handling for its threads).

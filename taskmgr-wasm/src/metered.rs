@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 use tokio::time::Sleep;
-use xeno_schemas::taskmanager::metering::{TaskMeter, thread_cpu_ns};
 use xeno_taskmgr_kit::lock;
+use xeno_taskmgr_kit::metering::{TaskMeter, thread_cpu_ns};
 
 /// A task's place in its domain's CPU budget.
 pub(crate) struct Budget {

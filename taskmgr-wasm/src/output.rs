@@ -11,8 +11,8 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream as WasiOutputStream, Pollable, StreamError};
 use xeno_schemas::proto::common::v1::OutputStream;
-use xeno_schemas::taskmanager::events::{CHUNK_BYTES_MAX, DomainEvents};
-use xeno_schemas::taskmanager::metering::TaskMeter;
+use xeno_taskmgr_kit::events::{CHUNK_BYTES_MAX, DomainEvents};
+use xeno_taskmgr_kit::metering::TaskMeter;
 
 /// One of a task's output streams.
 #[derive(Clone)]

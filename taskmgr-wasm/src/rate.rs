@@ -22,9 +22,9 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::task::Waker;
 use std::time::{Duration, Instant};
-use xeno_schemas::taskmanager::rate::CpuBudget;
-pub(crate) use xeno_schemas::taskmanager::rate::CpuLimits;
 use xeno_taskmgr_kit::lock;
+use xeno_taskmgr_kit::rate::CpuBudget;
+pub(crate) use xeno_taskmgr_kit::rate::CpuLimits;
 
 /// Longest a task is parked before checking again: a debt this large only comes from a very
 /// low rate and a long host call, and re-checking hourly costs nothing.

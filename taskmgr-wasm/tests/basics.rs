@@ -9,7 +9,7 @@ use support::*;
 use tonic::{Code, Request};
 use xeno_schemas::proto::common::v1::{Payload, TaskState};
 use xeno_schemas::proto::taskmanager::v1 as pb;
-use xeno_schemas::taskmanager::TaskManager;
+use xeno_taskmgr_kit::TaskManager;
 use xeno_taskmgr_wasm::{WasmConfig, WasmTaskManager};
 
 const WAIT: Duration = Duration::from_secs(20);

@@ -10,7 +10,7 @@ use support::*;
 use tonic::Request;
 use xeno_schemas::proto::common::v1::TaskState;
 use xeno_schemas::proto::taskmanager::v1 as pb;
-use xeno_schemas::taskmanager::TaskManager;
+use xeno_taskmgr_kit::TaskManager;
 use xeno_taskmgr_wasm::WasmTaskManager;
 
 const WAIT: Duration = Duration::from_secs(30);

@@ -121,7 +121,7 @@ async fn the_wasm_task_manager_passes_the_conformance_suite() {
     ) else {
         return;
     };
-    let manager: xeno_schemas::taskmanager::DynTaskManager = Arc::new(support::manager());
+    let manager: xeno_taskmgr_kit::DynTaskManager = Arc::new(support::manager());
     let report = run_suite(manager, &WasmGuests { echo, writer })
         .await
         .unwrap_or_else(|failed| panic!("{failed}"));

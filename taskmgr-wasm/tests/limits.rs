@@ -10,7 +10,7 @@ use tokio_stream::StreamExt;
 use tonic::{Code, Request};
 use xeno_schemas::proto::common::v1::{TaskState, Usage};
 use xeno_schemas::proto::taskmanager::v1::{self as pb, domain_event::Event};
-use xeno_schemas::taskmanager::TaskManager;
+use xeno_taskmgr_kit::TaskManager;
 use xeno_taskmgr_wasm::{WasmConfig, WasmTaskManager};
 
 const WAIT: Duration = Duration::from_secs(30);

@@ -15,7 +15,7 @@ use tokio_stream::StreamExt;
 use tonic::Request;
 use xeno_schemas::proto::common::v1::TaskState;
 use xeno_schemas::proto::taskmanager::v1::{self as pb, domain_event::Event};
-use xeno_schemas::taskmanager::TaskManager;
+use xeno_taskmgr_kit::TaskManager;
 
 const WAIT: Duration = Duration::from_secs(30);
 

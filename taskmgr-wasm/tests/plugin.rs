@@ -11,7 +11,7 @@ use tokio_stream::StreamExt;
 use tonic::Request;
 use xeno_schemas::proto::common::v1::Payload;
 use xeno_schemas::proto::taskmanager::v1::{self as pb, domain_event::Event};
-use xeno_schemas::taskmanager::{RemoteTaskManager, TaskManager};
+use xeno_taskmgr_kit::{RemoteTaskManager, TaskManager};
 
 #[tokio::test]
 async fn the_binary_serves_the_plugin_interface_until_sigterm() {

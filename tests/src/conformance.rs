@@ -24,12 +24,12 @@
 //!    SHA-256 in lowercase hex.
 //! 2. In an integration test, start your plugin (for an external one, its binary on a socket in
 //!    a temporary directory, killed when the test ends however it ends), connect with
-//!    [`RemoteTaskManager::connect`](xeno_schemas::taskmanager::RemoteTaskManager::connect)
+//!    [`RemoteTaskManager::connect`](xeno_taskmgr_kit::RemoteTaskManager::connect)
 //!    (or use your built-in manager directly), and run [`run_suite`]:
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use xeno_schemas::taskmanager::{DynTaskManager, RemoteTaskManager};
+//! use xeno_taskmgr_kit::{DynTaskManager, RemoteTaskManager};
 //! use xeno_tests::conformance::{self, BusyboxGuests, Guest, Guests};
 //!
 //! // A plugin running static Linux executables can use the ready-made busybox guests; another
@@ -87,7 +87,7 @@ pub use guests::{FLOOD_LINE, Guest, Guests, default_limits};
 pub use report::{Check, CheckResult, Failure, Outcome, Report, SuiteFailed};
 
 use std::time::Instant;
-use xeno_schemas::taskmanager::DynTaskManager;
+use xeno_taskmgr_kit::DynTaskManager;
 
 /// Runs every check in [`Check::ALL`] against `task_manager`, each to its end whatever the
 /// others did. Returns the report if none failed.

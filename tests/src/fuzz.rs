@@ -14,7 +14,7 @@ use tokio_stream::StreamExt;
 use tonic::{Code, Request, Status};
 use xeno_schemas::proto::common::v1::Payload;
 use xeno_schemas::proto::taskmanager::v1 as pb;
-use xeno_schemas::taskmanager::DynTaskManager;
+use xeno_taskmgr_kit::DynTaskManager;
 
 /// The plugin interface's methods, in the order cases name them.
 pub const TASK_MANAGER_METHODS: [&str; 8] = [

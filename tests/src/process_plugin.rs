@@ -5,8 +5,8 @@
 //! `schemas/proto/xenoserve/taskmanager/v1/taskmanager.proto`) for the `EnvType` `Process`:
 //! each task is a native executable run as an ordinary host process under rlimits. The binary
 //! `xeno-process-plugin` (`src/bin/xeno-process-plugin.rs`, a page long) serves it on a Unix
-//! socket with [`serve_unix`](xeno_schemas::taskmanager::serve_unix), and an environment manager
-//! reaches it with [`RemoteTaskManager`](xeno_schemas::taskmanager::RemoteTaskManager):
+//! socket with [`serve_unix`](xeno_taskmgr_kit::serve_unix), and an environment manager
+//! reaches it with [`RemoteTaskManager`](xeno_taskmgr_kit::RemoteTaskManager):
 //!
 //! ```sh
 //! xeno-process-plugin --socket /run/xeno/process.sock
@@ -100,7 +100,7 @@ use task::{Task, TaskMeter};
 use tonic::{Request, Response, Status};
 use xeno_schemas::proto::common::v1::{OutputStream, Usage};
 use xeno_schemas::proto::taskmanager::v1 as pb;
-use xeno_schemas::taskmanager::{EventStream, TaskManager};
+use xeno_taskmgr_kit::{EventStream, TaskManager};
 
 /// The `EnvType` this plugin serves.
 pub const ENV_TYPE: &str = "Process";
@@ -157,7 +157,7 @@ impl ProcessTaskManager {
     /// A task manager with no domains yet; starts its meter thread.
     pub fn new(config: Config) -> std::io::Result<ProcessTaskManager> {
         // What tasks create on the host is private to the server's user.
-        xeno_schemas::taskmanager::scratch::restrict_umask();
+        xeno_taskmgr_kit::scratch::restrict_umask();
         let kernel_release = rustix::system::uname()
             .release()
             .to_string_lossy()

@@ -15,8 +15,8 @@ use cap_std::fs::{
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
-use xeno_schemas::taskmanager::scratch::host_mode;
 use xeno_taskmgr_kit::lock;
+use xeno_taskmgr_kit::scratch::host_mode;
 
 /// `AT_FDCWD` as the 64-bit register value a program passes (-100).
 pub(crate) const AT_FDCWD: u64 = (-100i64) as u64;

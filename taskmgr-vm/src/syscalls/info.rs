@@ -4,7 +4,7 @@
 use super::{Errno, SysResult};
 use crate::cpu::Vcpu;
 use crate::process::Process;
-use xeno_schemas::taskmanager::metering::thread_cpu_ns;
+use xeno_taskmgr_kit::metering::thread_cpu_ns;
 
 /// Most random bytes one getrandom returns (a larger request gets a short count, as Linux
 /// does past 32 MiB).

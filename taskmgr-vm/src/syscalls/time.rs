@@ -5,7 +5,7 @@
 use super::{Errno, Flow, SysResult};
 use crate::process::Process;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use xeno_schemas::taskmanager::metering::thread_cpu_ns;
+use xeno_taskmgr_kit::metering::thread_cpu_ns;
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 

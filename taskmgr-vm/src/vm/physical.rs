@@ -5,8 +5,8 @@ use super::frames::Frames;
 use super::memory::GuestRam;
 use std::sync::Mutex;
 use std::time::Instant;
-use xeno_schemas::taskmanager::metering::MemoryMeter;
 use xeno_taskmgr_kit::lock;
+use xeno_taskmgr_kit::metering::MemoryMeter;
 
 #[derive(Debug)]
 pub(crate) struct Physical {

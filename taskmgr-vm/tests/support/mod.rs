@@ -15,7 +15,7 @@ use xeno_schemas::Document;
 use xeno_schemas::documents::{Program, TaskDescription, TaskFile};
 use xeno_schemas::proto::common::v1::{OutputStream, Payload, TaskExit, TaskState, Usage};
 use xeno_schemas::proto::taskmanager::v1 as pb;
-use xeno_schemas::taskmanager::TaskManager;
+use xeno_taskmgr_kit::TaskManager;
 use xeno_taskmgr_vm::{VmConfig, VmTaskManager};
 
 /// How long a test waits for a task to end.

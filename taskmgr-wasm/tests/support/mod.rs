@@ -12,7 +12,7 @@ use tokio_stream::StreamExt;
 use tonic::{Code, Request};
 use xeno_schemas::proto::common::v1::{OutputStream, Payload, TaskExit, TaskState, Usage};
 use xeno_schemas::proto::taskmanager::v1::{self as pb, domain_event::Event};
-use xeno_schemas::taskmanager::{EventStream, TaskManager};
+use xeno_taskmgr_kit::{EventStream, TaskManager};
 use xeno_taskmgr_wasm::{WasmConfig, WasmTaskManager};
 
 pub const MIB: u64 = 1024 * 1024;

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 use tonic::Request;
 use xeno_schemas::proto::taskmanager::v1 as pb;
-use xeno_schemas::taskmanager::DynTaskManager;
+use xeno_taskmgr_kit::DynTaskManager;
 
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();

@@ -6,7 +6,7 @@
 mod common;
 
 use std::sync::{Arc, OnceLock};
-use xeno_schemas::taskmanager::DynTaskManager;
+use xeno_taskmgr_kit::DynTaskManager;
 
 fn manager() -> &'static DynTaskManager {
     static MANAGER: OnceLock<DynTaskManager> = OnceLock::new();

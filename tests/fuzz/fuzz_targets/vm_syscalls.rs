@@ -16,7 +16,7 @@ use xeno_schemas::Document;
 use xeno_schemas::documents::{Program, TaskDescription, TaskFile};
 use xeno_schemas::proto::common::v1::Payload;
 use xeno_schemas::proto::taskmanager::v1::{self as pb, domain_event::Event};
-use xeno_schemas::taskmanager::TaskManager;
+use xeno_taskmgr_kit::TaskManager;
 
 const GUEST_C: &str = include_str!("../../../taskmgr-vm/tests/support/fuzz_guest.c");
 /// Calls that end the task or sleep (tested on their own): rt_sigreturn, nanosleep, exit,

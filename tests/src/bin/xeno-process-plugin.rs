@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = stopped_tx.send(());
     };
     tracing::info!(socket = %args.socket.display(), "serving the Process task manager");
-    let serve = xeno_schemas::taskmanager::serve_unix(manager.clone(), &args.socket, shutdown);
+    let serve = xeno_taskmgr_kit::serve_unix(manager.clone(), &args.socket, shutdown);
     let grace_over = async {
         if stopped_rx.await.is_ok() {
             tokio::time::sleep(SHUTDOWN_GRACE).await;

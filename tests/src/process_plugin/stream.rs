@@ -16,7 +16,7 @@ use xeno_schemas::proto::common::v1::OutputChunk;
 use xeno_schemas::proto::taskmanager::v1::{
     DomainDestroyed, DomainEvent, TaskEnded, TaskStarted, domain_event,
 };
-use xeno_schemas::taskmanager::EventStream;
+use xeno_taskmgr_kit::EventStream;
 
 /// Events queued for one watcher ahead of its gRPC stream: bounds the memory one slow watcher
 /// holds (at most this many 64 KiB chunks). When it is full the watcher's pump waits; the tasks

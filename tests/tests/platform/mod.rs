@@ -290,8 +290,7 @@ fn run_daemon(role: &str) -> i32 {
                         ..xeno_taskmgr_wasm::WasmConfig::default()
                     })?;
                 println!("wasm-plugin - grpc=unix:{}", argument.display());
-                xeno_schemas::taskmanager::serve_unix(manager, &argument, std::future::pending())
-                    .await?;
+                xeno_taskmgr_kit::serve_unix(manager, &argument, std::future::pending()).await?;
                 Ok(())
             }
             other => anyhow::bail!("no daemon {other:?}"),

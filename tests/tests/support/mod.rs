@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use xeno_schemas::taskmanager::{DynTaskManager, RemoteTaskManager};
+use xeno_taskmgr_kit::{DynTaskManager, RemoteTaskManager};
 use xeno_tests::conformance::BusyboxGuests;
 
 /// How long the plugin may take to start serving.

@@ -8,10 +8,10 @@
 //! is mapped or grown), calls [`TaskMeter::end`] when the task ends, and keeps the counters of
 //! forgotten tasks in its domain's [`EndedTotals`].
 
-use crate::proto::common::v1::Usage;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
+use xeno_schemas::proto::common::v1::Usage;
 
 const NANOS_PER_MICRO: u64 = 1000;
 const NANOS_PER_MILLI: u128 = 1_000_000;

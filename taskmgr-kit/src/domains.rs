@@ -4,10 +4,10 @@
 //! ids are the interface's: CreateDomain is idempotent for an identical request (same
 //! fingerprint) and refused for a different one.
 
-use super::Error;
-use crate::proto::common::v1::Usage;
+use crate::Error;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use xeno_schemas::proto::common::v1::Usage;
 
 /// What a domain must tell the table about itself.
 pub trait TableDomain {

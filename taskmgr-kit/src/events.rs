@@ -14,15 +14,15 @@
 //! [`DomainEvents::task_ended`] and [`DomainEvents::destroyed`], and answers StreamOutput with
 //! [`DomainEvents::open_stream`].
 
-use crate::proto::common::v1::{OutputChunk, OutputStream};
-use crate::proto::taskmanager::v1::{
-    DomainDestroyed, DomainEvent, TaskEnded, TaskStarted, domain_event::Event,
-};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::watch;
+use xeno_schemas::proto::common::v1::{OutputChunk, OutputStream};
+use xeno_schemas::proto::taskmanager::v1::{
+    DomainDestroyed, DomainEvent, TaskEnded, TaskStarted, domain_event::Event,
+};
 
 /// Largest chunk of output in one event: the interface's limit.
 pub const CHUNK_BYTES_MAX: usize = 64 * 1024;
@@ -445,10 +445,10 @@ impl DomainEvents {
         self: &Arc<Self>,
         from_offset: HashMap<String, u64>,
         follow: bool,
-    ) -> Option<super::EventStream> {
+    ) -> Option<crate::EventStream> {
         let slot = ReaderSlot::take(self)?;
         Some(Box::pin(
-            super::stream::Reader::new(slot, from_offset, follow).into_stream(),
+            crate::stream::Reader::new(slot, from_offset, follow).into_stream(),
         ))
     }
 

@@ -1,4 +1,4 @@
-//! The task manager plugin interface, in Rust.
+//! The task manager plugin interface, in Rust, and reaching a plugin in another process.
 //!
 //! The contract is the `xenoserve.taskmanager.v1.TaskManager` gRPC service (see
 //! `schemas/proto/xenoserve/taskmanager/v1/taskmanager.proto` for every call, error and usage
@@ -8,39 +8,23 @@
 //! the environment manager reaches it through [`RemoteTaskManager`], which implements the trait
 //! by forwarding. Either way the environment manager holds a [`DynTaskManager`].
 //!
-//! Building blocks every task manager needs, so that all of them behave alike: [`events`], a
-//! domain's bounded event log and kept output with the StreamOutput reader over it (offsets,
-//! caps, replay, gaps, follow); [`payload`], checking a DeployTask's payloads against the hashes
-//! its task names; [`domains`], the table of live and destroyed domains with the interface's
-//! idempotence rules; [`metering`], the usage counters clients pay by; [`scratch`], the
-//! session directory and placing a task's files in it; [`rate`], the CPU token bucket that enforces `cpu_msps`; and [`Error`],
-//! the refusals with the gRPC codes the interface documents.
-//!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use xeno_schemas::taskmanager::{DynTaskManager, RemoteTaskManager};
+//! use xeno_taskmgr_kit::{DynTaskManager, RemoteTaskManager};
 //! let plugin: DynTaskManager = std::sync::Arc::new(RemoteTaskManager::connect("unix:/run/xeno/process.sock").await?);
 //! # Ok(()) }
 //! ```
 
-pub mod domains;
-mod error;
-pub mod events;
-pub mod metering;
-pub mod payload;
-pub mod rate;
-pub mod scratch;
-mod stream;
-
-use crate::proto::taskmanager::v1 as pb;
-use crate::proto::taskmanager::v1::task_manager_client::TaskManagerClient;
-pub use crate::proto::taskmanager::v1::task_manager_server::{TaskManager, TaskManagerServer};
-pub use error::Error;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
+use xeno_schemas::proto::taskmanager::v1 as pb;
+use xeno_schemas::proto::taskmanager::v1::task_manager_client::TaskManagerClient;
+pub use xeno_schemas::proto::taskmanager::v1::task_manager_server::{
+    TaskManager, TaskManagerServer,
+};
 
 /// The stream of a domain's output and task events.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::DomainEvent, Status>> + Send>>;
@@ -172,7 +156,7 @@ pub async fn serve_unix<T: TaskManager>(
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(MESSAGE_BYTES_MAX);
     tonic::transport::Server::builder()
-        .layer(crate::transport::InvalidRequests)
+        .layer(xeno_schemas::transport::InvalidRequests)
         .add_service(service)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),

@@ -70,8 +70,8 @@ impl From<Error> for Status {
     }
 }
 
-impl From<super::payload::PayloadError> for Error {
-    fn from(error: super::payload::PayloadError) -> Self {
+impl From<crate::payload::PayloadError> for Error {
+    fn from(error: crate::payload::PayloadError) -> Self {
         Error::Invalid(error.0)
     }
 }

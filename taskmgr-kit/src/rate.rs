@@ -17,7 +17,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use xeno_schemas::taskmanager::rate::{CpuBudget, CpuLimits};
+//! use xeno_taskmgr_kit::rate::{CpuBudget, CpuLimits};
 //! let start = Instant::now();
 //! let limits = CpuLimits { msps: 100, peak_msps: 0, burst_ms: 0 };
 //! let mut budget = CpuBudget::new(limits, 20, start).expect("a rate is set");

@@ -1,10 +1,10 @@
 //! Payloads: checking that each payload's bytes hash to the SHA-256 it claims, that the task
 //! names exactly the payloads it was sent, and that they fit this task manager's limits.
 
-use crate::proto::common::v1::Payload;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use xeno_schemas::proto::common::v1::Payload;
 
 /// A DeployTask's payloads do not match its task or the limits: the message says how.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,7 +11,7 @@
 //! bits only ([`host_mode`]), scratch directories are private to the server's user (mode
 //! 0700), and task managers create files under the umask 077 ([`restrict_umask`]).
 
-use super::Error;
+use crate::Error;
 use bytes::Bytes;
 use cap_primitives::fs::{DirOptions, OpenOptions, OpenOptionsExt};
 use std::fs::File;

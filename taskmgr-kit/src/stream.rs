@@ -5,15 +5,15 @@
 //! catches up the same way and the bytes it missed show as a gap in offsets. It never delays
 //! the tasks: writers only append to the bounded log.
 
-use super::events::{CHUNK_BYTES_MAX, KeptChunk, ReaderSlot};
-use crate::proto::common::v1::OutputChunk;
-use crate::proto::taskmanager::v1::{
-    DomainEvent, OutputDropped, TaskEnded, TaskStarted, domain_event::Event,
-};
+use crate::events::{CHUNK_BYTES_MAX, KeptChunk, ReaderSlot};
 use futures::Stream;
 use std::collections::{HashMap, HashSet, VecDeque};
 use tokio::sync::watch;
 use tonic::Status;
+use xeno_schemas::proto::common::v1::OutputChunk;
+use xeno_schemas::proto::taskmanager::v1::{
+    DomainEvent, OutputDropped, TaskEnded, TaskStarted, domain_event::Event,
+};
 
 /// Events taken from the log per lock, so a reader far behind does not hold the writers up.
 const BATCH_EVENTS_MAX: usize = 256;
