@@ -1,7 +1,7 @@
 //! [`VmConfig`]: the task manager's configuration, plain data with documented defaults,
 //! validated once by [`VmTaskManager::new`](crate::VmTaskManager::new).
 
-use crate::vm::layout::RAM_BYTES_MAX;
+use crate::hypervisor::vm::layout::RAM_BYTES_MAX;
 use thiserror::Error;
 
 const MIB: u64 = 1024 * 1024;

@@ -5,15 +5,15 @@
 
 use crate::config::VmConfig;
 use crate::error::Error;
-use crate::fds::FdTable;
-use crate::files::{self, FsContext};
-use crate::loader;
+use crate::hypervisor::run::RunLimits;
+use crate::hypervisor::vm::layout::KernelSlot;
+use crate::kernel::fds::FdTable;
+use crate::kernel::files::{self, FsContext};
+use crate::kernel::output::Output;
+use crate::kernel::process::{Process, Signals, ThreadInfo, Threads, Waiter};
+use crate::kernel::threads::{self, TaskRuntime};
+use crate::loading::loader;
 use crate::manager::{VmBackend, VmTaskManager};
-use crate::output::Output;
-use crate::process::{Process, Signals, ThreadInfo, Threads, Waiter};
-use crate::run::RunLimits;
-use crate::threads::{self, TaskRuntime};
-use crate::vm::layout::KernelSlot;
 use crate::{Domain, Task};
 use bytes::Bytes;
 use std::collections::BTreeMap;

@@ -27,32 +27,33 @@
 //!
 //! ## The domain
 //!
-//! - **Boot** (`vm/`, `cpu/`). No firmware and no real mode: CreateDomain creates the VM,
+//! - **Boot** (`hypervisor/vm/`, `hypervisor/cpu/`). No firmware and no real mode: CreateDomain creates the VM,
 //!   maps `MemoryMB` of RAM as its only memory slot (at guest-physical 0), writes an IDT with
 //!   one stub per exception (`hlt; [add rsp, 8]; iretq`) and the syscall trampoline, and makes
 //!   one vCPU. For each task the VMM writes four-level page tables, a GDT and TSS and a ring-0
 //!   stack (all in the domain's RAM, none of it mapped for ring 3), loads the static ELF
-//!   (`elf.rs`, `loader.rs`), builds Linux's initial stack (argc, argv, envp, auxv:
-//!   `stack.rs`), and sets the vCPU's registers straight into 64-bit ring 3 at the entry point.
-//! - **System calls** (`vm/system.rs`, `fastpath.rs`, `run.rs`, `syscalls/`). `syscall` jumps
+//!   (`loading/elf.rs`, `loading/loader.rs`), builds Linux's initial stack (argc, argv, envp,
+//!   auxv: `loading/stack.rs`), and sets the vCPU's registers straight into 64-bit ring 3 at the entry point.
+//! - **System calls** (`hypervisor/vm/system.rs`, `hypervisor/fastpath.rs`,
+//!   `hypervisor/run.rs`, `kernel/syscalls/`). `syscall` jumps
 //!   to the trampoline page (MSR_LSTAR), whose store to a guest-physical address without
 //!   memory ends KVM_RUN with an MMIO exit; the VMM reads the call from the registers synced
 //!   into `kvm_run` (KVM_CAP_SYNC_REGS), emulates it, writes RAX back the same way and
 //!   re-enters: one exit and no other ioctl per call. On hosts where `syscall` stays in ring 3
 //!   (KVM without hardware virtualization, such as the PVM module) the trampoline returns with
 //!   `jmp rcx`; where it enters ring 0, with `sysretq`. The start-up self-test
-//!   (`vm/selftest.rs`) finds which ([`SyscallPath`]) and checks the round trip.
-//! - **The read fast path** (`fastpath.rs`, `vm/windows.rs`). A regular file opened read-only
+//!   (`hypervisor/vm/selftest.rs`) finds which ([`SyscallPath`]) and checks the round trip.
+//! - **The read fast path** (`hypervisor/fastpath.rs`, `hypervisor/vm/windows.rs`). A regular file opened read-only
 //!   gets a *window*: the file mapped read-only into the domain as a memory slot of its own and
 //!   into the task read-only; `read` and `pread64` on it are served by the trampoline in
 //!   ring 3 with no exit (measured ~550-810 k calls/s against ~30 k/s with an exit each).
 //!   Everything on the guest side is untrusted: the VMM decides what is windowed from its own
 //!   records and only reads a position back; a copy that faults is redone by the VMM.
-//! - **Exceptions** (`fault.rs`) go through the IDT to their stub's `hlt`; the VMM reads the
+//! - **Exceptions** (`kernel/fault.rs`) go through the IDT to their stub's `hlt`; the VMM reads the
 //!   frame from the task's ring-0 stack, backs a stack page on first touch, redoes a faulted
 //!   fast-path copy, runs the task's handler for the signal Linux would send, or ends the task
 //!   with it ("killed by signal 11 (SIGSEGV): page fault: write of 0x8 at 0x401136").
-//! - **Memory** (`mm.rs`, `paging.rs`, `vm/frames.rs`). The domain's RAM is shared by its
+//! - **Memory** (`kernel/mm.rs`, `kernel/paging.rs`, `hypervisor/vm/frames.rs`). The domain's RAM is shared by its
 //!   tasks through one frame allocator, so `MemoryMB` bounds the domain as a whole. Pages are
 //!   backed when mapped (the stack grows on demand), so exhaustion is `ENOMEM` from the call
 //!   that asked. A freed frame is discarded (MADV_DONTNEED: zero on reuse, host memory given
@@ -61,22 +62,22 @@
 //!   host, which KVM's shadow MMU does not see). The VMM checks every guest pointer against
 //!   the task's own page tables with ring-3 permissions and reads or writes only inside the
 //!   RAM mapping, through vm-memory's bounds-checked accessors.
-//! - **CPU** (`rate.rs`, `run.rs`, `cpu/signal.rs`). `cpu_msps` is a token bucket per domain,
+//! - **CPU** (`kernel/rate.rs`, `hypervisor/run.rs`, `hypervisor/cpu/signal.rs`). `cpu_msps` is a token bucket per domain,
 //!   enforced by the VMM itself without cgroups: before entering the guest a vCPU thread arms
 //!   a timer on its own CPU-time clock for the budget the bucket holds (at most one slice), so
 //!   the host kernel kicks it out of KVM_RUN with a real-time signal when it is spent; the
 //!   thread's CPU time (guest time included) is charged exactly, so the long-run rate is exact
 //!   (150 ms/s measured at 150.3 over 10 s). Stop and destroy use the same kick.
-//! - **Tasks and address spaces** (`deploy.rs`, `task.rs`, `domain.rs`). Each task runs on its
+//! - **Tasks and address spaces** (`deploy.rs`; the task and domain records are the kit's). Each task runs on its
 //!   own vCPU thread, on a vCPU taken from the domain's pool, in an address space of its own:
 //!   fresh page tables in the session's VM. Measured against a fresh VM per task, a task in
 //!   the session's VM starts in 4.0-4.7 ms p50 (whole `busybox echo hello`) against 5.0-5.4 ms
 //!   for create-VM-and-run; the session's VM also makes `MemoryMB` one allowance for all the
 //!   session's tasks, which separate VMs could not share.
-//! - **Files** (`files.rs`, `syscalls/fs.rs`). The session's scratch directory is `/`: every
+//! - **Files** (`kernel/files.rs`, `kernel/syscalls/fs.rs`). The session's scratch directory is `/`: every
 //!   path is resolved lexically (`..` stops at the root) and then opened through cap-std
 //!   beneath the directory, which refuses any way out (absolute or escaping symlinks).
-//! - **Output** (`output.rs`, `events.rs`, `stream.rs`): as the Wasm manager's, one offset
+//! - **Output** (`kernel/output.rs` into the kit's events): as the Wasm manager's, one offset
 //!   sequence per task, kept up to its cap; live readers get everything, replays what was kept.
 //! - **Usage**: `cpu_time_us` (vCPU thread CPU time), `memory_mb_ms` and `memory_peak_bytes`
 //!   (frames of the domain's RAM in use), `syscalls` (calls served by the VMM; fast-path reads
@@ -86,11 +87,11 @@
 //! ## What is not supported (yet)
 //!
 //! - One address space per task: `clone` of a thread (the flags `pthread_create` uses) runs it
-//!   on a further vCPU of the domain in the same address space, with `futex` (`threads.rs`,
+//!   on a further vCPU of the domain in the same address space, with `futex` (`kernel/threads.rs`,
 //!   at most 64 threads per task, and the read fast path off once a task has a second
 //!   thread); `fork`, `vfork` and any other `clone` fail with `EAGAIN`, `execve` with
 //!   `EACCES`, `pipe` with `EMFILE`.
-//! - Signals are per task, not per thread: handlers run (`sigframe.rs`) for signals a task
+//! - Signals are per task, not per thread: handlers run (`kernel/sigframe.rs`) for signals a task
 //!   sends itself and for faults, with masks, `SA_NODEFER`, `SA_RESETHAND` and `rt_sigreturn`;
 //!   there are no alternate signal stacks, and the frame carries no FPU state.
 //! - Kernel images ([`DomainKind::KernelImage`]) are refused with UNIMPLEMENTED.
@@ -126,43 +127,31 @@
 
 #![deny(missing_docs)]
 
+// The plugin face: configuration, the backend the kit hosts, DeployTask, errors.
 mod config;
-mod control;
-mod cpu;
 mod deploy;
-mod elf;
 mod error;
-mod fastpath;
-mod fault;
-mod fds;
-mod files;
 mod kind;
-mod loader;
 mod manager;
-mod mm;
-mod output;
-mod paging;
-mod process;
-mod rate;
-mod run;
-mod sigframe;
-mod stack;
-mod syscalls;
-mod threads;
-mod vm;
+// The guest kernel: processes, memory, files, threads, signals, system calls.
+mod kernel;
+// The hypervisor side: the VM, vCPUs, the run loop and the fast path.
+mod hypervisor;
+// Program loading: ELF, the loader, the initial stack.
+mod loading;
 
 pub use config::{ConfigError, DEFAULT_VERSION, VmConfig};
-pub use cpu::CpuError;
-pub use elf::ElfError;
 pub use error::{Error, StartError};
+pub use hypervisor::cpu::CpuError;
 pub use kind::{DomainKind, KERNEL_IMAGE_ELEMENT};
-pub use loader::LoadError;
+pub use loading::elf::ElfError;
+pub use loading::loader::LoadError;
 pub use manager::{ENV_TYPE, VmBackend, VmTaskManager};
 
 /// A domain of this task manager.
 pub(crate) type Domain = xeno_taskmgr_kit::Domain<VmBackend>;
 /// A task of this task manager.
 pub(crate) type Task = xeno_taskmgr_kit::Task<VmBackend>;
-pub use syscalls::table::{Support as SyscallSupport, Syscall, TABLE as SYSCALLS};
-pub use vm::VmError;
-pub use vm::system::SyscallPath;
+pub use hypervisor::vm::VmError;
+pub use hypervisor::vm::system::SyscallPath;
+pub use kernel::syscalls::table::{Support as SyscallSupport, Syscall, TABLE as SYSCALLS};

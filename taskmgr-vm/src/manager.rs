@@ -3,13 +3,13 @@
 //! shares live in `xeno_taskmgr_kit`.
 
 use crate::config::VmConfig;
-use crate::control::TaskControl;
-use crate::cpu::{self, signal};
 use crate::error::{Error, StartError};
+use crate::hypervisor::cpu::{self, signal};
+use crate::hypervisor::vm::system::SyscallPath;
+use crate::hypervisor::vm::{DomainVm, selftest};
+use crate::kernel::control::TaskControl;
+use crate::kernel::rate::{CpuGate, CpuLimits};
 use crate::kind;
-use crate::rate::{CpuGate, CpuLimits};
-use crate::vm::system::SyscallPath;
-use crate::vm::{DomainVm, selftest};
 use kvm_bindings::CpuId;
 use kvm_ioctls::Kvm;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ const MEMORY_MB_MIN: u64 = 4;
 /// everything); implements the plugin interface's
 /// [`TaskManager`](xeno_taskmgr_kit::TaskManager) trait. [`VmTaskManager::new`] opens
 /// `/dev/kvm`, runs the system call self-test (which finds how `syscall` reaches the VMM on
-/// this host: see `selftest.rs`), and is ready for domains; it is callable from inside a tokio
+/// this host: see `hypervisor/vm/selftest.rs`), and is ready for domains; it is callable from inside a tokio
 /// runtime (tasks run on threads of their own, one vCPU thread each).
 pub type VmTaskManager = Host<VmBackend>;
 
@@ -105,7 +105,7 @@ impl Backend for VmBackend {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             program_kinds: vec!["Executable".to_owned(), "ExecutablePath".to_owned()],
             reports_fuel: false,
-            system_calls: crate::syscalls::table::capability_rows(),
+            system_calls: crate::kernel::syscalls::table::capability_rows(),
         }
     }
 

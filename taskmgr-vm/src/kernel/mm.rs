@@ -1,0 +1,756 @@
+//! A task's address space: its page tables and the areas (VMAs) mapped in them, with the
+//! operations behind `mmap`, `munmap`, `mprotect`, `brk`, and the VMM's own copies to and
+//! from guest memory.
+//!
+//! Pages are backed eagerly: `mmap` allocates and maps every page of an accessible area at
+//! once, so a task never takes a page fault (an exception exit costs about 55 µs here, against
+//! well under a microsecond for the VMM to write an entry) and running out of `MemoryMB` is an
+//! `ENOMEM` from the call that asked, never a fault later. The stack is the exception: it is
+//! reserved at its full size and backed from the top, and grows on demand when the task
+//! faults below what is backed.
+
+use crate::hypervisor::vm::layout::{
+    EXIT_PAGE_VA, FAST_PAGE_VA, IDT_VA, KernelSlot, PAGE_SIZE, STUBS_VA, SYSCALL_EXIT_GPA,
+    TRAMPOLINE_VA, USER_MIN, USER_SYSTEM_BASE, page_ceil, page_floor,
+};
+use crate::hypervisor::vm::physical::Physical;
+use crate::hypervisor::vm::system::{SharedPages, gdt_page};
+use crate::kernel::paging::{
+    ACCESSED, ADDRESS_MASK, DIRTY, NO_EXECUTE, NoMemory, OWNED, PRESENT, PageTables, USER, WRITABLE,
+};
+use std::collections::BTreeMap;
+
+/// `PROT_READ`.
+pub(crate) const PROT_READ: u32 = 1;
+/// `PROT_WRITE`.
+pub(crate) const PROT_WRITE: u32 = 2;
+/// `PROT_EXEC`.
+pub(crate) const PROT_EXEC: u32 = 4;
+
+/// Most areas one address space may have (Linux's default `vm.max_map_count` is 65530): a
+/// bound on the VMM's bookkeeping for a task that maps page by page.
+pub(crate) const VMAS_MAX: usize = 65_530;
+
+/// Errors of address space operations, as the errno a system call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MmError {
+    /// ENOMEM: out of RAM, or out of address space, or too many areas.
+    NoMemory,
+    /// EINVAL: a bad address or length.
+    Invalid,
+    /// EACCES: a protection the area cannot have.
+    Access,
+    /// EFAULT: an address not mapped as needed.
+    Fault,
+}
+
+impl From<NoMemory> for MmError {
+    fn from(_: NoMemory) -> MmError {
+        MmError::NoMemory
+    }
+}
+
+/// What backs an area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backing {
+    /// Anonymous memory (also the executable's segments, heap and stack).
+    Anonymous,
+    /// A read-only file window at this guest-physical address (see `hypervisor/fastpath.rs`).
+    Window { gpa: u64 },
+}
+
+/// One mapped area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Vma {
+    pub(crate) end: u64,
+    pub(crate) prot: u32,
+    /// Backed on first touch rather than when mapped (the stack).
+    pub(crate) lazy: bool,
+    pub(crate) backing: Backing,
+}
+
+/// The page-table flags for `prot` (0 when the page must not be present).
+fn leaf_flags(prot: u32) -> u64 {
+    if prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0 {
+        return 0;
+    }
+    let mut flags = PRESENT | USER | ACCESSED | DIRTY;
+    if prot & PROT_WRITE != 0 {
+        flags |= WRITABLE;
+    }
+    if prot & PROT_EXEC == 0 {
+        flags |= NO_EXECUTE;
+    }
+    flags
+}
+
+/// Whether changing a present entry `old` to `flags` takes any access away.
+fn lowers(old: u64, flags: u64) -> bool {
+    old & PRESENT != 0
+        && (flags & PRESENT == 0
+            || (old & WRITABLE != 0 && flags & WRITABLE == 0)
+            || (old & NO_EXECUTE == 0 && flags & NO_EXECUTE != 0))
+}
+
+/// A task's address space.
+#[derive(Debug)]
+pub(crate) struct Mm {
+    tables: PageTables,
+    vmas: BTreeMap<u64, Vma>,
+    /// Where the heap starts (just past the executable) and where it ends now.
+    brk_base: u64,
+    brk: u64,
+    /// mmap places areas top-down from here.
+    mmap_top: u64,
+    /// Frames this address space owns (its pages and its page tables are both in RAM; this
+    /// counts pages only), for the task's memory meter.
+    pages_owned: u64,
+    kstack_gpa: u64,
+    fast_page_gpa: u64,
+}
+
+impl Mm {
+    /// An address space with the domain's kernel pages and the trampoline mapped, and nothing
+    /// else.
+    pub(crate) fn new(
+        physical: &Physical,
+        shared: &SharedPages,
+        mmap_top: u64,
+    ) -> Result<Mm, MmError> {
+        let tables = PageTables::new(physical)?;
+        let mut mm = Mm {
+            tables,
+            vmas: BTreeMap::new(),
+            brk_base: 0,
+            brk: 0,
+            mmap_top,
+            pages_owned: 0,
+            kstack_gpa: 0,
+            fast_page_gpa: 0,
+        };
+        if let Err(error) = mm.map_system(physical, shared) {
+            mm.destroy(physical);
+            return Err(error);
+        }
+        Ok(mm)
+    }
+
+    fn map_system(&mut self, physical: &Physical, shared: &SharedPages) -> Result<(), MmError> {
+        let kernel = PRESENT | ACCESSED | DIRTY;
+        let set = |va: u64, entry: u64| self.tables.set(physical, va, entry);
+        set(IDT_VA, shared.idt | kernel | NO_EXECUTE)?;
+        set(STUBS_VA, shared.stubs | kernel)?;
+        let user = PRESENT | USER | ACCESSED | DIRTY;
+        set(TRAMPOLINE_VA, shared.trampoline | user)?;
+        let fast = physical.alloc().ok_or(MmError::NoMemory)?;
+        set(FAST_PAGE_VA, fast | user | WRITABLE | NO_EXECUTE | OWNED)?;
+        self.fast_page_gpa = fast;
+        set(
+            EXIT_PAGE_VA,
+            SYSCALL_EXIT_GPA | user | WRITABLE | NO_EXECUTE,
+        )?;
+        self.kstack_gpa = self.map_kernel_slot(physical, 0)?.kstack_gpa;
+        Ok(())
+    }
+
+    /// Maps a thread's kernel pages (GDT with TSS, ring-0 stack) at slot `index`.
+    pub(crate) fn map_kernel_slot(
+        &mut self,
+        physical: &Physical,
+        index: u64,
+    ) -> Result<KernelSlot, MmError> {
+        let mut slot = KernelSlot::at(index);
+        let kernel = PRESENT | ACCESSED | DIRTY | WRITABLE | NO_EXECUTE | OWNED;
+        let gdt = physical.alloc().ok_or(MmError::NoMemory)?;
+        if let Err(error) = self.tables.set(physical, slot.gdt_va, gdt | kernel) {
+            physical.free(&mut vec![gdt]);
+            return Err(error.into());
+        }
+        if !physical
+            .ram
+            .write(gdt, &gdt_page(slot.gdt_va, slot.kstack_va))
+        {
+            return Err(MmError::NoMemory);
+        }
+        let kstack = physical.alloc().ok_or(MmError::NoMemory)?;
+        if let Err(error) = self.tables.set(physical, slot.kstack_va, kstack | kernel) {
+            physical.free(&mut vec![kstack]);
+            return Err(error.into());
+        }
+        slot.kstack_gpa = kstack;
+        Ok(slot)
+    }
+
+    /// Unmaps and frees a thread's kernel pages (never slot 0's, which live as long as the
+    /// address space).
+    pub(crate) fn unmap_kernel_slot(&mut self, physical: &Physical, slot: KernelSlot) {
+        let mut freed = Vec::new();
+        for va in [slot.gdt_va, slot.kstack_va] {
+            let old = self.tables.clear(physical, va);
+            if old & OWNED != 0 {
+                freed.push(old & ADDRESS_MASK);
+            }
+        }
+        physical.free(&mut freed);
+    }
+
+    /// The root of the page tables, for CR3.
+    pub(crate) fn cr3(&self) -> u64 {
+        self.tables.root()
+    }
+
+    /// Guest-physical address of this task's ring-0 stack page.
+    pub(crate) fn kstack_gpa(&self) -> u64 {
+        self.kstack_gpa
+    }
+
+    /// Guest-physical address of this task's fast-path page.
+    pub(crate) fn fast_page_gpa(&self) -> u64 {
+        self.fast_page_gpa
+    }
+
+    /// Bytes of pages this address space owns.
+    pub(crate) fn bytes_owned(&self) -> u64 {
+        self.pages_owned * PAGE_SIZE
+    }
+
+    /// Frees every page and table. The address space must not be in use by a vCPU.
+    pub(crate) fn destroy(mut self, physical: &Physical) {
+        self.release(physical);
+    }
+
+    /// Frees every page and table, leaving an empty address space that must not be used
+    /// again (for an address space shared by threads, released by the last one).
+    pub(crate) fn release(&mut self, physical: &Physical) {
+        self.tables.release(physical);
+        self.vmas.clear();
+        self.pages_owned = 0;
+    }
+
+    /// Whether `[start, end)` is a valid user range for a new mapping.
+    fn check_range(start: u64, end: u64) -> Result<(), MmError> {
+        if !start.is_multiple_of(PAGE_SIZE)
+            || end <= start
+            || start < USER_MIN
+            || end > USER_SYSTEM_BASE
+        {
+            return Err(MmError::Invalid);
+        }
+        Ok(())
+    }
+
+    /// Ensures an area boundary at `at` (splitting the area that spans it).
+    fn split_at(&mut self, at: u64) {
+        let Some((&start, &vma)) = self.vmas.range(..at).next_back() else {
+            return;
+        };
+        if vma.end <= at {
+            return;
+        }
+        let tail_backing = match vma.backing {
+            Backing::Window { gpa } => Backing::Window {
+                gpa: gpa + (at - start),
+            },
+            Backing::Anonymous => Backing::Anonymous,
+        };
+        self.vmas.insert(start, Vma { end: at, ..vma });
+        self.vmas.insert(
+            at,
+            Vma {
+                backing: tail_backing,
+                ..vma
+            },
+        );
+    }
+
+    /// The areas overlapping `[start, end)`, after splitting at both ends.
+    fn carve(&mut self, start: u64, end: u64) -> Vec<(u64, Vma)> {
+        self.split_at(start);
+        self.split_at(end);
+        self.vmas
+            .range(start..end)
+            .map(|(start, vma)| (*start, *vma))
+            .collect()
+    }
+
+    /// Maps `[start, end)` afresh (replacing whatever was there) with `prot`, backed by
+    /// `backing`. Anonymous areas are backed at once unless `lazy`.
+    pub(crate) fn map_fixed(
+        &mut self,
+        physical: &Physical,
+        start: u64,
+        end: u64,
+        prot: u32,
+        lazy: bool,
+        backing: Backing,
+    ) -> Result<(), MmError> {
+        Self::check_range(start, end)?;
+        if self.vmas.len() + 2 > VMAS_MAX {
+            return Err(MmError::NoMemory);
+        }
+        let pages = (end - start) / PAGE_SIZE;
+        if backing == Backing::Anonymous && !lazy && prot != 0 && pages > physical.free_frames() {
+            return Err(MmError::NoMemory);
+        }
+        self.unmap(physical, start, end)?;
+        self.vmas.insert(
+            start,
+            Vma {
+                end,
+                prot,
+                lazy,
+                backing,
+            },
+        );
+        if lazy {
+            return Ok(());
+        }
+        if let Err(error) = self.populate(physical, start, end, prot, backing) {
+            let _ = self.unmap(physical, start, end);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    fn populate(
+        &mut self,
+        physical: &Physical,
+        start: u64,
+        end: u64,
+        prot: u32,
+        backing: Backing,
+    ) -> Result<(), MmError> {
+        let flags = leaf_flags(prot);
+        let mut va = start;
+        while va < end {
+            match backing {
+                Backing::Anonymous if flags != 0 => self.back_page(physical, va, flags)?,
+                Backing::Anonymous => {}
+                Backing::Window { gpa } => {
+                    let frame = gpa + (va - start);
+                    let entry = if flags == 0 {
+                        0
+                    } else {
+                        frame | (flags & !WRITABLE)
+                    };
+                    self.tables.set(physical, va, entry)?;
+                }
+            }
+            va += PAGE_SIZE;
+        }
+        Ok(())
+    }
+
+    fn back_page(&mut self, physical: &Physical, va: u64, flags: u64) -> Result<(), MmError> {
+        let frame = physical.alloc().ok_or(MmError::NoMemory)?;
+        if let Err(error) = self.tables.set(physical, va, frame | flags | OWNED) {
+            physical.free(&mut vec![frame]);
+            return Err(error.into());
+        }
+        self.pages_owned += 1;
+        Ok(())
+    }
+
+    /// Unmaps `[start, end)` (any part of it may be unmapped already), freeing owned pages.
+    pub(crate) fn unmap(
+        &mut self,
+        physical: &Physical,
+        start: u64,
+        end: u64,
+    ) -> Result<(), MmError> {
+        if !start.is_multiple_of(PAGE_SIZE) || end < start || end > USER_SYSTEM_BASE {
+            return Err(MmError::Invalid);
+        }
+        let mut freed = Vec::new();
+        for (vma_start, vma) in self.carve(start, end) {
+            self.vmas.remove(&vma_start);
+            let mut va = vma_start;
+            while va < vma.end {
+                let old = self.tables.clear(physical, va);
+                if old & OWNED != 0 {
+                    freed.push(old & ADDRESS_MASK);
+                }
+                va += PAGE_SIZE;
+            }
+        }
+        self.pages_owned -= freed.len() as u64;
+        physical.free(&mut freed);
+        Ok(())
+    }
+
+    /// Unmaps what is left of a window `[va, va + len)` backed from `gpa`: only areas that
+    /// still map that window (the task may have replaced them with its own mappings).
+    pub(crate) fn unmap_window(&mut self, physical: &Physical, va: u64, len: u64, gpa: u64) {
+        let Some(end) = va.checked_add(len) else {
+            return;
+        };
+        let areas: Vec<(u64, Vma)> = self
+            .vmas
+            .range(..end)
+            .filter(|(start, vma)| vma.end > va && **start >= va)
+            .map(|(start, vma)| (*start, *vma))
+            .collect();
+        for (start, vma) in areas {
+            if let Backing::Window { gpa: at } = vma.backing
+                && at >= gpa
+                && at < gpa + len
+            {
+                let _ = self.unmap(physical, start, vma.end);
+            }
+        }
+    }
+
+    /// `mprotect`: every page of `[start, end)` must be mapped.
+    pub(crate) fn protect(
+        &mut self,
+        physical: &Physical,
+        start: u64,
+        end: u64,
+        prot: u32,
+    ) -> Result<(), MmError> {
+        if !start.is_multiple_of(PAGE_SIZE) || end < start || end > USER_SYSTEM_BASE {
+            return Err(MmError::Invalid);
+        }
+        if !self.covered(start, end) {
+            return Err(MmError::NoMemory);
+        }
+        let areas = self.carve(start, end);
+        if areas
+            .iter()
+            .any(|(_, vma)| matches!(vma.backing, Backing::Window { .. }) && prot & PROT_WRITE != 0)
+        {
+            return Err(MmError::Access);
+        }
+        let flags = leaf_flags(prot);
+        let mut retired = Vec::new();
+        for (vma_start, vma) in areas {
+            self.vmas.insert(vma_start, Vma { prot, ..vma });
+            let mut va = vma_start;
+            while va < vma.end {
+                let old = self.tables.get(physical, va);
+                let frame = old & ADDRESS_MASK;
+                if old & OWNED != 0 && lowers(old, flags) {
+                    // See `migrate`: the page moves to a fresh frame.
+                    let fresh = self.migrate(physical, frame)?;
+                    self.tables.set(physical, va, fresh | flags | OWNED)?;
+                    retired.push(frame);
+                } else if old & OWNED != 0 {
+                    self.tables.set(physical, va, frame | flags | OWNED)?;
+                } else if let Backing::Window { gpa } = vma.backing {
+                    let entry = if flags == 0 {
+                        0
+                    } else {
+                        (gpa + va - vma_start) | (flags & !WRITABLE)
+                    };
+                    self.tables.set(physical, va, entry)?;
+                } else if flags != 0 && !vma.lazy {
+                    self.back_page(physical, va, flags)?;
+                }
+                va += PAGE_SIZE;
+            }
+        }
+        physical.free(&mut retired);
+        Ok(())
+    }
+
+    /// A copy of `frame` in a fresh frame, for a page whose access is being lowered.
+    ///
+    /// KVM's shadow MMU (and a TLB) may still hold the old, wider translation: the VMM writes
+    /// page tables from the host, which KVM does not see, and KVM only re-reads a guest entry
+    /// when a translation is missing or too narrow. Giving the page a new frame and discarding
+    /// the old one makes the host invalidate every translation of the old frame (KVM's MMU
+    /// notifier), so the lowered access holds from the next instruction. Widening needs none
+    /// of this: a too-narrow translation faults and KVM re-reads the entry.
+    fn migrate(&mut self, physical: &Physical, frame: u64) -> Result<u64, MmError> {
+        let fresh = physical.alloc().ok_or(MmError::NoMemory)?;
+        let mut page = [0u8; PAGE_SIZE as usize];
+        if !physical.ram.read(frame, &mut page) || !physical.ram.write(fresh, &page) {
+            physical.free(&mut vec![fresh]);
+            return Err(MmError::NoMemory);
+        }
+        Ok(fresh)
+    }
+
+    /// Whether every page of `[start, end)` is in some area.
+    fn covered(&self, start: u64, end: u64) -> bool {
+        let mut at = start;
+        if let Some((_, vma)) = self.vmas.range(..=start).next_back()
+            && vma.end > start
+        {
+            at = vma.end;
+        } else if start < end {
+            return false;
+        }
+        while at < end {
+            match self.vmas.get(&at) {
+                Some(vma) => at = vma.end,
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// A free range of `len` bytes for `mmap`, top-down below `mmap_top`.
+    pub(crate) fn find_free(&self, len: u64) -> Option<u64> {
+        let mut top = self.mmap_top;
+        for (&start, vma) in self.vmas.range(..self.mmap_top).rev() {
+            if vma.end <= top && top - vma.end >= len {
+                return Some(top - len);
+            }
+            top = top.min(start);
+        }
+        let floor = self.brk_base.max(USER_MIN);
+        (top >= floor && top - floor >= len).then(|| top - len)
+    }
+
+    /// Whether `[start, end)` overlaps no area.
+    pub(crate) fn is_free(&self, start: u64, end: u64) -> bool {
+        if let Some((_, vma)) = self.vmas.range(..end).next_back() {
+            return vma.end <= start;
+        }
+        true
+    }
+
+    /// Sets where the heap begins (just past the executable).
+    pub(crate) fn set_brk_base(&mut self, base: u64) {
+        self.brk_base = base;
+        self.brk = base;
+    }
+
+    /// `brk`: moves the heap's end to `wanted` if it can, and returns the end either way.
+    pub(crate) fn brk(&mut self, physical: &Physical, wanted: u64) -> u64 {
+        if wanted < self.brk_base || wanted >= self.mmap_top {
+            return self.brk;
+        }
+        let (Some(old_end), Some(new_end)) = (page_ceil(self.brk), page_ceil(wanted)) else {
+            return self.brk;
+        };
+        if new_end > old_end {
+            if !self.is_free(old_end, new_end) {
+                return self.brk;
+            }
+            let rw = PROT_READ | PROT_WRITE;
+            if self
+                .map_fixed(physical, old_end, new_end, rw, false, Backing::Anonymous)
+                .is_err()
+            {
+                return self.brk;
+            }
+        } else if new_end < old_end && self.unmap(physical, new_end, old_end).is_err() {
+            return self.brk;
+        }
+        self.brk = wanted;
+        self.brk
+    }
+
+    /// Backs the page holding `va` if it lies in an accessible area and has no page yet (a
+    /// stack growing down, or a buffer there the VMM is asked to fill). Whether it did.
+    pub(crate) fn fault_in(&mut self, physical: &Physical, va: u64, write: bool) -> bool {
+        let page = page_floor(va);
+        let Some((_, vma)) = self.vmas.range(..=page).next_back() else {
+            return false;
+        };
+        let vma = *vma;
+        if vma.end <= page || vma.backing != Backing::Anonymous {
+            return false;
+        }
+        let allowed = if write {
+            PROT_WRITE
+        } else {
+            PROT_READ | PROT_WRITE | PROT_EXEC
+        };
+        if vma.prot & allowed == 0 || self.tables.get(physical, page) != 0 {
+            return false;
+        }
+        self.back_page(physical, page, leaf_flags(vma.prot)).is_ok()
+    }
+
+    /// `mremap`: shrinks, grows in place, or (with `may_move`) moves `[old, old + old_len)` to
+    /// a new place of `new_len` bytes by moving its page table entries (no copy).
+    pub(crate) fn remap(
+        &mut self,
+        physical: &Physical,
+        old: u64,
+        old_len: u64,
+        new_len: u64,
+        may_move: bool,
+    ) -> Result<u64, MmError> {
+        let old_end = old.checked_add(old_len).ok_or(MmError::Fault)?;
+        if old_len == 0 || old_end > USER_SYSTEM_BASE || !self.covered(old, old_end) {
+            return Err(MmError::Fault);
+        }
+        if new_len <= old_len {
+            self.unmap(physical, old + new_len, old_end)?;
+            return Ok(old);
+        }
+        let areas = self.carve(old, old_end);
+        if areas
+            .iter()
+            .any(|(_, vma)| vma.backing != Backing::Anonymous)
+        {
+            return Err(MmError::Invalid);
+        }
+        let last = areas.last().map(|(_, vma)| *vma).ok_or(MmError::Fault)?;
+        let grown_end = old.checked_add(new_len).ok_or(MmError::NoMemory)?;
+        if grown_end <= USER_SYSTEM_BASE && self.is_free(old_end, grown_end) {
+            self.map_fixed(
+                physical,
+                old_end,
+                grown_end,
+                last.prot,
+                last.lazy,
+                Backing::Anonymous,
+            )?;
+            return Ok(old);
+        }
+        if !may_move {
+            return Err(MmError::NoMemory);
+        }
+        let new = self.find_free(new_len).ok_or(MmError::NoMemory)?;
+        // Moved by copying into fresh frames and freeing the old ones, not by moving entries:
+        // the old addresses' translations must die with their frames (see `migrate`).
+        self.map_fixed(
+            physical,
+            new,
+            new + new_len,
+            last.prot,
+            last.lazy,
+            Backing::Anonymous,
+        )?;
+        let mut page = [0u8; PAGE_SIZE as usize];
+        for (start, vma) in areas {
+            let target = new + (start - old);
+            let mut va = start;
+            while va < vma.end {
+                let entry = self.tables.get(physical, va);
+                if entry & OWNED != 0 {
+                    let to = target + (va - start);
+                    if self.tables.get(physical, to) & OWNED == 0 {
+                        self.back_page(physical, to, leaf_flags(vma.prot | PROT_READ))?;
+                    }
+                    let copied = physical.ram.read(entry & ADDRESS_MASK, &mut page)
+                        && self
+                            .translate_owned(physical, to)
+                            .is_some_and(|gpa| physical.ram.write(gpa, &page));
+                    if !copied {
+                        return Err(MmError::NoMemory);
+                    }
+                }
+                va += PAGE_SIZE;
+            }
+            self.vmas.insert(
+                target,
+                Vma {
+                    end: target + (vma.end - start),
+                    ..vma
+                },
+            );
+        }
+        self.unmap(physical, old, old_end)?;
+        Ok(new)
+    }
+
+    /// `madvise(MADV_DONTNEED)`: the task's pages in `[start, end)` read as zero afterwards
+    /// (their frames stay the task's; the host gets the memory back until touched).
+    pub(crate) fn discard(&mut self, physical: &Physical, start: u64, end: u64) {
+        let areas: Vec<(u64, Vma)> = self
+            .vmas
+            .range(..end)
+            .filter(|(_, vma)| vma.end > start)
+            .map(|(s, vma)| (*s, *vma))
+            .collect();
+        for (area_start, vma) in areas {
+            let mut va = area_start.max(start);
+            while va < vma.end.min(end) {
+                let entry = self.tables.get(physical, va);
+                if entry & OWNED != 0 {
+                    physical.ram.discard(entry & ADDRESS_MASK, PAGE_SIZE);
+                }
+                va += PAGE_SIZE;
+            }
+        }
+    }
+
+    /// Guest-physical address of user address `va` as ring 3 may access it.
+    pub(crate) fn translate(&self, physical: &Physical, va: u64, write: bool) -> Option<u64> {
+        self.tables.translate_user(physical, va, write)
+    }
+
+    /// Guest-physical address of `va` whatever its protection (for the loader writing
+    /// read-only segments), if it is backed by this task's RAM.
+    pub(crate) fn translate_owned(&self, physical: &Physical, va: u64) -> Option<u64> {
+        let entry = self.tables.get(physical, va);
+        (entry & OWNED != 0).then_some((entry & ADDRESS_MASK) | (va & (PAGE_SIZE - 1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypervisor::vm::memory::GuestRam;
+    use crate::hypervisor::vm::system::SyscallPath;
+    use std::time::Instant;
+
+    fn setup(pages: u64) -> (Physical, SharedPages) {
+        let physical = Physical::new(
+            GuestRam::new(pages * PAGE_SIZE).expect("ram"),
+            Instant::now(),
+        );
+        let shared = SharedPages::build(&physical, SyscallPath::Ring3Trampoline).expect("shared");
+        (physical, shared)
+    }
+
+    #[test]
+    fn map_protect_unmap_keep_frames_balanced() {
+        let (physical, shared) = setup(256);
+        let before = physical.free_frames();
+        let mut mm = Mm::new(&physical, &shared, 0x7000_0000).expect("mm");
+        let rw = PROT_READ | PROT_WRITE;
+        mm.map_fixed(
+            &physical,
+            0x40_0000,
+            0x40_8000,
+            rw,
+            false,
+            Backing::Anonymous,
+        )
+        .expect("map");
+        assert!(mm.translate(&physical, 0x40_1000, true).is_some());
+        mm.protect(&physical, 0x40_2000, 0x40_4000, 0)
+            .expect("protect none");
+        assert!(mm.translate(&physical, 0x40_2000, false).is_none());
+        mm.protect(&physical, 0x40_2000, 0x40_4000, PROT_READ)
+            .expect("protect read");
+        assert!(mm.translate(&physical, 0x40_2000, false).is_some());
+        assert!(mm.translate(&physical, 0x40_2000, true).is_none());
+        assert_eq!(mm.vmas.len(), 3);
+        mm.unmap(&physical, 0x40_1000, 0x40_3000).expect("unmap");
+        assert!(mm.translate(&physical, 0x40_1000, false).is_none());
+        assert_eq!(mm.bytes_owned(), 6 * PAGE_SIZE);
+        let found = mm.find_free(0x10_0000).expect("room");
+        assert_eq!(found, 0x7000_0000 - 0x10_0000);
+        mm.destroy(&physical);
+        assert_eq!(physical.free_frames(), before, "every frame came back");
+    }
+
+    #[test]
+    fn running_out_of_ram_is_enomem_and_leaks_nothing() {
+        let (physical, shared) = setup(64);
+        let mut mm = Mm::new(&physical, &shared, 0x7000_0000).expect("mm");
+        let before = physical.free_frames();
+        let rw = PROT_READ | PROT_WRITE;
+        assert_eq!(
+            mm.map_fixed(
+                &physical,
+                0x40_0000,
+                0x40_0000 + 100 * PAGE_SIZE,
+                rw,
+                false,
+                Backing::Anonymous
+            ),
+            Err(MmError::NoMemory)
+        );
+        assert_eq!(physical.free_frames(), before);
+        mm.destroy(&physical);
+    }
+}

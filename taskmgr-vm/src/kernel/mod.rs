@@ -1,0 +1,19 @@
+//! The guest kernel: what a Linux kernel would be to the task, written as the VMM. A task is a
+//! [`process::Process`] (its address space in [`mm`] over the page tables of [`paging`], its
+//! file descriptors in [`fds`] over the session directory in [`files`]), run by vCPU threads
+//! ([`threads`]) that answer its system calls ([`syscalls`]), deliver its signals
+//! ([`sigframe`]), resolve its page faults ([`fault`]) and stream its output ([`output`]); a
+//! task is stopped through its [`control`] and paced by its domain's CPU gate ([`rate`]).
+
+pub(crate) mod control;
+pub(crate) mod fault;
+pub(crate) mod fds;
+pub(crate) mod files;
+pub(crate) mod mm;
+pub(crate) mod output;
+pub(crate) mod paging;
+pub(crate) mod process;
+pub(crate) mod rate;
+pub(crate) mod sigframe;
+pub(crate) mod syscalls;
+pub(crate) mod threads;

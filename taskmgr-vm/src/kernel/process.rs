@@ -1,0 +1,229 @@
+//! A task as the VMM's kernel sees it: its address space, open files, working directory,
+//! signal dispositions and identity, and the copies between its memory and the VMM that every
+//! system call goes through.
+//!
+//! Every guest pointer is checked here: a user address is translated through the task's own
+//! page tables with ring-3 permissions, page by page, and then read or written through
+//! vm-memory inside the domain's RAM. An address that is not mapped (or not writable, for a
+//! write) is `EFAULT`; nothing a task passes can reach memory outside its own pages.
+
+use crate::hypervisor::run::Outcome;
+use crate::hypervisor::vm::DomainVm;
+use crate::hypervisor::vm::layout::KernelSlot;
+use crate::hypervisor::vm::layout::{PAGE_SIZE, page_floor};
+use crate::kernel::fds::FdTable;
+use crate::kernel::files::FsContext;
+use crate::kernel::mm::Mm;
+use crate::kernel::output::Output;
+use crate::kernel::syscalls::Errno;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32};
+use std::time::Instant;
+use xeno_taskmgr_kit::metering::TaskMeter;
+
+/// Most distinct unknown system call numbers a task's log keeps counts for.
+const UNKNOWN_SYSCALLS_KEPT: usize = 64;
+
+/// Signal dispositions (single-threaded: one mask, one table).
+#[derive(Debug, Clone)]
+pub(crate) struct Signals {
+    /// `struct sigaction` as the task set it (handler, flags, restorer, mask), by signal.
+    pub(crate) actions: [[u64; 4]; 65],
+    pub(crate) mask: u64,
+    /// Signals sent and not yet delivered (one bit per signal, bit 0 for signal 1).
+    pub(crate) pending: u64,
+    /// `si_code` of each pending signal (SI_USER from `kill`, SI_TKILL from `tkill`).
+    pub(crate) codes: [i32; 65],
+}
+
+/// A task's kernel-side state.
+pub(crate) struct Process {
+    pub(crate) vm: Arc<DomainVm>,
+    pub(crate) mm: Mm,
+    pub(crate) fds: FdTable,
+    pub(crate) fs: FsContext,
+    pub(crate) signals: Signals,
+    pub(crate) output: Output,
+    pub(crate) meter: Arc<TaskMeter>,
+    /// The absolute session path `readlink("/proc/self/exe")` returns.
+    pub(crate) exe_path: String,
+    /// What `uname` reports as the release: the domain's version.
+    pub(crate) release: String,
+    /// Process id the task sees (its own namespace: 1 is not used, as init would be).
+    pub(crate) pid: i32,
+    pub(crate) umask: u32,
+    /// When the domain started: its monotonic clock counts from here.
+    pub(crate) boot: Instant,
+    /// Unknown system calls by number, for the log when the task ends.
+    pub(crate) unknown: BTreeMap<u64, u64>,
+    /// The task's threads.
+    pub(crate) threads: Threads,
+    /// The thread on whose behalf the VMM is running now (set by [`Process::enter`]).
+    pub(crate) tid: i32,
+    /// That thread's kernel pages (its exception frames are on its ring-0 stack).
+    pub(crate) kstack: KernelSlot,
+    /// Threads waiting in `futex`, by address, first come first woken.
+    pub(crate) futexes: BTreeMap<u64, VecDeque<Arc<Waiter>>>,
+    /// How the task ends, once decided (the first decision wins).
+    pub(crate) ending: Option<Outcome>,
+}
+
+/// A thread's place in `futex` waits: set when woken, and its vCPU thread to kick.
+#[derive(Debug, Default)]
+pub(crate) struct Waiter {
+    pub(crate) woken: AtomicBool,
+    pub(crate) os_tid: AtomicI32,
+}
+
+/// One thread of a task.
+#[derive(Debug)]
+pub(crate) struct ThreadInfo {
+    pub(crate) slot: KernelSlot,
+    pub(crate) slot_index: u64,
+    /// `set_tid_address` / CLONE_CHILD_CLEARTID: zeroed and woken when the thread exits.
+    pub(crate) clear_child_tid: u64,
+    pub(crate) waiter: Arc<Waiter>,
+}
+
+/// A task's threads, by thread id.
+#[derive(Debug, Default)]
+pub(crate) struct Threads {
+    pub(crate) live: BTreeMap<i32, ThreadInfo>,
+    pub(crate) next_tid: i32,
+}
+
+impl Process {
+    /// The VMM now acts for thread `tid` (its id and kernel pages become current).
+    pub(crate) fn enter(&mut self, tid: i32) {
+        self.tid = tid;
+        if let Some(info) = self.threads.live.get(&tid) {
+            self.kstack = info.slot;
+        }
+    }
+
+    /// Whether the task has more than one thread (the read fast path is then off: its save
+    /// area is one per address space).
+    pub(crate) fn threaded(&self) -> bool {
+        self.threads.live.len() > 1
+    }
+
+    /// Records an unknown system call (bounded).
+    pub(crate) fn note_unknown(&mut self, number: u64) {
+        if let Some(count) = self.unknown.get_mut(&number) {
+            *count += 1;
+        } else if self.unknown.len() < UNKNOWN_SYSCALLS_KEPT {
+            self.unknown.insert(number, 1);
+        }
+    }
+
+    /// Updates the task's memory meter from its address space.
+    pub(crate) fn meter_memory(&self) {
+        self.meter.set_memory(self.mm.bytes_owned());
+    }
+
+    /// Guest-physical address of user `va` with the access asked for, backing a lazily
+    /// mapped page (the stack) first if need be.
+    fn user_gpa(&mut self, va: u64, write: bool) -> Result<u64, Errno> {
+        let physical = &self.vm.physical;
+        if let Some(gpa) = self.mm.translate(physical, va, write) {
+            return Ok(gpa);
+        }
+        if self.mm.fault_in(physical, va, write) {
+            self.meter_memory();
+            if let Some(gpa) = self.mm.translate(physical, va, write) {
+                return Ok(gpa);
+            }
+        }
+        Err(Errno::EFAULT)
+    }
+
+    /// Checks that all of `[va, va + len)` is accessible (writable if `write`), backing lazy
+    /// pages, so that a call can fail with EFAULT before it has any effect.
+    pub(crate) fn check_user(&mut self, va: u64, len: u64, write: bool) -> Result<(), Errno> {
+        if len == 0 {
+            return Ok(());
+        }
+        let end = va.checked_add(len).ok_or(Errno::EFAULT)?;
+        let mut page = page_floor(va);
+        while page < end {
+            self.user_gpa(page, write)?;
+            page += PAGE_SIZE;
+        }
+        Ok(())
+    }
+
+    /// Copies `len` bytes from user memory at `va`.
+    pub(crate) fn read_user(&mut self, va: u64, len: usize) -> Result<Vec<u8>, Errno> {
+        let mut data = vec![0u8; len];
+        self.read_user_into(va, &mut data)?;
+        Ok(data)
+    }
+
+    /// Fills `buf` from user memory at `va`.
+    pub(crate) fn read_user_into(&mut self, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = va.checked_add(done as u64).ok_or(Errno::EFAULT)?;
+            let in_page = (PAGE_SIZE - (at % PAGE_SIZE)) as usize;
+            let chunk = in_page.min(buf.len() - done);
+            let gpa = self.user_gpa(at, false)?;
+            if !self.vm.physical.ram.read(gpa, &mut buf[done..done + chunk]) {
+                return Err(Errno::EFAULT);
+            }
+            done += chunk;
+        }
+        Ok(())
+    }
+
+    /// Copies `data` to user memory at `va`.
+    pub(crate) fn write_user(&mut self, va: u64, data: &[u8]) -> Result<(), Errno> {
+        let mut done = 0usize;
+        while done < data.len() {
+            let at = va.checked_add(done as u64).ok_or(Errno::EFAULT)?;
+            let in_page = (PAGE_SIZE - (at % PAGE_SIZE)) as usize;
+            let chunk = in_page.min(data.len() - done);
+            let gpa = self.user_gpa(at, true)?;
+            if !self.vm.physical.ram.write(gpa, &data[done..done + chunk]) {
+                return Err(Errno::EFAULT);
+            }
+            done += chunk;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn read_u64(&mut self, va: u64) -> Result<u64, Errno> {
+        let mut bytes = [0u8; 8];
+        self.read_user_into(va, &mut bytes)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    pub(crate) fn write_u64(&mut self, va: u64, value: u64) -> Result<(), Errno> {
+        self.write_user(va, &value.to_le_bytes())
+    }
+
+    /// A NUL-terminated string at `va`, at most `max` bytes before the NUL
+    /// (ENAMETOOLONG beyond).
+    pub(crate) fn read_cstr(&mut self, va: u64, max: usize) -> Result<Vec<u8>, Errno> {
+        let mut out = Vec::new();
+        let mut at = va;
+        loop {
+            let in_page = (PAGE_SIZE - (at % PAGE_SIZE)) as usize;
+            let mut chunk = vec![0u8; in_page];
+            self.read_user_into(at, &mut chunk)?;
+            if let Some(nul) = chunk.iter().position(|byte| *byte == 0) {
+                out.extend_from_slice(&chunk[..nul]);
+                break;
+            }
+            out.extend_from_slice(&chunk);
+            if out.len() > max {
+                return Err(Errno::ENAMETOOLONG);
+            }
+            at = at.checked_add(in_page as u64).ok_or(Errno::EFAULT)?;
+        }
+        if out.len() > max {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        Ok(out)
+    }
+}
