@@ -46,7 +46,7 @@ async fn an_external_plugin_serves_its_env_type() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("process.sock");
     let _plugin = Plugin(
-        Command::new(binary("xeno-tests", "xeno-process-plugin"))
+        Command::new(binary("xeno-taskmgr-process", "xeno-process-plugin"))
             .arg("--socket")
             .arg(&socket)
             .spawn()

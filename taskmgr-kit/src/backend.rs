@@ -62,10 +62,12 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// The CPU gate for a domain with `limits`, or `None` when it has no rate.
     fn cpu_gate(limits: CpuLimits, window_ms: u64, now: Instant) -> Option<Self::Gate>;
 
-    /// Makes a new domain's resources.
+    /// Makes a new domain's resources, for its resolved `settings` and the `limits` it asked
+    /// for (the ones the host does not resolve, such as `disk_mb`, are the backend's to apply).
     fn create_resources(
         &self,
         settings: &DomainSettings,
+        limits: &pb::DomainLimits,
     ) -> impl Future<Output = Result<Self::Resources, Error>> + Send;
 
     /// Whether it runs `program` at all; refused with UNIMPLEMENTED before any payload is

@@ -291,7 +291,7 @@ impl<B: Backend> Host<B> {
         let scratch = self
             .blocking(move || Scratch::open(&scratch_dir, B::SCRATCH_PREFIX))
             .await?;
-        let resources = match self.core.backend.create_resources(&settings).await {
+        let resources = match self.core.backend.create_resources(&settings, &limits).await {
             Ok(resources) => resources,
             Err(error) => {
                 scratch.remove();
@@ -466,6 +466,22 @@ impl<B: Backend> Host<B> {
             tracing::info!(domain = %request.domain_id, cpu_time_us = usage.cpu_time_us, "domain destroyed");
         }
         Ok(usage)
+    }
+
+    /// Destroys every live domain (each task stopped, its end announced, the domain's readers
+    /// told), for a plugin's clean exit: no task outlives it.
+    pub async fn destroy_all(&self, reason: &str) {
+        let destroys = self.core.domains.live().into_iter().map(|domain| {
+            self.destroy_domain(pb::DestroyDomainRequest {
+                domain_id: domain.id.clone(),
+                reason: reason.to_owned(),
+            })
+        });
+        for result in futures::future::join_all(destroys).await {
+            if let Err(error) = result {
+                tracing::warn!(%error, "destroying a domain at shutdown failed");
+            }
+        }
     }
 
     pub(crate) fn inspect_task(

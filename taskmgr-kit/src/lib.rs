@@ -77,7 +77,11 @@
 //!     fn cpu_gate(_: CpuLimits, _: u64, _: Instant) -> Option<()> {
 //!         None
 //!     }
-//!     async fn create_resources(&self, _: &DomainSettings) -> Result<NoResources, Error> {
+//!     async fn create_resources(
+//!         &self,
+//!         _: &DomainSettings,
+//!         _: &xeno_schemas::proto::taskmanager::v1::DomainLimits,
+//!     ) -> Result<NoResources, Error> {
 //!         Ok(NoResources)
 //!     }
 //!     fn check_program(&self, _: &Program) -> Result<(), Error> {

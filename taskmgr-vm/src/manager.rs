@@ -137,7 +137,11 @@ impl Backend for VmBackend {
         CpuGate::new(limits, window_ms, now)
     }
 
-    async fn create_resources(&self, settings: &DomainSettings) -> Result<DomainVm, Error> {
+    async fn create_resources(
+        &self,
+        settings: &DomainSettings,
+        _limits: &pb::DomainLimits,
+    ) -> Result<DomainVm, Error> {
         // Built on a blocking thread: creating a VM and its first vCPU takes a millisecond or
         // two of ioctls.
         let kvm = Arc::clone(&self.kvm);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Instant;
 use xeno_schemas::documents::Program;
+use xeno_schemas::proto::taskmanager::v1 as pb;
 use xeno_taskmgr_kit::{
     Backend, Capabilities, Deployment, DomainSettings, Host, HostLimits, Resources, lock,
 };
@@ -137,7 +138,11 @@ impl Backend for WasmBackend {
         CpuGate::new(limits, window_ms, now)
     }
 
-    async fn create_resources(&self, settings: &DomainSettings) -> Result<DomainMemory, Error> {
+    async fn create_resources(
+        &self,
+        settings: &DomainSettings,
+        _limits: &pb::DomainLimits,
+    ) -> Result<DomainMemory, Error> {
         Ok(DomainMemory::new(settings.memory_bytes, Instant::now()))
     }
 

@@ -63,8 +63,8 @@
 //!
 //! The crate is `xeno-tests`: add it to your crate's `[dev-dependencies]`
 //! (`xeno-tests = { path = "../tests" }`). A complete worked example is the Process plugin's
-//! test, `tests/tests/process_plugin.rs`, with its guests written as `/bin/sh` scripts in
-//! `tests/tests/support/mod.rs`.
+//! test, `taskmgr-process/tests/process_plugin.rs`, with its guests written as `/bin/sh` scripts
+//! in `taskmgr-process/tests/support/mod.rs`.
 //!
 //! A failure names the check, what it expected and what happened, with the events the stream
 //! had delivered. To run one check while fixing it, use [`run_check`] with one [`Check`].

@@ -3,10 +3,10 @@
 //! Every [`TICK`] the meter re-reads `/proc/<pid>/stat` for each running task's known processes
 //! (CPU time and resident memory), and every [`SCAN_EVERY_TICKS`] ticks it walks all of `/proc`
 //! to find every process in each task's process group, including ones forked since the last
-//! walk. From those samples it keeps each task's usage (see [`TaskMeter`](super::task::TaskMeter))
-//! and runs each domain's duty cycle: a token bucket that refills at the domain's `cpu_msps` and
-//! drains by the CPU its tasks used. When the bucket is empty the meter stops the domain's
-//! process groups with SIGSTOP, and continues them with SIGCONT once it has refilled.
+//! walk. From those samples it keeps each task's usage (see `group.rs`) and runs each domain's
+//! duty cycle: a token bucket that refills at the domain's `cpu_msps` and drains by the CPU its
+//! tasks used. When the bucket is empty the meter stops the domain's process groups with
+//! SIGSTOP, and continues them with SIGCONT once it has refilled.
 //!
 //! Granularity: the kernel reports CPU time in clock ticks (`CLK_TCK`, 10 ms on Linux), and the
 //! meter looks every 10 ms, so a domain can run up to about two ticks past its budget before it
@@ -16,12 +16,16 @@
 //! goes unmetered for up to [`SCAN_EVERY_TICKS`] ticks (its CPU time is still counted once
 //! found, or through its parent's rusage if it has been reaped).
 
-use super::domain::{CpuRate, Domain};
-use super::procfs::{self, ProcKey, ProcStat, Units};
-use rustix::process::Signal;
+use crate::control::GroupControl;
+use crate::group::GroupMeter;
+use crate::procfs::{self, ProcKey, ProcStat, Units};
+use rustix::process::Pid;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
+use xeno_taskmgr_kit::lock;
+use xeno_taskmgr_kit::metering::{MemoryMeter, TaskMeter};
+use xeno_taskmgr_kit::rate::CpuLimits;
 
 /// How often the meter samples and the duty cycle decides.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
@@ -33,10 +37,58 @@ pub(crate) const SCAN_EVERY_TICKS: u64 = 10;
 /// How much CPU a domain may bank without burst credit: this many milliseconds of its rate.
 pub(crate) const BUCKET_WINDOW_MS: u64 = 100;
 
-/// The live domains, as the meter sees them.
-pub(crate) type Domains = Mutex<HashMap<String, Arc<Domain>>>;
+/// A running task as the meter sees it.
+pub(crate) struct Metered {
+    pub(crate) pgid: Pid,
+    pub(crate) meter: Arc<TaskMeter>,
+    pub(crate) control: Arc<GroupControl>,
+    pub(crate) group: Mutex<GroupMeter>,
+}
 
-/// Starts the meter thread. It ends once the domains map is dropped.
+/// What the meter keeps of one domain: its running tasks, the memory they hold together, and
+/// its duty cycle.
+pub(crate) struct DomainMeter {
+    tasks: Mutex<HashMap<String, Arc<Metered>>>,
+    memory: Mutex<MemoryMeter>,
+    throttle: Mutex<Throttle>,
+    /// CPU time its tasks were seen to use, microseconds (what the duty cycle drains by).
+    seen_cpu_us: Mutex<u64>,
+}
+
+impl DomainMeter {
+    pub(crate) fn new(rate: Option<CpuLimits>, now: Instant) -> DomainMeter {
+        DomainMeter {
+            tasks: Mutex::new(HashMap::new()),
+            memory: Mutex::new(MemoryMeter::new(now)),
+            throttle: Mutex::new(Throttle::new(rate, now)),
+            seen_cpu_us: Mutex::new(0),
+        }
+    }
+
+    /// Starts metering a task that runs.
+    pub(crate) fn add(&self, task_id: &str, task: Arc<Metered>) {
+        lock(&self.tasks).insert(task_id.to_owned(), task);
+    }
+
+    /// Stops metering a task that ended.
+    pub(crate) fn remove(&self, task_id: &str) {
+        lock(&self.tasks).remove(task_id);
+    }
+
+    /// Memory its tasks held together, integrated up to `until` (MB·ms), and its peak.
+    pub(crate) fn memory(&self, until: Instant) -> (u64, u64) {
+        lock(&self.memory).read(until)
+    }
+
+    fn running(&self) -> Vec<Arc<Metered>> {
+        lock(&self.tasks).values().cloned().collect()
+    }
+}
+
+/// The live domains, as the meter sees them.
+pub(crate) type Domains = Mutex<Vec<Weak<DomainMeter>>>;
+
+/// Starts the meter thread. It ends once the domains list is dropped.
 pub(crate) fn start(domains: Weak<Domains>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("xeno-meter".into())
@@ -58,25 +110,17 @@ fn run(domains: &Weak<Domains>) {
         let Some(domains) = domains.upgrade() else {
             return;
         };
-        let live: Vec<Arc<Domain>> = domains
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let live: Vec<Arc<DomainMeter>> = {
+            let mut list = lock(&domains);
+            list.retain(|domain| domain.strong_count() > 0);
+            list.iter().filter_map(Weak::upgrade).collect()
+        };
         drop(domains);
         let scan = (tick % SCAN_EVERY_TICKS == 0).then(|| {
             let groups: HashSet<i32> = live
                 .iter()
-                .flat_map(|domain| {
-                    let state = domain.lock();
-                    state
-                        .tasks
-                        .iter()
-                        .filter(|task| task.signallable())
-                        .map(|task| task.pgid.as_raw_pid())
-                        .collect::<Vec<_>>()
-                })
+                .flat_map(|domain| domain.running())
+                .map(|task| task.pgid.as_raw_pid())
                 .collect();
             procfs::scan_groups(&groups)
         });
@@ -87,54 +131,29 @@ fn run(domains: &Weak<Domains>) {
 }
 
 /// One tick of one domain: sample its running tasks, then stop or continue them.
-fn tick_domain(domain: &Domain, scan: Option<&HashMap<i32, Vec<ProcStat>>>, units: Units) {
-    // Which groups to read, under the lock; the reads themselves happen outside it.
-    let targets: Vec<(String, i32, Vec<ProcKey>)> = {
-        let state = domain.lock();
-        state
-            .tasks
-            .iter()
-            .filter(|task| task.signallable())
-            .map(|task| {
-                let known = task.meter.member_pids().collect();
-                (task.id.clone(), task.pgid.as_raw_pid(), known)
-            })
-            .collect()
-    };
-    let readings: Vec<(String, Vec<ProcStat>)> = targets
-        .into_iter()
-        .map(|(id, pgid, known)| (id, read_group(pgid, &known, scan)))
-        .collect();
-
-    let now = Instant::now();
-    let mut state = domain.lock();
+fn tick_domain(domain: &DomainMeter, scan: Option<&HashMap<i32, Vec<ProcStat>>>, units: Units) {
+    let running = domain.running();
     let mut resident = 0u64;
-    for (id, members) in readings {
-        if let Some(task) = state.task_mut(&id)
-            && task.signallable()
-        {
-            let started = task.started;
-            task.meter.sample(&members, now, started, units);
-            resident = resident.saturating_add(task.meter.rss_bytes);
-        }
+    let mut gained_us = 0u64;
+    for task in &running {
+        let known: Vec<ProcKey> = lock(&task.group).member_pids().collect();
+        let members = read_group(task.pgid.as_raw_pid(), &known, scan);
+        let before = task.meter.cpu_ns();
+        let mut group = lock(&task.group);
+        group.sample(&members, &task.meter, units);
+        resident = resident.saturating_add(group.rss_bytes);
+        gained_us = gained_us.saturating_add(task.meter.cpu_ns().saturating_sub(before) / 1000);
     }
-    state.peak_bytes = state.peak_bytes.max(resident);
-    let cpu_us = state
-        .tasks
-        .iter()
-        .map(|task| task.meter.cpu_us)
-        .fold(0u64, u64::saturating_add);
-    let pause = state.throttle.advance(now, cpu_us);
-    for task in state.tasks.iter_mut() {
-        if !task.signallable() || task.paused == pause {
-            continue;
-        }
-        let signal = if pause { Signal::STOP } else { Signal::CONT };
-        // Under the domain lock with the leader unreaped, so the pgid is still this task's.
-        match rustix::process::kill_process_group(task.pgid, signal) {
-            Ok(()) => task.paused = pause,
-            Err(error) => tracing::debug!(task = %task.id, %error, "duty cycle signal failed"),
-        }
+    let now = Instant::now();
+    lock(&domain.memory).set(resident, now);
+    let seen = {
+        let mut seen = lock(&domain.seen_cpu_us);
+        *seen = seen.saturating_add(gained_us);
+        *seen
+    };
+    let pause = lock(&domain.throttle).advance(now, seen);
+    for task in &running {
+        task.control.pause(pause);
     }
 }
 
@@ -167,7 +186,7 @@ fn read_group(
 /// burst, one at the peak rate).
 #[derive(Debug)]
 pub(crate) struct Throttle {
-    rate: Option<CpuRate>,
+    rate: Option<CpuLimits>,
     /// Credit at the sustained rate, CPU microseconds (negative: overspent).
     sustained_us: i64,
     /// Credit at the peak rate, when there is burst credit.
@@ -180,7 +199,7 @@ pub(crate) struct Throttle {
 
 impl Throttle {
     /// A full bucket for `rate` (`None`: no limit).
-    pub fn new(rate: Option<CpuRate>, now: Instant) -> Throttle {
+    pub fn new(rate: Option<CpuLimits>, now: Instant) -> Throttle {
         let (sustained_us, peak_us) = rate.map_or((0, 0), |rate| {
             let (sustained, peak) = capacities(rate);
             (sustained, peak.unwrap_or(0))
@@ -232,7 +251,7 @@ fn refill(msps: u64, elapsed_us: i64) -> i64 {
 
 /// The buckets' depths, microseconds: the sustained one holds the burst credit or
 /// [`BUCKET_WINDOW_MS`] of the rate; the peak one exists only with burst credit above the rate.
-fn capacities(rate: CpuRate) -> (i64, Option<i64>) {
+fn capacities(rate: CpuLimits) -> (i64, Option<i64>) {
     let window = refill(rate.msps, (BUCKET_WINDOW_MS * 1000) as i64);
     let burst = i64::try_from(rate.burst_ms.saturating_mul(1000)).unwrap_or(i64::MAX);
     let peak = (rate.burst_ms > 0 && rate.peak_msps > rate.msps)
@@ -244,17 +263,9 @@ fn capacities(rate: CpuRate) -> (i64, Option<i64>) {
 mod tests {
     use super::*;
 
-    fn rate(msps: u64) -> CpuRate {
-        CpuRate {
-            msps,
-            peak_msps: 0,
-            burst_ms: 0,
-        }
-    }
-
     /// Simulates a task that uses all the CPU it is allowed for `seconds`, and returns the
     /// CPU it got.
-    fn simulate(rate: CpuRate, seconds: u64) -> u64 {
+    fn simulate(rate: CpuLimits, seconds: u64) -> u64 {
         let start = Instant::now();
         let mut throttle = Throttle::new(Some(rate), start);
         let mut cpu_us = 0;
@@ -270,13 +281,13 @@ mod tests {
 
     #[test]
     fn holds_the_sustained_rate() {
-        let cpu = simulate(rate(200), 10);
+        let cpu = simulate(CpuLimits::steady(200), 10);
         assert!((1_950_000..=2_050_000).contains(&cpu), "{cpu}");
     }
 
     #[test]
     fn burst_credit_runs_at_the_peak_rate_then_settles() {
-        let burst = CpuRate {
+        let burst = CpuLimits {
             msps: 100,
             peak_msps: 500,
             burst_ms: 1000,

@@ -16,28 +16,31 @@
 //! the plugin dies without cleaning up: the signal fires when the thread that forked exits,
 //! and this thread lives exactly as long as the leader.
 //!
-//! The async side ([`supervise`]) copies the pipes into the task's output log, enforces the
-//! task's wall-clock limit, and records the exit once the leader is reaped and its pipes are
+//! The async side ([`supervise`]) copies the pipes into the domain's events, enforces the
+//! task's wall-clock limit, and ends the task once the leader is reaped and its pipes are
 //! drained.
 
-use super::domain::Domain;
-use super::error::PluginError;
-use super::task::exit_of;
+use crate::control::GroupControl;
+use crate::group::exit_of;
+use crate::meter::Metered;
+use crate::{Domain, Task};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use std::process::{ChildStderr, ChildStdout, Command};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use xeno_schemas::proto::common::v1::{OutputStream, TaskExit, TaskState};
+use xeno_schemas::proto::common::v1::OutputStream;
+use xeno_taskmgr_kit::events::CHUNK_BYTES_MAX;
+use xeno_taskmgr_kit::{Control, Error, Outcome, TaskSlot, lock};
 
 /// How long the task's pipes may stay open after its leader exited and its group was killed: a
 /// process that left the group (`setsid`) and kept them open cannot hold up the task's end.
 pub(crate) const PIPE_DRAIN_WAIT: Duration = Duration::from_secs(1);
 
 /// Read size from a task's pipes: one event's worth (64 KiB).
-const READ_BYTES: usize = super::output::CHUNK_BYTES_MAX;
+const READ_BYTES: usize = CHUNK_BYTES_MAX;
 
 /// How many times a spawn failing with ETXTBSY is retried. Another thread forking while a
 /// deploy had the executable open for writing leaves a copy of that descriptor in its child
@@ -76,9 +79,9 @@ pub(crate) struct LeaderExit {
 /// Spawns `command` on a new waiter thread; returns once it is running (or failed to start).
 pub(crate) async fn spawn(
     mut command: Command,
-    domain: Arc<Domain>,
-    task_id: String,
-) -> Result<Spawned, PluginError> {
+    control: Arc<GroupControl>,
+    task_id: &str,
+) -> Result<Spawned, Error> {
     let (started_tx, started_rx) = oneshot::channel();
     let (recorded_tx, recorded_rx) = oneshot::channel::<bool>();
     let (exit_tx, exit_rx) = oneshot::channel();
@@ -109,22 +112,13 @@ pub(crate) async fn spawn(
                 return;
             }
             wait_for_exit(pid);
-            {
-                let mut state = domain.lock();
-                if let Some(task) = state.task_mut(&task_id) {
-                    task.leader_exited = true;
-                }
-                // The leader is a zombie still, so the group id cannot have been reused.
-                let _ = rustix::process::kill_process_group(pid, Signal::KILL);
-            }
+            control.leader_exited();
             let _ = exit_tx.send(reap(pid));
         })
-        .map_err(PluginError::io("starting a waiter thread"))?;
+        .map_err(|error| Error::Exhausted(format!("cannot start a waiter thread: {error}")))?;
     let (pid, stdout, stderr) = started_rx
         .await
-        .map_err(|_| {
-            PluginError::io("starting the task")(std::io::Error::other("waiter thread died"))
-        })?
+        .map_err(|_| Error::Internal("the task's waiter thread died".to_owned()))?
         .map_err(refused_program)?;
     Ok(Spawned {
         pid,
@@ -138,15 +132,15 @@ pub(crate) async fn spawn(
 /// Why exec refused the program. Most reasons are the program's (not executable, not a format
 /// the kernel runs, a missing interpreter, too big for the memory limit): INVALID_ARGUMENT, as
 /// the contract has it for something the plugin cannot run. Anything else is the host's.
-fn refused_program(error: std::io::Error) -> PluginError {
+fn refused_program(error: std::io::Error) -> Error {
     match error.raw_os_error() {
         Some(libc::ENOEXEC | libc::ENOENT | libc::EACCES | libc::ETXTBSY | libc::E2BIG) => {
-            PluginError::InvalidArgument(format!("the program cannot be executed: {error}"))
+            Error::Invalid(format!("the program cannot be executed: {error}"))
         }
-        Some(libc::ENOMEM) => PluginError::InvalidArgument(format!(
+        Some(libc::ENOMEM) => Error::Invalid(format!(
             "the program cannot start within the domain's memory limit: {error}"
         )),
-        _ => PluginError::io("starting the task")(error),
+        _ => Error::Internal(format!("starting the task: {error}")),
     }
 }
 
@@ -222,10 +216,10 @@ fn kill_and_reap(pid: Pid) {
     reap(pid);
 }
 
-/// Copies one of the task's pipes into its output log until the pipe closes.
-pub(crate) fn read_output(
+/// Copies one of the task's pipes into the domain's events until the pipe closes.
+fn read_output(
     domain: Arc<Domain>,
-    task_id: String,
+    task: Arc<Task>,
     stream: OutputStream,
     mut pipe: impl AsyncRead + Unpin + Send + 'static,
 ) -> JoinHandle<()> {
@@ -236,38 +230,72 @@ pub(crate) fn read_output(
                 Ok(0) => return,
                 Ok(read) => read,
                 Err(error) => {
-                    tracing::warn!(task = %task_id, %error, "reading task output failed");
+                    tracing::warn!(task = %task.id, %error, "reading task output failed");
                     return;
                 }
             };
-            {
-                let mut state = domain.lock();
-                let Some(task) = state.task_mut(&task_id) else {
-                    return;
-                };
-                task.output.append(stream, &buffer[..read]);
-            }
-            domain.notify();
+            task.meter.add_output_bytes(read as u64);
+            domain.events.output(&task.id, stream, &buffer[..read]);
         }
     })
 }
 
-/// Follows a recorded task to its end: enforces its wall-clock limit, waits for the leader's
-/// exit and its output, and records how it ended.
-pub(crate) async fn supervise(
-    domain: Arc<Domain>,
-    task_id: String,
-    mut exit: oneshot::Receiver<LeaderExit>,
-    readers: [JoinHandle<()>; 2],
-    wall_clock: Option<Duration>,
-) {
+/// A task whose leader runs, registered with its domain.
+pub(crate) struct Running {
+    pub(crate) domain: Arc<Domain>,
+    pub(crate) task: Arc<Task>,
+    pub(crate) metered: Arc<Metered>,
+    pub(crate) stdout: ChildStdout,
+    pub(crate) stderr: ChildStderr,
+    pub(crate) exit: oneshot::Receiver<LeaderExit>,
+    pub(crate) wall_clock: Option<Duration>,
+    /// Its place among the running tasks, held until it has ended.
+    pub(crate) slot: TaskSlot,
+}
+
+/// Follows a running task to its end: copies its output, enforces its wall-clock limit, waits
+/// for the leader's exit and the last of its output, and ends the task.
+pub(crate) async fn supervise(running: Running) {
+    let Running {
+        domain,
+        task,
+        metered,
+        stdout,
+        stderr,
+        mut exit,
+        wall_clock,
+        slot,
+    } = running;
+    let readers = match (
+        tokio::process::ChildStdout::from_std(stdout),
+        tokio::process::ChildStderr::from_std(stderr),
+    ) {
+        (Ok(stdout), Ok(stderr)) => [
+            read_output(
+                Arc::clone(&domain),
+                Arc::clone(&task),
+                OutputStream::Stdout,
+                stdout,
+            ),
+            read_output(
+                Arc::clone(&domain),
+                Arc::clone(&task),
+                OutputStream::Stderr,
+                stderr,
+            ),
+        ],
+        _ => {
+            task.control
+                .stop("the plugin could not watch the task's output");
+            [tokio::spawn(async {}), tokio::spawn(async {})]
+        }
+    };
     let exited = match wall_clock {
         None => (&mut exit).await,
         Some(limit) => tokio::select! {
             exited = &mut exit => exited,
             () = tokio::time::sleep(limit) => {
-                let reason = format!("wall-clock limit of {} s reached", limit.as_secs());
-                Domain::request_stop(&mut domain.lock(), &task_id, &reason);
+                task.control.stop(&format!("wall-clock limit of {} s reached", limit.as_secs()));
                 exit.await
             }
         },
@@ -276,42 +304,30 @@ pub(crate) async fn supervise(
         let abort = reader.abort_handle();
         if tokio::time::timeout(PIPE_DRAIN_WAIT, reader).await.is_err() {
             tracing::warn!(
-                task = %task_id,
+                task = %task.id,
                 "output pipe still open after the task ended; dropping it"
             );
             abort.abort();
         }
     }
-    let now = Instant::now();
-    {
-        let mut state = domain.lock();
-        let Some(task) = state.task_mut(&task_id) else {
-            return;
-        };
-        if task.ended.is_some() {
-            return;
-        }
-        let (state_code, exit_code, reason) = match exited {
-            Ok(exit) => {
-                task.meter.raise_cpu_us(exit.cpu_us);
-                task.meter.raise_peak_bytes(exit.peak_bytes);
-                exit_of(exit.status, task.stop_reason.as_deref())
+    let outcome = match exited {
+        Ok(exit) => {
+            lock(&metered.group).raise_cpu_us(exit.cpu_us, &task.meter);
+            // Its peak as the kernel saw it, which samples 10 ms apart can miss.
+            if exit.peak_bytes
+                > task
+                    .meter
+                    .usage(std::time::Instant::now())
+                    .memory_peak_bytes
+            {
+                task.meter.set_memory(exit.peak_bytes);
             }
-            Err(_) => (
-                TaskState::Failed,
-                0,
-                "the plugin lost track of the task's process".to_owned(),
-            ),
-        };
-        let usage = task.usage(now);
-        tracing::info!(task = %task_id, reason, cpu_us = usage.cpu_time_us, "task ended");
-        task.ended = Some(TaskExit {
-            state: state_code.into(),
-            exit_code,
-            reason,
-            usage: Some(usage),
-            unknown_calls: Vec::new(),
-        });
-    }
-    domain.notify();
+            task.meter.set_memory(0);
+            exit_of(exit.status, task.control.stop_reason().as_deref())
+        }
+        Err(_) => Outcome::Failed("the plugin lost track of the task's process".to_owned()),
+    };
+    domain.resources.meter.remove(&task.id);
+    drop(slot);
+    domain.finish_task(&task, outcome);
 }
