@@ -308,7 +308,9 @@ fn xeno_dev_once_runs_the_demo_through_the_whole_platform() {
             "both demos were charged: {stdout}"
         );
     } else {
-        println!("SKIP: /dev/kvm or /bin/busybox unavailable: the Linux demo is not checked");
+        xeno_tests::prerequisite::missing(
+            "/dev/kvm or /bin/busybox unavailable: the Linux demo is not checked",
+        );
         assert!(stdout.contains("The Linux demo is skipped"), "{stdout}");
     }
     // A second run on the same state reuses the registrations.

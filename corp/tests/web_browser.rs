@@ -182,13 +182,9 @@ fn skip_without_browser() -> bool {
     if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
         return false;
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "{CHROMIUM} and {CHROMEDRIVER} must be installed under CI \
-             (apt-get install chromium chromium-driver)"
-        );
-    }
-    println!("SKIP: chromium and chromium-driver are not installed");
+    xeno_tests::prerequisite::missing(&format!(
+        "{CHROMIUM} and {CHROMEDRIVER} are not installed (apt-get install chromium chromium-driver)"
+    ));
     true
 }
 

@@ -18,19 +18,13 @@ use xeno_schemas::proto::server::v1 as pb;
 const LINUX: &str = "[metering]\nperiod_ms = 100\ncharge_interval_ms = 300\n[[task_managers]]\nenv_type = \"Wasm\"\nbuiltin = \"wasm\"\n[[task_managers]]\nenv_type = \"Linux\"\nbuiltin = \"linux\"\n";
 
 fn busybox() -> Option<Vec<u8>> {
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
-        println!("SKIP: /dev/kvm unavailable");
+    if !xeno_tests::prerequisite::kvm() {
         return None;
     }
     match std::fs::read("/bin/busybox") {
         Ok(bytes) => Some(bytes),
         Err(_) => {
-            println!("SKIP: /bin/busybox unavailable (Debian: busybox-static)");
+            xeno_tests::prerequisite::missing("/bin/busybox unavailable (Debian: busybox-static)");
             None
         }
     }

@@ -57,8 +57,7 @@ async fn glibc_static_pie_runs() {
         .status()
         .expect("gcc runs");
     if !built.success() {
-        assert!(!in_ci(), "gcc -static-pie failed");
-        println!("SKIP: gcc cannot link static-pie here");
+        xeno_tests::prerequisite::missing("gcc cannot link static-pie here");
         return;
     }
     let program = std::fs::read(&out).expect("built");

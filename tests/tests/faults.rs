@@ -33,17 +33,12 @@ const METERING: &str =
 const WASM: &str = "[[task_managers]]\nenv_type = \"Wasm\"\nbuiltin = \"wasm\"\n";
 const WAIT: Duration = Duration::from_secs(60);
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value == "true")
-}
-
 /// Whether this test may do what needs root; SKIP (or, under CI, fail) otherwise.
 fn root(what: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
-        assert!(!in_ci(), "{what} needs root, which CI has");
-        println!("SKIP: {what} needs root");
+        xeno_tests::prerequisite::missing(&format!("{what} needs root"));
     }
     root
 }
@@ -828,11 +823,7 @@ const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clocks_ten_minutes_apart_still_bill_exactly() {
     if !Path::new(LIBFAKETIME).exists() {
-        assert!(
-            !in_ci(),
-            "{LIBFAKETIME} is missing: CI must install faketime"
-        );
-        println!("SKIP: {LIBFAKETIME} missing (install faketime)");
+        xeno_tests::prerequisite::missing(&format!("{LIBFAKETIME} missing (install faketime)"));
         return;
     }
     let books = Books::open().await;

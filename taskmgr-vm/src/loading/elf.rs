@@ -211,7 +211,7 @@ mod tests {
     #[test]
     fn parses_the_host_busybox_or_skips() {
         let Ok(bytes) = std::fs::read("/usr/bin/busybox") else {
-            println!("SKIP: /usr/bin/busybox missing");
+            xeno_tests::prerequisite::missing("/usr/bin/busybox missing (install busybox-static)");
             return;
         };
         let executable = parse(&bytes).expect("busybox parses");

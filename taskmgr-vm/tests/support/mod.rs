@@ -21,22 +21,9 @@ use xeno_taskmgr_vm::{VmConfig, VmTaskManager};
 /// How long a test waits for a task to end.
 pub const END_WAIT: Duration = Duration::from_secs(30);
 
-/// Whether missing tools must fail rather than skip (CI installs them).
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value == "true")
-}
-
 /// Whether `/dev/kvm` can be opened; prints the SKIP line if not.
 pub fn kvm_available() -> bool {
-    let ok = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    if !ok {
-        println!("SKIP: /dev/kvm unavailable");
-    }
-    ok
+    xeno_tests::prerequisite::kvm()
 }
 
 /// The manager, or `None` (after printing SKIP) without KVM.
@@ -52,8 +39,7 @@ pub fn tool(path: &str, package: &str) -> Option<PathBuf> {
     if Path::new(path).exists() {
         return Some(PathBuf::from(path));
     }
-    assert!(!in_ci(), "{path} is missing: CI must install {package}");
-    println!("SKIP: {path} missing (install {package})");
+    xeno_tests::prerequisite::missing(&format!("{path} missing (install {package})"));
     None
 }
 

@@ -289,10 +289,7 @@ pub fn compile_c(name: &str, source: &str) -> Option<Vec<u8>> {
     let sysroot = match wasi_sysroot() {
         Ok(sysroot) => sysroot,
         Err(why) => {
-            if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-                panic!("CI=true but cannot build C guests: {why}");
-            }
-            println!("SKIP: {name}: {why}");
+            xeno_tests::prerequisite::missing(&format!("{name}: {why}"));
             return None;
         }
     };

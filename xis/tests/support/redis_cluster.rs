@@ -104,7 +104,9 @@ impl RedisCluster {
                 std::env::var("XENO_REQUIRE_REDIS").as_deref() != Ok("1"),
                 "redis-server is not on PATH and XENO_REQUIRE_REDIS=1"
             );
-            println!("SKIP: redis-server unavailable");
+            xeno_tests::prerequisite::missing(
+                "redis-server unavailable (apt-get install redis-server)",
+            );
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");
