@@ -126,7 +126,7 @@ impl AdvertisedSettings {
         use xeno_schemas::Document;
         let parsed = ServerAdvertisement::parse(sample.to_xml().as_bytes())
             .map_err(|error| anyhow::anyhow!("[advertisement] settings: {error}"))?;
-        xeno_xis::tokens::extract(&parsed)
+        xeno_schemas::documents::tokens::extract(&parsed)
             .map_err(|error| anyhow::anyhow!("[advertisement] tokens: {error}"))?;
         Ok(())
     }

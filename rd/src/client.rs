@@ -140,7 +140,7 @@ fn verify(index: usize, suggestion: pb::Suggestion) -> Result<Suggestion, RdClie
             advertisement.server_id
         )));
     }
-    xeno_xis::core::check_signature(&advertisement).map_err(|error| forged(error.to_string()))?;
+    advertisement.check_self_certified().map_err(forged)?;
     let estimated_cost = suggestion
         .estimated_cost
         .map(|money| {

@@ -8,8 +8,8 @@ use crate::matching::{self, Objective, Outcome, Ranking};
 use crate::vivaldi::Coordinates;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use xeno_schemas::clock::now_unix_ms as now_ms;
 use xeno_schemas::documents::{EnvironmentalRequirements, Money};
-use xeno_xis::core::now_ms;
 
 /// Most suggestions in one answer (the contract's bound).
 pub const MAX_RESULTS_MAX: u32 = 100;

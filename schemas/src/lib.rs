@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 
 pub mod charging;
+pub mod clock;
 pub mod documents;
 pub mod error;
 pub mod identity;

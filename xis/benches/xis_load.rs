@@ -339,7 +339,7 @@ fn profile(adverts: &[[String; 2]]) {
     let verify = began.elapsed();
     let began = Instant::now();
     for advertisement in &parsed {
-        xeno_xis::tokens::extract(advertisement).expect("tokens");
+        xeno_schemas::documents::tokens::extract(advertisement).expect("tokens");
     }
     let tokens = began.elapsed();
     let per = |d: Duration| d.as_secs_f64() * 1e6 / sample.len() as f64;

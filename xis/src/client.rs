@@ -16,7 +16,8 @@
 //! # Ok(()) }
 //! ```
 
-use crate::core::{ADVERTISEMENT_BYTES_MAX, Advertised, Match, PAGE_SIZE_MAX};
+pub use crate::core::PAGE_SIZE_MAX;
+use crate::core::{ADVERTISEMENT_BYTES_MAX, Advertised, Match};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use xeno_schemas::documents::{Document, ServerAdvertisement};

@@ -12,12 +12,12 @@ use crate::error::XisError;
 use crate::store::{
     Aging, Entry, Freshness, Kind, NewRecord, Position, PutOutcome, SetRef, Store, ValueRange,
 };
-use crate::tokens::{
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use xeno_schemas::documents::tokens::{
     self, RECEIVED_TOKEN, TOKEN_NAME_BYTES_MAX, TOKEN_VALUE_BYTES_MAX, Token, TokenValue,
     parse_plain_number,
 };
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use xeno_schemas::documents::{Document, ServerAdvertisement};
 
 /// Largest advertisement accepted, checked before parsing: the schema's document limit for
@@ -44,10 +44,7 @@ pub const ADVERTISEMENTS_WAITING_MAX: usize = 4096;
 
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
-    let elapsed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+    xeno_schemas::clock::now_unix_ms()
 }
 
 fn unix_ms(instant: time::OffsetDateTime) -> u64 {
@@ -187,19 +184,9 @@ pub fn record_for(
 /// Checks an advertisement's signature: present, by the key its ServerId names, over its
 /// canonical form.
 pub fn check_signature(advertisement: &ServerAdvertisement) -> Result<(), XisError> {
-    let signature = advertisement.signature.as_ref().ok_or_else(|| {
-        XisError::Unauthenticated("the advertisement is not signed (no Signature)".to_owned())
-    })?;
-    let fingerprint = signature.key_fingerprint();
-    if fingerprint != advertisement.server_id {
-        return Err(XisError::Unauthenticated(format!(
-            "the advertisement for {} is signed by another key ({fingerprint}): a server may only advertise itself",
-            advertisement.server_id
-        )));
-    }
-    xeno_schemas::signing::verify(signature, &advertisement.signed_bytes()).map_err(|error| {
-        XisError::Unauthenticated(format!("Signature: {error} over the advertisement"))
-    })
+    advertisement
+        .check_self_certified()
+        .map_err(XisError::Unauthenticated)
 }
 
 /// Every check of an advertisement, in order; the record to store if all pass.

@@ -21,7 +21,8 @@
 //!   values=100-150`) or an exact value (`EnvType=Wasm`), answered with the number of matches
 //!   and a page of them (server id, value, version, age, stale flag, endpoint) in a stable
 //!   order — fresh before stale, by value, then by server id — with an opaque [`cursor`] for
-//!   the rest. [`tokens`] defines exactly which tokens an advertisement yields.
+//!   the rest. [`xeno_schemas::documents::tokens`] defines exactly which tokens an
+//!   advertisement yields (a rule of the format, shared with every reader of it).
 //! - **Storage** ([`store`]): the embedded in-process index (ordered maps per token, persisted
 //!   to a log) by default; Redis Cluster to scale out, the inverted file partitioned by token
 //!   across masters and replicated to their replicas, with aging by key expiry.
@@ -65,4 +66,3 @@ pub mod query;
 pub mod service;
 pub mod store;
 pub mod testing;
-pub mod tokens;

@@ -19,9 +19,9 @@
 
 use crate::client::{self, ClientError};
 use crate::core::{Match, Values};
-use crate::tokens::{format_number, parse_plain_number};
 use std::collections::BTreeMap;
 use tonic::transport::Channel;
+use xeno_schemas::documents::tokens::{format_number, parse_plain_number};
 use xeno_schemas::proto::xis::v1 as pb;
 
 /// Most terms in one query: each is a lookup (and up to `limit` matches held in memory).

@@ -510,6 +510,26 @@ impl ServerAdvertisement {
         };
         crate::xml::write_document(&write(&unsigned), crate::xml::Layout::Compact).into_bytes()
     }
+
+    /// Checks that the advertisement certifies itself: it is signed, by the key its `ServerId`
+    /// names (a server may only advertise itself), over its canonical form. Every reader of an
+    /// advertisement (the XIS accepting one, a resource discovery system or client reading one)
+    /// applies this same rule; the error says which part failed.
+    pub fn check_self_certified(&self) -> Result<(), String> {
+        let signature = self
+            .signature
+            .as_ref()
+            .ok_or_else(|| "the advertisement is not signed (no Signature)".to_owned())?;
+        let fingerprint = signature.key_fingerprint();
+        if fingerprint != self.server_id {
+            return Err(format!(
+                "the advertisement for {} is signed by another key ({fingerprint}): a server may only advertise itself",
+                self.server_id
+            ));
+        }
+        crate::signing::verify(signature, &self.signed_bytes())
+            .map_err(|error| format!("Signature: {error} over the advertisement"))
+    }
 }
 
 fn price(reader: &Reader<'_, '_>, name: &str) -> Result<Option<u64>, Problem> {

@@ -8,6 +8,7 @@ pub mod purchase_order;
 pub mod requirements;
 pub mod signature;
 pub mod task;
+pub mod tokens;
 pub mod usage;
 
 pub use advertisement::{

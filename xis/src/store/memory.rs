@@ -264,8 +264,8 @@ impl Index {
             .map(|token| {
                 let (kind, member) = posting(&record.server_id, token);
                 let number = match token.value {
-                    crate::tokens::TokenValue::Number(number) => number,
-                    crate::tokens::TokenValue::Text(_) => 0.0,
+                    xeno_schemas::documents::tokens::TokenValue::Number(number) => number,
+                    xeno_schemas::documents::tokens::TokenValue::Text(_) => 0.0,
                 };
                 RecordPosting {
                     token: token.name.as_str().into(),

@@ -20,7 +20,7 @@ pub mod log;
 pub mod memory;
 pub mod redis;
 
-use crate::tokens::{Token, TokenValue, format_number};
+use xeno_schemas::documents::tokens::{Token, TokenValue, format_number};
 
 /// Why a store could not do what was asked. The XIS answers UNAVAILABLE.
 #[derive(Debug, thiserror::Error)]

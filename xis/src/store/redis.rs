@@ -35,12 +35,12 @@ use super::{
     Aging, Entry, Freshness, Kind, NewRecord, Position, PutOutcome, RecordMeta, SWEEP_BATCH_MAX,
     SetRef, StoreError, StoredRecord, SweepReport, ValueRange, number_entry, posting, text_entry,
 };
-use crate::tokens::{Token, TokenValue, format_number, parse_plain_number};
 use futures::future::try_join_all;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Script, cmd};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use xeno_schemas::documents::tokens::{Token, TokenValue, format_number, parse_plain_number};
 
 /// How to reach and use the cluster.
 #[derive(Debug, Clone)]

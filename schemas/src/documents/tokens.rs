@@ -34,7 +34,7 @@
 //! paper's example query (`CPUmsps`, `MemoryMB`, `NetMbps` mean the available amounts).
 //!
 //! ```
-//! use xeno_xis::tokens::{TokenValue, resolve_token};
+//! use xeno_schemas::documents::tokens::{TokenValue, resolve_token};
 //! assert_eq!(resolve_token("CPUmsps"), "AvailableCPUmsps");
 //! assert_eq!(resolve_token("Location/Country"), "Country");
 //! assert_eq!(resolve_token("gpu"), "gpu");
@@ -42,11 +42,11 @@
 //! assert_eq!(TokenValue::parse_free("none"), TokenValue::Text("none".into()));
 //! ```
 
-use xeno_schemas::documents::ServerAdvertisement;
-use xeno_schemas::documents::advertisement::{
+use crate::documents::ServerAdvertisement;
+use crate::documents::advertisement::{
     COORDINATE_DIMENSIONS_MAX, CORPS_MAX, ENVIRONMENTS_MAX, PATHS_MAX, TOKENS_MAX,
 };
-use xeno_schemas::schema::Decimal;
+use crate::schema::Decimal;
 
 /// Most tokens one advertisement can yield: the fixed leaves, every repeated element at its
 /// schema maximum (16 versions per environment, 8 price sheets of 5 prices), and `Received`.
