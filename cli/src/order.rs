@@ -67,22 +67,11 @@ pub enum OrderCommand {
 
 /// Parses a major-unit amount exactly.
 pub fn parse_amount(text: &str) -> Result<u64> {
-    use xeno_schemas::schema::model::SimpleKind;
-    use xeno_schemas::schema::types::{Value, check};
-    let kind = SimpleKind::Decimal {
-        signed: false,
-        integer_digits: 12,
-        fraction_digits: 6,
-    };
-    match check(&kind, text) {
-        Ok(Value::Decimal(decimal)) => decimal
-            .to_scaled(6)
-            .and_then(|minor| u64::try_from(minor).ok())
-            .context("amount out of range"),
-        _ => Err(anyhow::Error::new(Refused(format!(
-            "{text:?} is not an amount like 10.50"
-        )))),
-    }
+    xeno_schemas::documents::common::parse_major_amount(text).ok_or_else(|| {
+        anyhow::Error::new(Refused(format!(
+            "{text:?} is not an amount like 10.50 (at most 12 digits before the point and 6 after)"
+        )))
+    })
 }
 
 /// An mTLS connection to the profile's corp.

@@ -211,21 +211,7 @@ impl Config {
 }
 
 /// Parses an amount in major units (`"10.50"`) into minor units, exactly.
-pub fn parse_major_amount(text: &str) -> Option<u64> {
-    use xeno_schemas::schema::model::SimpleKind;
-    use xeno_schemas::schema::types::{Value, check};
-    let kind = SimpleKind::Decimal {
-        signed: false,
-        integer_digits: 12,
-        fraction_digits: 6,
-    };
-    match check(&kind, text) {
-        Ok(Value::Decimal(decimal)) => decimal
-            .to_scaled(6)
-            .and_then(|minor| u64::try_from(minor).ok()),
-        _ => None,
-    }
-}
+pub use xeno_schemas::documents::common::parse_major_amount;
 
 #[cfg(test)]
 mod tests {

@@ -149,6 +149,17 @@ pub static AMOUNT_TYPE: SimpleType = SimpleType {
     },
 };
 
+/// An amount as people write it and the documents carry it ([`AMOUNT_TYPE`]: `10.50` is ten
+/// pounds fifty), in minor units; `None` if it is not one.
+pub fn parse_major_amount(text: &str) -> Option<u64> {
+    match crate::schema::types::check(&AMOUNT_TYPE.kind, text) {
+        Ok(crate::schema::types::Value::Decimal(decimal)) => decimal
+            .to_scaled(MINOR_SCALE)
+            .and_then(|minor| u64::try_from(minor).ok()),
+        _ => None,
+    }
+}
+
 /// Instants.
 pub static TIMESTAMP_TYPE: SimpleType = SimpleType {
     name: "Timestamp",
