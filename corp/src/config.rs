@@ -125,15 +125,7 @@ const PPM_MAX: u64 = 1_000_000;
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-        use anyhow::Context;
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: Config =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        config
-            .validate()
-            .with_context(|| format!("checking {}", path.display()))?;
-        Ok(config)
+        xeno_daemon::config::load(path)
     }
 
     /// Checks every field once, so that the daemon never meets a bad value later.
@@ -212,6 +204,12 @@ impl Config {
 
 /// Parses an amount in major units (`"10.50"`) into minor units, exactly.
 pub use xeno_schemas::documents::common::parse_major_amount;
+
+impl xeno_daemon::DaemonConfig for Config {
+    fn check(&self) -> anyhow::Result<()> {
+        self.validate()
+    }
+}
 
 #[cfg(test)]
 mod tests {

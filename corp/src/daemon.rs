@@ -10,9 +10,9 @@ use crate::writer::Writer;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use xeno_daemon::Servers;
 use xeno_schemas::proto::corp::v1::corp_admin_server::CorpAdminServer;
 use xeno_schemas::proto::corp::v1::xeno_corp_server::XenoCorpServer;
 
@@ -28,8 +28,7 @@ pub struct RunningCorp {
     pub ca_certificate_pem: String,
     /// The operator's socket.
     pub admin_socket: std::path::PathBuf,
-    shutdown: watch::Sender<bool>,
-    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+    servers: Servers,
 }
 
 impl RunningCorp {
@@ -40,8 +39,7 @@ impl RunningCorp {
 
     /// Stops serving and waits for the servers to finish, leaving this handle inert.
     pub async fn stop(&mut self) {
-        let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        self.servers.stop().await;
     }
 
     /// Serves until one server fails or `signal` completes.
@@ -49,22 +47,10 @@ impl RunningCorp {
         mut self,
         signal: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        tokio::select! {
-            () = signal => {
-                tracing::info!("shutting down");
-                self.shutdown().await;
-                Ok(())
-            }
-            Some(result) = self.tasks.join_next() => {
-                result.context("a server task panicked")??;
-                anyhow::bail!("a server stopped unexpectedly")
-            }
-        }
+        self.servers.until(signal).await?;
+        self.shutdown().await;
+        Ok(())
     }
-}
-
-async fn shutdown_signal(mut receiver: watch::Receiver<bool>) {
-    let _ = receiver.wait_for(|stop| *stop).await;
 }
 
 /// Starts a corp from its configuration.
@@ -101,8 +87,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningCorp> {
         .await?
     };
     let (certificate_pem, key_pem) = ca.issue_own_tls(&config.corp_id, &config.tls_names)?;
-    let (shutdown, stop) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut servers = Servers::new("corp");
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -112,13 +97,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningCorp> {
         .identity(Identity::from_pem(&certificate_pem, &key_pem))
         .client_ca_root(Certificate::from_pem(ca.certificate_pem()))
         .client_auth_optional(true);
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<XenoCorpServer<CorpService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(xeno_schemas::proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building gRPC reflection")?;
-    let corp_service = XenoCorpServer::new(CorpService::new(writer.clone(), stop.clone()))
+    let (health_service, reflection) =
+        xeno_daemon::grpc::health_and_reflection::<XenoCorpServer<CorpService>>().await?;
+    let corp_service = XenoCorpServer::new(CorpService::new(writer.clone(), servers.stopping()))
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(4 * MESSAGE_BYTES_MAX);
     let router = Server::builder()
@@ -128,12 +109,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningCorp> {
         .add_service(health_service)
         .add_service(reflection)
         .add_service(corp_service);
-    let grpc_stop = shutdown_signal(stop.clone());
-    tasks.spawn(async move {
-        router
+    let grpc_stop = servers.stopped();
+    servers.spawn("the gRPC server", async move {
+        Ok(router
             .serve_with_incoming_shutdown(xeno_schemas::transport::incoming(listener), grpc_stop)
-            .await
-            .context("gRPC server")
+            .await?)
     });
 
     let admin_socket = config.admin_socket();
@@ -144,14 +124,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningCorp> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&admin_socket, std::fs::Permissions::from_mode(0o600))?;
     }
-    let admin_stop = shutdown_signal(stop.clone());
+    let admin_stop = servers.stopped();
     let admin =
         Server::builder().add_service(CorpAdminServer::new(AdminService::new(writer.clone())));
-    tasks.spawn(async move {
-        admin
+    servers.spawn("the admin server", async move {
+        Ok(admin
             .serve_with_incoming_shutdown(UnixListenerStream::new(admin_listener), admin_stop)
-            .await
-            .context("admin server")
+            .await?)
     });
 
     let web_addr = match config.web_listen {
@@ -166,8 +145,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningCorp> {
             )
             .await?;
             let web_addr = web.local_addr();
-            let web_stop = shutdown_signal(stop.clone());
-            tasks.spawn(async move { web.serve(web_stop).await });
+            let web_stop = servers.stopped();
+            servers.spawn("the web server", async move { web.serve(web_stop).await });
             Some(web_addr)
         }
         None => None,
@@ -185,8 +164,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningCorp> {
         web_addr,
         ca_certificate_pem: ca.certificate_pem().to_owned(),
         admin_socket,
-        shutdown,
-        tasks,
+        servers,
     })
 }
 

@@ -57,24 +57,12 @@ enum Command {
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config> {
-    match path {
-        Some(path) => Config::load(path),
-        None => {
-            let config = Config::default();
-            config.validate()?;
-            Ok(config)
-        }
-    }
+    xeno_daemon::config::load_or_default(path.map(PathBuf::as_path))
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    xeno_daemon::init_tracing();
     // A failed money invariant is a bug: stop at once rather than keep serving from a bad state.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

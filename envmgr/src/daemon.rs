@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::watch;
 use tonic::transport::{Certificate, Identity, Server as GrpcServer, ServerTlsConfig};
+use xeno_daemon::Servers;
 use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
 use xeno_schemas::proto::server::v1::xeno_server_server::XenoServerServer;
 use xeno_schemas::proto::taskmanager::v1 as tm;
@@ -30,8 +30,7 @@ pub struct RunningServer {
     pub server: Arc<Server>,
     /// Advertising in the XIS, when configured.
     pub discovery: Option<crate::discovery::Discovery>,
-    shutdown: watch::Sender<bool>,
-    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+    servers: Servers,
 }
 
 impl RunningServer {
@@ -41,8 +40,7 @@ impl RunningServer {
             discovery.stop().await;
         }
         self.server.stop();
-        let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        self.servers.stop().await;
     }
 
     /// Serves until `signal` completes or the server fails.
@@ -50,17 +48,9 @@ impl RunningServer {
         mut self,
         signal: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        tokio::select! {
-            () = signal => {
-                tracing::info!("shutting down");
-                self.shutdown().await;
-                Ok(())
-            }
-            Some(result) = self.tasks.join_next() => {
-                result.context("the server task panicked")??;
-                anyhow::bail!("the gRPC server stopped unexpectedly")
-            }
-        }
+        self.servers.until(signal).await?;
+        self.shutdown().await;
+        Ok(())
     }
 }
 
@@ -232,14 +222,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         // Health probes and load balancers have no certificate; every XenoServer call
         // still demands one (`TrustedCorps::client`).
         .client_auth_optional(true);
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<XenoServerServer<ServerService>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(xeno_schemas::proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building gRPC reflection")?;
+    let (health_service, reflection) =
+        xeno_daemon::grpc::health_and_reflection::<XenoServerServer<ServerService>>().await?;
     let limit = message_bytes_max(&server);
     let service = XenoServerServer::new(ServerService::new(Arc::clone(&server), status))
         .max_decoding_message_size(limit);
@@ -249,15 +233,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service);
-    let (shutdown, mut stop) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(async move {
-        router
-            .serve_with_incoming_shutdown(xeno_schemas::transport::incoming(listener), async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            })
-            .await
-            .context("gRPC server")
+    let mut servers = Servers::new("XenoServer");
+    let stopped = servers.stopped();
+    servers.spawn("the gRPC server", async move {
+        Ok(router
+            .serve_with_incoming_shutdown(xeno_schemas::transport::incoming(listener), stopped)
+            .await?)
     });
     tracing::info!(server = %server_id, grpc = %grpc_addr, "xenoserver serving");
     Ok(RunningServer {
@@ -265,7 +246,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         server_id,
         server,
         discovery,
-        shutdown,
-        tasks,
+        servers,
     })
 }

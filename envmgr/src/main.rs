@@ -18,12 +18,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    xeno_daemon::init_tracing();
     let cli = Cli::parse();
     let config = xeno_envmgr::config::Config::load(&cli.config)?;
     let running = xeno_envmgr::daemon::start(config).await?;

@@ -19,7 +19,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+pub use xeno_daemon::config::TlsConfig;
 
 /// The objectives of the `FindXenoServers` call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -100,16 +100,6 @@ pub struct HostCoordinates {
     pub height: f64,
 }
 
-/// Certificate and key for serving TLS.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// Certificate chain, PEM file.
-    pub certificate_file: PathBuf,
-    /// Private key, PEM file.
-    pub key_file: PathBuf,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -152,15 +142,7 @@ pub const HOSTS_MAX: usize = 10_000;
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-        use anyhow::Context;
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: Config =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        config
-            .validate()
-            .with_context(|| format!("checking {}", path.display()))?;
-        Ok(config)
+        xeno_daemon::config::load(path)
     }
 
     /// Checks every field once, so that the daemon never meets a bad value later.
@@ -217,6 +199,12 @@ impl Config {
             );
         }
         Ok(())
+    }
+}
+
+impl xeno_daemon::DaemonConfig for Config {
+    fn check(&self) -> anyhow::Result<()> {
+        self.validate()
     }
 }
 

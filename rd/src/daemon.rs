@@ -12,9 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Channel, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Channel, Server};
+use xeno_daemon::Servers;
 use xeno_schemas::proto::rd::v1::resource_discovery_server::ResourceDiscoveryServer;
 
 /// A running RD system.
@@ -25,8 +24,7 @@ pub struct RunningRd {
     pub core: Arc<Rd>,
     xis: Channel,
     overlap_ms: u64,
-    shutdown: watch::Sender<bool>,
-    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+    servers: Servers,
 }
 
 impl RunningRd {
@@ -37,8 +35,7 @@ impl RunningRd {
 
     /// Stops serving and syncing.
     pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        self.servers.stop().await;
     }
 
     /// Serves until a task fails or `signal` completes.
@@ -46,17 +43,9 @@ impl RunningRd {
         mut self,
         signal: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        tokio::select! {
-            () = signal => {
-                tracing::info!("shutting down");
-                self.shutdown().await;
-                Ok(())
-            }
-            Some(result) = self.tasks.join_next() => {
-                result.context("an RD task panicked")??;
-                anyhow::bail!("an RD task stopped unexpectedly")
-            }
-        }
+        self.servers.until(signal).await?;
+        self.shutdown().await;
+        Ok(())
     }
 }
 
@@ -101,53 +90,37 @@ pub async fn start(config: Config) -> anyhow::Result<RunningRd> {
     let catalogue = Arc::new(Catalogue::default());
     let core = Arc::new(Rd::new(Arc::clone(&catalogue), &config));
     let xis = xeno_xis::client::endpoint(&config.xis)?.connect_lazy();
-    let (shutdown, stop) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(sync_loop(
-        xis.clone(),
-        catalogue,
-        config.clone(),
-        stop.clone(),
-    ));
+    let mut servers = Servers::new("RD");
+    servers.spawn(
+        "the XIS sync loop",
+        sync_loop(xis.clone(), catalogue, config.clone(), servers.stopping()),
+    );
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<ResourceDiscoveryServer<RdService>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(xeno_schemas::proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building gRPC reflection")?;
+    let (health, reflection) =
+        xeno_daemon::grpc::health_and_reflection::<ResourceDiscoveryServer<RdService>>().await?;
     let service = ResourceDiscoveryServer::new(RdService::new(Arc::clone(&core)))
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(RESPONSE_BYTES_MAX);
     let mut builder = Server::builder();
     if let Some(tls) = &config.tls {
-        let certificate = std::fs::read_to_string(&tls.certificate_file)
-            .with_context(|| format!("reading {}", tls.certificate_file.display()))?;
-        let key = std::fs::read_to_string(&tls.key_file)
-            .with_context(|| format!("reading {}", tls.key_file.display()))?;
         builder = builder
-            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(certificate, key)))
+            .tls_config(tls.server_config()?)
             .context("configuring TLS")?;
     }
     let router = builder
         .layer(xeno_schemas::transport::InvalidRequests)
-        .add_service(health_service)
+        .add_service(health)
         .add_service(reflection)
         .add_service(service);
-    let mut grpc_stop = stop.clone();
-    tasks.spawn(async move {
-        router
-            .serve_with_incoming_shutdown(incoming(listener), async move {
-                let _ = grpc_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-            .context("gRPC server")
+    let stopped = servers.stopped();
+    servers.spawn("the gRPC server", async move {
+        Ok(router
+            .serve_with_incoming_shutdown(xeno_schemas::transport::incoming(listener), stopped)
+            .await?)
     });
     tracing::info!(%addr, xis = %config.xis, ranking = %config.ranking.name, "xeno-rd serving");
     Ok(RunningRd {
@@ -155,19 +128,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningRd> {
         core,
         xis,
         overlap_ms: config.sync_overlap_ms,
-        shutdown,
-        tasks,
-    })
-}
-
-/// Accepted connections with Nagle's algorithm off: answers are small and latency matters.
-fn incoming(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    TcpListenerStream::new(listener).map(|stream| {
-        if let Ok(stream) = &stream {
-            let _ = stream.set_nodelay(true);
-        }
-        stream
+        servers,
     })
 }

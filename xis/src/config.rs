@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+pub use xeno_daemon::config::TlsConfig;
 
 /// Which store holds the inverted file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -83,16 +84,6 @@ pub struct RedisConfig {
     pub retries: u32,
 }
 
-/// Certificate and key for serving TLS.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// Certificate chain, PEM file.
-    pub certificate_file: PathBuf,
-    /// Private key, PEM file.
-    pub key_file: PathBuf,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -127,15 +118,7 @@ pub const TTL_SECONDS_MAX: u64 = 86_400;
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-        use anyhow::Context;
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: Config =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        config
-            .validate()
-            .with_context(|| format!("checking {}", path.display()))?;
-        Ok(config)
+        xeno_daemon::config::load(path)
     }
 
     /// Checks every field once, so that the daemon never meets a bad value later.
@@ -201,6 +184,12 @@ impl Config {
             response_timeout: Duration::from_millis(self.redis.response_timeout_ms),
             retries: self.redis.retries,
         }
+    }
+}
+
+impl xeno_daemon::DaemonConfig for Config {
+    fn check(&self) -> anyhow::Result<()> {
+        self.validate()
     }
 }
 

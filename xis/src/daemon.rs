@@ -10,10 +10,8 @@ use crate::store::redis::RedisStore;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::watch;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
+use xeno_daemon::Servers;
 use xeno_schemas::documents::{Document, ServerAdvertisement};
 use xeno_schemas::proto::xis::v1::xis_server::XisServer;
 
@@ -23,15 +21,13 @@ pub struct RunningXis {
     pub addr: SocketAddr,
     /// The core, for in-process callers (tests, `xeno dev`).
     pub core: Arc<Xis>,
-    shutdown: watch::Sender<bool>,
-    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+    servers: Servers,
 }
 
 impl RunningXis {
     /// Stops serving, waits for the server and sweeper to finish, and flushes the store.
     pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        self.servers.stop().await;
         if let Err(error) = self.core.store().flush().await {
             tracing::error!(%error, "flushing the XIS store at shutdown");
         }
@@ -42,17 +38,9 @@ impl RunningXis {
         mut self,
         signal: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        tokio::select! {
-            () = signal => {
-                tracing::info!("shutting down");
-                self.shutdown().await;
-                Ok(())
-            }
-            Some(result) = self.tasks.join_next() => {
-                result.context("an XIS task panicked")??;
-                anyhow::bail!("an XIS task stopped unexpectedly")
-            }
-        }
+        self.servers.until(signal).await?;
+        self.shutdown().await;
+        Ok(())
     }
 }
 
@@ -90,22 +78,17 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     })
 }
 
-async fn stopped(mut receiver: watch::Receiver<bool>) {
-    let _ = receiver.wait_for(|stop| *stop).await;
-}
-
 /// Starts an XIS node from its configuration.
 pub async fn start(config: Config) -> anyhow::Result<RunningXis> {
     config.validate()?;
     let store = open_store(&config).await?;
     let core = Arc::new(Xis::new(store, config.rules()));
-    let (shutdown, stop) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut servers = Servers::new("XIS");
 
     let sweeper = Arc::clone(&core);
     let interval = std::time::Duration::from_millis(config.sweep_interval_ms);
-    let mut sweep_stop = stop.clone();
-    tasks.spawn(async move {
+    let mut sweep_stop = servers.stopping();
+    servers.spawn("the aging sweep", async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -135,54 +118,32 @@ pub async fn start(config: Config) -> anyhow::Result<RunningXis> {
     if config.tls.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "serving plain gRPC beyond loopback: advertisements are self-certifying, but lookups travel in clear");
     }
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<XisServer<XisService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(xeno_schemas::proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building gRPC reflection")?;
+    let (health, reflection) =
+        xeno_daemon::grpc::health_and_reflection::<XisServer<XisService>>().await?;
     let service = XisServer::new(XisService::new(Arc::clone(&core)))
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(RESPONSE_BYTES_MAX);
     let mut builder = Server::builder();
     if let Some(tls) = &config.tls {
-        let certificate = std::fs::read_to_string(&tls.certificate_file)
-            .with_context(|| format!("reading {}", tls.certificate_file.display()))?;
-        let key = std::fs::read_to_string(&tls.key_file)
-            .with_context(|| format!("reading {}", tls.key_file.display()))?;
         builder = builder
-            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(certificate, key)))
+            .tls_config(tls.server_config()?)
             .context("configuring TLS")?;
     }
     let router = builder
         .layer(xeno_schemas::transport::InvalidRequests)
-        .add_service(health_service)
+        .add_service(health)
         .add_service(reflection)
         .add_service(service);
-    let grpc_stop = stopped(stop.clone());
-    tasks.spawn(async move {
-        router
-            .serve_with_incoming_shutdown(incoming(listener), grpc_stop)
-            .await
-            .context("gRPC server")
+    let stopped = servers.stopped();
+    servers.spawn("the gRPC server", async move {
+        Ok(router
+            .serve_with_incoming_shutdown(xeno_schemas::transport::incoming(listener), stopped)
+            .await?)
     });
     tracing::info!(%addr, backend = ?config.backend, ttl_seconds = config.ttl_seconds, "xis serving");
     Ok(RunningXis {
         addr,
         core,
-        shutdown,
-        tasks,
-    })
-}
-
-/// Accepted connections with Nagle's algorithm off: answers are small and latency matters.
-fn incoming(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    TcpListenerStream::new(listener).map(|stream| {
-        if let Ok(stream) = &stream {
-            let _ = stream.set_nodelay(true);
-        }
-        stream
+        servers,
     })
 }
