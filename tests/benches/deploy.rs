@@ -4,7 +4,7 @@
 //! compiling the module. The guest's first act is to read the real-time clock and print it, so
 //! "first instruction" is measured by the guest itself against the time the deploy began.
 //!
-//! Run: `cargo bench -p xeno-envmgr --bench deploy` (DEPLOYS=500 by default).
+//! Run: `cargo bench -p xeno-tests --bench deploy` (DEPLOYS=500 by default).
 
 use hdrhistogram::Histogram;
 use sha2::{Digest, Sha256};
