@@ -34,16 +34,17 @@ async fn measure_rates(
     window: Duration,
 ) -> Vec<f64> {
     tokio::time::sleep(warmup).await;
-    let started = Instant::now();
+    // Each domain's rate over its own window, from the moment its counter was first read to
+    // the moment it was read again: the domains are read one after another.
     let mut before = Vec::new();
     for domain in domains {
-        before.push(domain_cpu_us(manager, domain).await);
+        before.push((domain_cpu_us(manager, domain).await, Instant::now()));
     }
     tokio::time::sleep(window).await;
     let mut rates = Vec::new();
-    for (domain, before) in domains.iter().zip(before) {
+    for (domain, (before, read_at)) in domains.iter().zip(before) {
         let used_us = domain_cpu_us(manager, domain).await - before;
-        rates.push(used_us as f64 / 1000.0 / started.elapsed().as_secs_f64());
+        rates.push(used_us as f64 / 1000.0 / read_at.elapsed().as_secs_f64());
     }
     rates
 }
@@ -219,19 +220,21 @@ async fn two_thousand_tasks_share_the_cores_fairly() {
     );
     // Every task has had its first turn before measuring.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // Each domain's rate over its own window (the domains are read one after another).
     let mut before = Vec::new();
-    let started = Instant::now();
     for name in &names {
+        let read_at = Instant::now();
         before.push((
             domain_cpu_us(&manager, name).await,
             task_cpu_us(&manager, name).await,
+            read_at,
         ));
     }
     tokio::time::sleep(WINDOW).await;
     let mut rates = Vec::new();
     let mut worst_jain: f64 = 1.0;
-    for (name, (domain_before, tasks_before)) in names.iter().zip(&before) {
-        let elapsed = started.elapsed().as_secs_f64();
+    for (name, (domain_before, tasks_before, read_at)) in names.iter().zip(&before) {
+        let elapsed = read_at.elapsed().as_secs_f64();
         rates.push((domain_cpu_us(&manager, name).await - domain_before) as f64 / 1000.0 / elapsed);
         let after = task_cpu_us(&manager, name).await;
         let shares: Vec<f64> = after
