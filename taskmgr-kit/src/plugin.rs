@@ -1,4 +1,4 @@
-//! What every task-manager plugin binary does around its backend: logs (filtered
+//! What every task-manager plugin binary does around its backend: logs to stderr (filtered
 //! by `RUST_LOG`, `info` by default), serves the interface on a Unix socket, and on SIGTERM or
 //! Ctrl-C destroys every domain (so no task outlives the plugin, and readers following a domain
 //! see its end) before it stops.
@@ -8,15 +8,8 @@ use crate::host::Host;
 use std::path::Path;
 use std::time::Duration;
 
-/// Sets up logging for a plugin binary.
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-}
+/// Sets up logging for a plugin binary as every daemon's: to stderr, filtered by `RUST_LOG`.
+pub use xeno_daemon::init_tracing;
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
