@@ -99,6 +99,12 @@ impl MemoryMeter {
         self.peak_bytes = self.peak_bytes.max(bytes);
     }
 
+    /// Raises the peak to `bytes` if that is higher, without holding anything: for a peak the
+    /// holder learned afterwards (a process's peak resident size from its rusage).
+    pub fn raise_peak(&mut self, bytes: u64) {
+        self.peak_bytes = self.peak_bytes.max(bytes);
+    }
+
     /// Stops the integral at `now`.
     pub fn freeze(&mut self, now: Instant) {
         self.integrate(now);
@@ -195,6 +201,12 @@ impl TaskMeter {
     /// The task holds exactly `bytes` of memory from now.
     pub fn set_memory(&self, bytes: u64) {
         lock(&self.memory).set(bytes, Instant::now());
+    }
+
+    /// Raises the task's memory peak to `bytes` if that is higher; what it held over time is
+    /// unchanged.
+    pub fn raise_memory_peak(&self, bytes: u64) {
+        lock(&self.memory).raise_peak(bytes);
     }
 
     /// Freezes the task's wall time and memory integral; later calls keep the first end.
@@ -296,6 +308,17 @@ mod tests {
         meter.release(2 * 1024 * 1024, start + Duration::from_millis(1500));
         let (mb_ms, _) = meter.read(start + Duration::from_millis(9000));
         assert_eq!(mb_ms, 3000, "nothing held, nothing accrues");
+    }
+
+    #[test]
+    fn a_peak_learned_afterwards_raises_the_peak_not_the_bill() {
+        let start = Instant::now();
+        let mut meter = MemoryMeter::new(start);
+        meter.set(1024 * 1024, start);
+        meter.raise_peak(8 * 1024 * 1024);
+        meter.raise_peak(2 * 1024 * 1024);
+        let (mb_ms, peak) = meter.read(start + Duration::from_millis(1000));
+        assert_eq!((mb_ms, peak), (1000, 8 * 1024 * 1024));
     }
 
     #[test]

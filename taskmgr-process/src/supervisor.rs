@@ -313,15 +313,9 @@ pub(crate) async fn supervise(running: Running) {
     let outcome = match exited {
         Ok(exit) => {
             lock(&metered.group).raise_cpu_us(exit.cpu_us, &task.meter);
-            // Its peak as the kernel saw it, which samples 10 ms apart can miss.
-            if exit.peak_bytes
-                > task
-                    .meter
-                    .usage(std::time::Instant::now())
-                    .memory_peak_bytes
-            {
-                task.meter.set_memory(exit.peak_bytes);
-            }
+            // Its peak as the kernel saw it, which samples 10 ms apart can miss; what it held
+            // over time stays what the samples saw, and nothing is held once it has gone.
+            task.meter.raise_memory_peak(exit.peak_bytes);
             task.meter.set_memory(0);
             exit_of(exit.status, task.control.stop_reason().as_deref())
         }
