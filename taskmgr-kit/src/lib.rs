@@ -15,7 +15,8 @@
 //! started ([`Backend::deploy`]) and stopped ([`Control`]), and where its memory is metered
 //! from ([`Resources`]). The Wasm task manager (`xeno-taskmgr-wasm`), the Linux one
 //! (`xeno-taskmgr-vm`) and the Process example plugin (`xeno-taskmgr-process`) are backends.
-//! [`plugin`] is the scaffolding of a plugin binary.
+//! [`plugin`] is the scaffolding of a plugin binary, and the `conformance` feature adds the
+//! conformance suite every task manager's tests run (`conformance::run_suite`).
 //!
 //! ## Example
 //!
@@ -101,6 +102,8 @@
 //! ```
 
 mod backend;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod domain;
 pub mod domains;
 mod error;

@@ -1,4 +1,4 @@
-//! The task manager conformance suite (`xeno_tests::conformance`) against the Linux task
+//! The task manager conformance suite (`xeno_taskmgr_kit::conformance`) against the Linux task
 //! manager in process, with guests that are Debian's static busybox running `sh -c SCRIPT`
 //! (shell builtins only: a domain has one process).
 
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use support::{busybox, manager};
 use xeno_taskmgr_kit::DynTaskManager;
-use xeno_tests::conformance::{self, BusyboxGuests};
+use xeno_taskmgr_kit::conformance::{self, BusyboxGuests};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn passes_the_conformance_suite() {

@@ -1,4 +1,4 @@
-//! The task-manager conformance suite (`xeno_tests::conformance`), which every task manager must
+//! The task-manager conformance suite (`xeno_taskmgr_kit::conformance`), which every task manager must
 //! pass, run against the built-in Wasm task manager in process. The guests are WAT modules, plus
 //! C programs (Debian's clang and wasi-libc) where reading arguments and the environment is
 //! easier said in C.
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use xeno_schemas::Document;
 use xeno_schemas::documents::{Program, TaskDescription};
 use xeno_schemas::proto::common::v1::Payload;
-use xeno_tests::conformance::{Guest, Guests, run_suite};
+use xeno_taskmgr_kit::conformance::{Guest, Guests, run_suite};
 
 struct WasmGuests {
     echo: Vec<u8>,
@@ -82,7 +82,7 @@ impl Guests for WasmGuests {
 
     fn flood(&self, lines: u32) -> Guest {
         guest(
-            writer_module(1, xeno_tests::conformance::FLOOD_LINE, lines, 0),
+            writer_module(1, xeno_taskmgr_kit::conformance::FLOOD_LINE, lines, 0),
             &[],
             &[],
         )

@@ -5,14 +5,10 @@
 //!
 //! The crate also holds what the task managers' own tests share:
 //!
-//! - [`conformance`]: the published conformance suite of the task manager plugin interface,
-//!   which every task manager (the built-in Wasm and Linux VM ones, the Process plugin in
-//!   `taskmgr-process/`, and any external plugin) must pass.
 //! - [`prerequisite`]: what a test needs from the machine, skipped visibly without it, and
 //!   failed under `CI=true`.
 //! - [`fuzz`]: arbitrary messages against the task manager and XenoServer RPC surfaces,
 //!   for the property tests and the cargo-fuzz targets (`tests/fuzz/`).
 
-pub mod conformance;
 pub mod fuzz;
 pub mod prerequisite;

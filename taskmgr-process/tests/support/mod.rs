@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xeno_taskmgr_kit::{DynTaskManager, RemoteTaskManager};
-use xeno_tests::conformance::BusyboxGuests;
+use xeno_taskmgr_kit::conformance::BusyboxGuests;
 
 /// How long the plugin may take to start serving.
 const START_WAIT: Duration = Duration::from_secs(20);

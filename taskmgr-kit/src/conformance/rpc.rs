@@ -12,7 +12,7 @@ use std::time::Duration;
 use tonic::{Code, Request, Response, Status};
 use xeno_schemas::proto::common::v1::{TaskExit, Usage};
 use xeno_schemas::proto::taskmanager::v1 as pb;
-use xeno_taskmgr_kit::DynTaskManager;
+use crate::DynTaskManager;
 
 /// Longest any single call may take before the check fails (DeployTask included: it returns
 /// once the task runs).

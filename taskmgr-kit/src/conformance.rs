@@ -30,7 +30,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use xeno_taskmgr_kit::{DynTaskManager, RemoteTaskManager};
-//! use xeno_tests::conformance::{self, BusyboxGuests, Guest, Guests};
+//! use xeno_taskmgr_kit::conformance::{self, BusyboxGuests, Guest, Guests};
 //!
 //! // A plugin running static Linux executables can use the ready-made busybox guests; another
 //! // environment writes its own, each method returning a task with the behaviour named:
@@ -61,8 +61,9 @@
 //! }
 //! ```
 //!
-//! The crate is `xeno-tests`: add it to your crate's `[dev-dependencies]`
-//! (`xeno-tests = { path = "../tests" }`). A complete worked example is the Process plugin's
+//! The suite is this kit's `conformance` feature: add the kit to your crate's
+//! `[dev-dependencies]` with it (`xeno-taskmgr-kit = { path = "../taskmgr-kit", features =
+//! ["conformance"] }`). A complete worked example is the Process plugin's
 //! test, `taskmgr-process/tests/process_plugin.rs`, with its guests written as `/bin/sh` scripts
 //! in `taskmgr-process/tests/support/mod.rs`.
 //!
@@ -87,7 +88,7 @@ pub use guests::{FLOOD_LINE, Guest, Guests, default_limits};
 pub use report::{Check, CheckResult, Failure, Outcome, Report, SuiteFailed};
 
 use std::time::Instant;
-use xeno_taskmgr_kit::DynTaskManager;
+use crate::DynTaskManager;
 
 /// Runs every check in [`Check::ALL`] against `task_manager`, each to its end whatever the
 /// others did. Returns the report if none failed.

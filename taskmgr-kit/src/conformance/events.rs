@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio_stream::StreamExt;
 use xeno_schemas::proto::common::v1::{OutputChunk, OutputStream, TaskExit, TaskState};
 use xeno_schemas::proto::taskmanager::v1::domain_event::Event;
-use xeno_taskmgr_kit::EventStream;
+use crate::EventStream;
 
 /// Largest chunk of output the contract allows in one event.
 pub(crate) const CHUNK_BYTES_MAX: usize = 64 * 1024;
