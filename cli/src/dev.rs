@@ -77,13 +77,13 @@ async fn server_credentials(
         return Ok((certificate, key));
     }
     std::fs::create_dir_all(dir)?;
-    let (key_pem, csr_pem) = crate::register::key_and_csr("xenoserver")?;
+    let (key_pem, csr_pem) = xeno_clients::identity::key_and_csr("xenoserver")?;
     let mut corp = xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient::new(
-        xeno_schemas::transport::connect(
+        xeno_clients::transport::connect(
             corp_address,
             ca,
             None,
-            &xeno_schemas::transport::Peer::Corp(None),
+            &xeno_clients::transport::Peer::Corp(None),
         )
         .await?,
     );
@@ -119,13 +119,13 @@ async fn client_profile(dir: &Path, corp_address: &str, ca: &str) -> Result<(Pro
         profile.move_corp(corp_address)?;
         return Ok((profile, false));
     }
-    let (key_pem, csr_pem) = crate::register::key_and_csr("Demo Client")?;
+    let (key_pem, csr_pem) = xeno_clients::identity::key_and_csr("Demo Client")?;
     let mut corp = xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient::new(
-        xeno_schemas::transport::connect(
+        xeno_clients::transport::connect(
             corp_address,
             ca,
             None,
-            &xeno_schemas::transport::Peer::Corp(None),
+            &xeno_clients::transport::Peer::Corp(None),
         )
         .await?,
     );
@@ -223,7 +223,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
     // The demo client, with money.
     let (client, fresh) = client_profile(&data.join("client"), &corp_address, &ca).await?;
     if fresh {
-        xeno_corp::admin::connect(&corp.admin_socket)
+        xeno_clients::corp_admin::connect(&corp.admin_socket)
             .await?
             .deposit(corp_pb::DepositRequest {
                 account_id: client.file.account_id.clone(),
@@ -313,11 +313,11 @@ async fn discover(
     println!(
         "\n0. The client asks resource discovery for the cheapest Wasm server for ten minutes, within 10 GBP:"
     );
-    let answer = xeno_rd::client::find_xeno_servers(
-        xeno_rd::client::connect(rd_address).await?,
-        &xeno_rd::core::FindRequest {
+    let answer = xeno_clients::rd::find_xeno_servers(
+        xeno_clients::rd::connect(rd_address).await?,
+        &xeno_clients::rd::FindRequest {
             requirements,
-            objective: xeno_rd::core::Asked::Cheapest {
+            objective: xeno_clients::rd::Asked::Cheapest {
                 duration_seconds: 600,
                 budget: Some(xeno_schemas::documents::Money {
                     currency: "GBP".parse().map_err(anyhow::Error::msg)?,

@@ -12,7 +12,7 @@ use crate::refusal::{Refused, from_status};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
-use xeno_rd::core::{Asked, FindRequest, Host};
+use xeno_clients::rd::{Asked, FindRequest, Host};
 use xeno_schemas::Document;
 use xeno_schemas::documents::{EnvironmentalRequirements, Money, format_minor};
 
@@ -87,15 +87,15 @@ pub async fn run(args: FindArgs) -> Result<()> {
 
 async fn query_xis(xis: &str, args: &FindArgs) -> Result<()> {
     let text = args.query.as_deref().unwrap_or_default();
-    let query = xeno_xis::query::Query::parse(text)
+    let query = xeno_clients::xis::query::Query::parse(text)
         .map_err(|error| Refused(format!("query {text:?}: {error}")))?;
-    let channel = xeno_xis::client::connect(xis)
+    let channel = xeno_clients::xis::connect(xis)
         .await
         .with_context(|| format!("connecting to the XIS at {xis}"))?;
-    let found = xeno_xis::query::find(channel, &query, args.stale, args.limit)
+    let found = xeno_clients::xis::query::find(channel, &query, args.stale, args.limit)
         .await
         .map_err(|error| match error {
-            xeno_xis::client::ClientError::Status(status) => {
+            xeno_clients::xis::ClientError::Status(status) => {
                 from_status(&format!("query {text:?}"), status)
             }
             other => anyhow::Error::new(Refused(other.to_string())),
@@ -139,18 +139,18 @@ const LANDMARK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1
 
 /// This machine's network coordinates, from round trips to servers found in the XIS; each
 /// server's advertisement (and so its coordinates) is verified before it is used.
-async fn locate_here(xis: &str) -> Result<xeno_rd::vivaldi::Coordinates> {
-    use xeno_rd::vivaldi::{CANDIDATES_MAX, Coordinates, Landmark, locate};
-    let channel = xeno_xis::client::connect(xis)
+async fn locate_here(xis: &str) -> Result<xeno_clients::vivaldi::Coordinates> {
+    use xeno_clients::vivaldi::{CANDIDATES_MAX, Coordinates, Landmark, locate};
+    let channel = xeno_clients::xis::connect(xis)
         .await
         .with_context(|| format!("connecting to the XIS at {xis}"))?;
     // Every advertisement has a version, so this lists servers: a sample of the XIS, as
     // server ids are key hashes.
-    let page = xeno_xis::client::lookup(
+    let page = xeno_clients::xis::lookup(
         channel.clone(),
         xeno_schemas::proto::xis::v1::LookupRequest {
             token: "Version".to_owned(),
-            values: xeno_xis::client::range(None, None),
+            values: xeno_clients::xis::range(None, None),
             page_size: u32::try_from(CANDIDATES_MAX).unwrap_or(u32::MAX),
             cursor: String::new(),
             include_stale: false,
@@ -164,7 +164,7 @@ async fn locate_here(xis: &str) -> Result<xeno_rd::vivaldi::Coordinates> {
             break;
         }
         let Ok((advertisement, _)) =
-            xeno_xis::client::get_advertisement(channel.clone(), &found.server_id).await
+            xeno_clients::xis::get_advertisement(channel.clone(), &found.server_id).await
         else {
             continue;
         };
@@ -231,13 +231,13 @@ async fn ask_rd(rd: &str, args: &FindArgs) -> Result<()> {
         objective,
         max_results: args.max,
     };
-    let channel = xeno_rd::client::connect(rd)
+    let channel = xeno_clients::rd::connect(rd)
         .await
         .with_context(|| format!("connecting to the RD system at {rd}"))?;
-    let answer = xeno_rd::client::find_xeno_servers(channel, &request)
+    let answer = xeno_clients::rd::find_xeno_servers(channel, &request)
         .await
         .map_err(|error| match error {
-            xeno_rd::client::RdClientError::Status(status) => {
+            xeno_clients::rd::RdClientError::Status(status) => {
                 from_status("FindXenoServers", status)
             }
             other => anyhow::anyhow!("FindXenoServers: {other}"),

@@ -76,11 +76,11 @@ pub fn parse_amount(text: &str) -> Result<u64> {
 
 /// An mTLS connection to the profile's corp.
 pub async fn corp(profile: &Profile) -> Result<XenoCorpClient<tonic::transport::Channel>> {
-    let channel = xeno_schemas::transport::connect(
+    let channel = xeno_clients::transport::connect(
         &profile.file.corp,
         &profile.corp_ca_pem,
         Some(&profile.credentials),
-        &xeno_schemas::transport::Peer::Corp(None),
+        &xeno_clients::transport::Peer::Corp(None),
     )
     .await?;
     Ok(XenoCorpClient::new(channel))

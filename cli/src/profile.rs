@@ -5,8 +5,8 @@
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use xeno_clients::transport::Credentials;
 use xeno_schemas::signing::{SigningKey, pem_to_der};
-use xeno_schemas::transport::Credentials;
 
 const PROFILE_FILE: &str = "profile.toml";
 const KEY_FILE: &str = "key.pem";

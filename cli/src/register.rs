@@ -5,7 +5,6 @@ use crate::profile::{self, ProfileFile};
 use crate::refusal::from_status;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 use std::path::{Path, PathBuf};
 use xeno_schemas::proto::corp::v1 as pb;
 use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
@@ -84,26 +83,14 @@ pub struct ServerArgs {
     xis_node: String,
 }
 
-pub fn key_and_csr(common_name: &str) -> Result<(String, String)> {
-    let key = KeyPair::generate().context("generating a key pair")?;
-    let mut params = CertificateParams::default();
-    let mut name = DistinguishedName::new();
-    name.push(DnType::CommonName, common_name);
-    params.distinguished_name = name;
-    let csr = params
-        .serialize_request(&key)
-        .context("making the certificate signing request")?;
-    Ok((key.serialize_pem(), csr.pem()?))
-}
-
 async fn anonymous(corp: &CorpArgs) -> Result<(XenoCorpClient<tonic::transport::Channel>, String)> {
     let ca = std::fs::read_to_string(&corp.corp_ca)
         .with_context(|| format!("reading {}", corp.corp_ca.display()))?;
-    let channel = xeno_schemas::transport::connect(
+    let channel = xeno_clients::transport::connect(
         &corp.corp,
         &ca,
         None,
-        &xeno_schemas::transport::Peer::Corp(None),
+        &xeno_clients::transport::Peer::Corp(None),
     )
     .await?;
     Ok((XenoCorpClient::new(channel), ca))
@@ -113,7 +100,7 @@ pub async fn run(command: RegisterCommand, profile_dir: &Path) -> Result<()> {
     match command {
         RegisterCommand::Client(args) => {
             let (mut corp, ca) = anonymous(&args.corp).await?;
-            let (key_pem, csr_pem) = key_and_csr(&args.name)?;
+            let (key_pem, csr_pem) = xeno_clients::identity::key_and_csr(&args.name)?;
             let privacy = if args.pseudonymous {
                 pb::PrivacyMode::Pseudonymous
             } else {
@@ -144,7 +131,7 @@ pub async fn run(command: RegisterCommand, profile_dir: &Path) -> Result<()> {
         }
         RegisterCommand::Server(args) => {
             let (mut corp, ca) = anonymous(&args.corp).await?;
-            let (key_pem, csr_pem) = key_and_csr("xenoserver")?;
+            let (key_pem, csr_pem) = xeno_clients::identity::key_and_csr("xenoserver")?;
             let response = corp
                 .register_server(pb::RegisterServerRequest {
                     owner_name: args.owner_name,

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tonic::transport::Channel;
+use xeno_clients::transport::{Peer, Proved};
 use xeno_schemas::Document;
 use xeno_schemas::documents::{
     EnvironmentalRequirements, PurchaseOrder, TaskDescription, format_minor,
@@ -20,7 +21,6 @@ use xeno_schemas::identity::Role;
 use xeno_schemas::proto::common::v1 as common;
 use xeno_schemas::proto::server::v1 as pb;
 use xeno_schemas::proto::server::v1::xeno_server_client::XenoServerClient;
-use xeno_schemas::transport::{Peer, Proved};
 
 const SESSIONS_FILE: &str = "sessions.toml";
 /// Largest document or payload file read by the client, bytes.
@@ -169,7 +169,7 @@ async fn connect_server(
     endpoint: &str,
     peer: &Peer,
 ) -> Result<(XenoServerClient<Channel>, Proved)> {
-    let (channel, proved) = xeno_schemas::transport::connect_proved(
+    let (channel, proved) = xeno_clients::transport::connect_proved(
         endpoint,
         &profile.corp_ca_pem,
         Some(&profile.credentials),

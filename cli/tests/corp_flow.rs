@@ -4,12 +4,12 @@
 
 use std::path::Path;
 use std::process::Command;
+use xeno_clients::transport::{Credentials, Peer, connect};
 use xeno_schemas::Document;
 use xeno_schemas::documents::PurchaseOrder;
 use xeno_schemas::proto::common::v1::Money;
 use xeno_schemas::proto::corp::v1 as pb;
 use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
-use xeno_schemas::transport::{Credentials, Peer, connect};
 
 /// Runs `xeno` and returns (exit code, stdout, stderr).
 fn xeno(profile: &Path, args: &[&str]) -> (i32, String, String) {
@@ -134,7 +134,7 @@ async fn register_order_narrow_validate_charge_close_audit() {
     assert_eq!(server_id.len(), 64, "{out}");
 
     // The operator credits the client; the client buys an order.
-    let mut admin = xeno_corp::admin::connect(&corp.admin_socket)
+    let mut admin = xeno_clients::corp_admin::connect(&corp.admin_socket)
         .await
         .expect("admin");
     admin

@@ -25,12 +25,12 @@ async fn find_queries_the_xis_and_asks_resource_discovery() {
         toml::from_str("listen = \"127.0.0.1:0\"\npersist = false").expect("xis config");
     let xis = xeno_xis::daemon::start(xis_config).await.expect("xis");
     let xis_address = xis.addr.to_string();
-    let population = xeno_rd::population::generate(200, 7);
-    let channel = xeno_xis::client::connect(&xis_address)
+    let population = xeno_clients::simulated::population::generate(200, 7);
+    let channel = xeno_clients::xis::connect(&xis_address)
         .await
         .expect("channel");
     for server in &population {
-        xeno_xis::client::advertise_xml(channel.clone(), server.signed_xml(1))
+        xeno_clients::xis::advertise_xml(channel.clone(), server.signed_xml(1))
             .await
             .expect("advertised");
     }
@@ -165,12 +165,15 @@ async fn find_queries_the_xis_and_asks_resource_discovery() {
     // round trips to them (the population's endpoints do not answer), so they come first.
     let mut listeners = Vec::new();
     let mut landmarks = Vec::new();
-    for (index, mut landmark) in xeno_rd::population::generate(3, 99).into_iter().enumerate() {
+    for (index, mut landmark) in xeno_clients::simulated::population::generate(3, 99)
+        .into_iter()
+        .enumerate()
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("listener");
         let offset = f64::from(u32::try_from(index).expect("small")) * 0.05;
-        let coordinates = xeno_rd::vivaldi::Coordinates {
+        let coordinates = xeno_clients::vivaldi::Coordinates {
             components: vec![3000.0 + offset, 3000.0, 3000.0],
             height: 0.05,
         };
@@ -186,7 +189,7 @@ async fn find_queries_the_xis_and_asks_resource_discovery() {
             .get_or_insert_with(Default::default);
         load.available_cpu_msps = Some(4000);
         load.available_memory_mb = Some(4096);
-        xeno_xis::client::advertise_xml(channel.clone(), landmark.signed_xml(1))
+        xeno_clients::xis::advertise_xml(channel.clone(), landmark.signed_xml(1))
             .await
             .expect("landmark advertised");
         landmarks.push(landmark.server.id.clone());

@@ -110,7 +110,7 @@ async fn a_session_with_the_xeno_command() {
         ],
     );
     let alice_id = out.split_whitespace().nth(2).expect("id").to_owned();
-    xeno_corp::admin::connect(&corp.admin_socket)
+    xeno_clients::corp_admin::connect(&corp.admin_socket)
         .await
         .expect("admin")
         .deposit(corp_pb::DepositRequest {

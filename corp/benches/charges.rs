@@ -6,7 +6,7 @@
 //! its own purchase order with one charge in flight; the run is repeated for each
 //! sessions-per-server count, and for each way of charging: a `ChargeFromPurchaseOrder` call
 //! per charge (`unary`), or all of the server's sessions over its one `StreamCharges` stream
-//! through `xeno_schemas::charging::Charger` (`stream`, as the environment manager charges).
+//! through `xeno_clients::charging::Charger` (`stream`, as the environment manager charges).
 //!
 //! Run: `cargo bench -p xeno-corp --bench charges` (PostgreSQL: set XENO_TEST_POSTGRES_URL, and
 //! have `pgbench` on PATH). Options by environment: BENCH_SECONDS (default 10),
@@ -19,14 +19,14 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use xeno_clients::charging::Charger;
+use xeno_clients::transport::{Credentials, Peer, connect};
 use xeno_schemas::Document;
-use xeno_schemas::charging::Charger;
 use xeno_schemas::documents::{Money, PurchaseOrder, UsageRecord};
 use xeno_schemas::proto::common::v1 as common;
 use xeno_schemas::proto::corp::v1 as pb;
 use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
 use xeno_schemas::signing::{SigningKey, pem_to_der};
-use xeno_schemas::transport::{Credentials, Peer, connect};
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -99,7 +99,7 @@ async fn register(
     XenoCorpClient<tonic::transport::Channel>,
     SigningKey,
 ) {
-    let (key_pem, csr_pem) = xeno_corp::ca::generate_key_and_csr(name).expect("csr");
+    let (key_pem, csr_pem) = xeno_clients::identity::key_and_csr(name).expect("csr");
     let mut anonymous = XenoCorpClient::new(
         connect(&corp.address, &corp.ca, None, &Peer::Corp(None))
             .await
@@ -264,7 +264,7 @@ async fn run(
 ) -> Result {
     let corp = start_corp(database);
     let (client_id, mut client, client_key) = register(&corp, false, "bench client").await;
-    xeno_corp::admin::connect(&corp.admin_socket)
+    xeno_clients::corp_admin::connect(&corp.admin_socket)
         .await
         .expect("admin")
         .deposit(pb::DepositRequest {
@@ -339,7 +339,7 @@ async fn run(
     while let Some(histogram) = tasks.join_next().await {
         total.add(histogram.expect("lane")).expect("merge");
     }
-    let report = xeno_corp::admin::connect(&corp.admin_socket)
+    let report = xeno_clients::corp_admin::connect(&corp.admin_socket)
         .await
         .expect("admin")
         .check_invariants(pb::CheckInvariantsRequest {})

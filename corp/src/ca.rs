@@ -314,18 +314,6 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// A key pair and CSR as a client would make them (tests and tools): returns (private key
-/// PKCS#8 PEM, CSR PEM).
-pub fn generate_key_and_csr(common_name: &str) -> anyhow::Result<(String, String)> {
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::default();
-    let mut name = DistinguishedName::new();
-    name.push(DnType::CommonName, common_name);
-    params.distinguished_name = name;
-    let csr = params.serialize_request(&key)?;
-    Ok((key.serialize_pem(), csr.pem()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,7 +322,7 @@ mod tests {
     fn issues_certificates_for_csrs_and_keeps_its_key() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = CertificateAuthority::load_or_create(dir.path(), "corp-t").expect("ca");
-        let (_key, csr) = generate_key_and_csr("alice").expect("csr");
+        let (_key, csr) = xeno_clients::identity::key_and_csr("alice").expect("csr");
         let serial = random_serial_hex();
         let csr = Csr::parse(&csr).expect("csr parses");
         let issued = ca

@@ -97,24 +97,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningCorp> {
         .identity(Identity::from_pem(&certificate_pem, &key_pem))
         .client_ca_root(Certificate::from_pem(ca.certificate_pem()))
         .client_auth_optional(true);
-    let (health_service, reflection) =
-        xeno_daemon::grpc::health_and_reflection::<XenoCorpServer<CorpService>>().await?;
     let corp_service = XenoCorpServer::new(CorpService::new(writer.clone(), servers.stopping()))
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(4 * MESSAGE_BYTES_MAX);
-    let router = Server::builder()
-        .tls_config(tls)
-        .context("configuring TLS")?
-        .layer(xeno_schemas::transport::InvalidRequests)
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(corp_service);
-    let grpc_stop = servers.stopped();
-    servers.spawn("the gRPC server", async move {
-        Ok(router
-            .serve_with_incoming_shutdown(xeno_schemas::transport::incoming(listener), grpc_stop)
-            .await?)
-    });
+    xeno_daemon::grpc::serve(&mut servers, listener, Some(tls), corp_service).await?;
 
     let admin_socket = config.admin_socket();
     let _ = std::fs::remove_file(&admin_socket);

@@ -139,11 +139,6 @@ impl Ledger {
         self.balances.get(key).map_or(0, |(_, balance)| *balance)
     }
 
-    /// Every balance.
-    pub fn balances(&self) -> impl Iterator<Item = (&String, &(Currency, i64))> {
-        self.balances.iter()
-    }
-
     /// Next transfer id.
     pub fn next_transfer(&self) -> u64 {
         self.next_transfer

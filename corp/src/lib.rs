@@ -7,14 +7,14 @@
 //! a corp issues carries the corp's id.
 //!
 //! This crate is the `xenocorp` daemon, in layers:
-//! - [`core::Corp`]: the state machine. Every operation on accounts, orders and money, run on
-//!   one thread in a total order; it decides everything and emits [`model::Effect`]s.
-//! - [`ledger`]: double-entry books; money is conserved by construction and checked.
-//! - [`store`]: SQLite (embedded, default) and PostgreSQL persist effects in batches.
-//! - [`writer`]: group commit: one durable transaction per batch, nothing acknowledged before it.
-//! - [`service`]: the `xenoserve.corp.v1.XenoCorp` gRPC service over mutual TLS, and the
-//!   operator's `CorpAdmin` service on a Unix socket ([`admin`] is its client).
-//! - [`web`]: the registration form and account pages over HTTPS.
+//! - `core::Corp`: the state machine. Every operation on accounts, orders and money, run on
+//!   one thread in a total order; it decides everything and emits `model::Effect`s.
+//! - `ledger`: double-entry books; money is conserved by construction and checked.
+//! - `store`: SQLite (embedded, default) and PostgreSQL persist effects in batches.
+//! - `writer`: group commit: one durable transaction per batch, nothing acknowledged before it.
+//! - `service`: the `xenoserve.corp.v1.XenoCorp` gRPC service over mutual TLS, and the
+//!   operator's `CorpAdmin` service on a Unix socket (`xeno_clients::corp_admin` is its client).
+//! - `web`: the registration form and account pages over HTTPS.
 //! - [`daemon::start`] wires them together from a [`config::Config`].
 //!
 //! ```no_run
@@ -28,20 +28,19 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod admin;
-pub mod ca;
+mod ca;
 pub mod config;
-pub mod core;
+mod core;
 pub mod daemon;
-pub mod error;
-pub mod ledger;
-pub mod model;
-pub mod restrictions;
-pub mod service;
+mod error;
+mod ledger;
+mod model;
+mod restrictions;
+mod service;
 #[cfg(test)]
 mod simulation;
-pub mod store;
+mod store;
 #[cfg(test)]
 mod testing;
-pub mod web;
-pub mod writer;
+mod web;
+mod writer;

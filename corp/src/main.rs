@@ -86,7 +86,7 @@ async fn main() -> Result<()> {
             .await
         }
         Command::GrantAuditor { account } => {
-            let mut admin = xeno_corp::admin::connect(&config.admin_socket()).await?;
+            let mut admin = xeno_clients::corp_admin::connect(&config.admin_socket()).await?;
             admin
                 .grant_auditor(pb::GrantAuditorRequest {
                     account_id: account.clone(),
@@ -97,7 +97,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Revoke { account } => {
-            let mut admin = xeno_corp::admin::connect(&config.admin_socket()).await?;
+            let mut admin = xeno_clients::corp_admin::connect(&config.admin_socket()).await?;
             let response = admin
                 .revoke(pb::RevokeRequest {
                     account_id: account.clone(),
@@ -117,7 +117,7 @@ async fn main() -> Result<()> {
         } => {
             let minor = parse_major_amount(&amount)
                 .with_context(|| format!("{amount:?} is not an amount like 25.00"))?;
-            let mut admin = xeno_corp::admin::connect(&config.admin_socket()).await?;
+            let mut admin = xeno_clients::corp_admin::connect(&config.admin_socket()).await?;
             let response = admin
                 .deposit(pb::DepositRequest {
                     account_id: account.clone(),
@@ -137,7 +137,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Check => {
-            let mut admin = xeno_corp::admin::connect(&config.admin_socket()).await?;
+            let mut admin = xeno_clients::corp_admin::connect(&config.admin_socket()).await?;
             let report = admin
                 .check_invariants(pb::CheckInvariantsRequest {})
                 .await

@@ -327,7 +327,7 @@ impl pb::xeno_corp_server::XenoCorp for CorpService {
                             Ok(None) => reading = false,
                             Err(status) => {
                                 reading = false;
-                                refused = xeno_schemas::transport::undecodable_request(&status);
+                                refused = xeno_daemon::grpc::undecodable_request(&status);
                             }
                         }
                     }

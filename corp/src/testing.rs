@@ -4,13 +4,14 @@
 //! persisted after every operation (as the writer does before it answers), so a test can
 //! "crash" the corp at any point and restart it from what is durable.
 
-use crate::ca::{CertificateAuthority, certificate_serial, generate_key_and_csr};
+use crate::ca::{CertificateAuthority, certificate_serial};
 use crate::config::Config;
 use crate::core::{ChargeAnswer, ClientRegistration, Corp, ServerRegistration, UsageAnnotation};
 use crate::error::CorpResult;
 use crate::model::{Effect, MachineSpec, Privacy, Settlement};
 use crate::store::Store;
 use std::sync::Arc;
+use xeno_clients::identity::key_and_csr;
 use xeno_schemas::Document;
 use xeno_schemas::documents::{Money, PurchaseOrder, Restrictions, UsageRecord};
 use xeno_schemas::signing::{SigningKey, pem_to_der};
@@ -123,7 +124,7 @@ impl Fixture {
     }
 
     pub(crate) fn client(&mut self, name: &str) -> Actor {
-        let (key_pem, csr_pem) = generate_key_and_csr(name).expect("csr");
+        let (key_pem, csr_pem) = key_and_csr(name).expect("csr");
         let registered = self
             .apply(|corp, now, effects| {
                 corp.register_client(
@@ -143,7 +144,7 @@ impl Fixture {
     }
 
     pub(crate) fn server(&mut self, name: &str) -> Actor {
-        let (key_pem, csr_pem) = generate_key_and_csr(name).expect("csr");
+        let (key_pem, csr_pem) = key_and_csr(name).expect("csr");
         let registered = self
             .apply(|corp, now, effects| {
                 corp.register_server(

@@ -7,7 +7,7 @@ mod support;
 use std::collections::HashMap;
 use support::*;
 use tonic::Code;
-use xeno_schemas::charging::Charger;
+use xeno_clients::charging::Charger;
 use xeno_schemas::proto::corp::v1 as pb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -614,11 +614,11 @@ async fn orders_from_another_corp_are_refused() {
         "foreign corp's order",
     );
     // The server's certificate from the first corp means nothing to the second.
-    let foreign = xeno_schemas::transport::connect(
+    let foreign = xeno_clients::transport::connect(
         &second.address(),
         &second.ca_pem(),
         Some(&server.credentials),
-        &xeno_schemas::transport::Peer::Corp(None),
+        &xeno_clients::transport::Peer::Corp(None),
     )
     .await;
     if let Ok(channel) = foreign {
@@ -852,7 +852,7 @@ async fn a_charger_outlives_a_corp_restart() {
     // Restart on the same port, as a real corp would.
     corp.config.listen = corp.running().grpc_addr;
     let (_, server, order_id) = bound_order(&corp).await;
-    let charger = xeno_schemas::charging::Charger::new(server.corp.clone());
+    let charger = xeno_clients::charging::Charger::new(server.corp.clone());
     let request = |sequence| pb::ChargeRequest {
         order_id: order_id.clone(),
         sequence,
@@ -972,7 +972,7 @@ async fn long_audit_trails_come_a_page_at_a_time(backend: &Backend) {
     const CHARGES: u64 = 501;
     let corp = TestCorp::start(backend).await;
     let (alice, server, order_id) = bound_order(&corp).await;
-    let charger = xeno_schemas::charging::Charger::new(server.corp.clone());
+    let charger = xeno_clients::charging::Charger::new(server.corp.clone());
     let charges = (1..=CHARGES).map(|sequence| {
         let charger = charger.clone();
         let order_id = order_id.clone();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use support::*;
-use xeno_schemas::charging::Charger;
+use xeno_clients::charging::Charger;
 use xeno_schemas::proto::corp::v1 as pb;
 
 struct CorpProcess {

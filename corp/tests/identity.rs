@@ -8,15 +8,15 @@ use tonic::Code;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, Server, ServerTlsConfig};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+use xeno_clients::transport::{Peer, connect};
 use xeno_schemas::proto::corp::v1 as pb;
-use xeno_schemas::transport::{Peer, connect};
 
 /// Registers a server claiming `endpoint`; (server id, certificate PEM, key PEM).
 async fn register_at(
     corp: &TestCorp,
     endpoint: &str,
 ) -> Result<(String, String, String), tonic::Status> {
-    let (key_pem, csr_pem) = xeno_corp::ca::generate_key_and_csr("mallory").expect("csr");
+    let (key_pem, csr_pem) = xeno_clients::identity::key_and_csr("mallory").expect("csr");
     corp.anonymous()
         .await
         .register_server(pb::RegisterServerRequest {

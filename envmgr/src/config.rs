@@ -3,6 +3,7 @@
 //! which task manager serves each environment type. Every field has a documented default except
 //! the corps, which the operator must name. Validated once, by [`Config::validate`].
 
+pub use crate::pricing::{Basis, PriceSheet, split_minor};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::identity::TrustedCorps;
-use crate::server::{Manager, Server};
+use crate::server::Manager;
 use crate::service::{ServerService, message_bytes_max};
 use crate::store::Store;
 use anyhow::Context;
@@ -11,14 +11,18 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tonic::transport::{Certificate, Identity, Server as GrpcServer, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use xeno_clients::transport::{self, Credentials};
 use xeno_daemon::Servers;
 use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
 use xeno_schemas::proto::server::v1::xeno_server_server::XenoServerServer;
 use xeno_schemas::proto::taskmanager::v1 as tm;
 use xeno_schemas::signing::{SigningKey, pem_to_der};
-use xeno_schemas::transport::{self, Credentials};
 use xeno_taskmgr_kit::{DynTaskManager, RemoteTaskManager};
+
+// What in-process callers (`xeno dev`, tests, benchmarks) use beside the gRPC service.
+pub use crate::identity::ClientId;
+pub use crate::server::Server;
 
 /// A running XenoServer.
 pub struct RunningServer {
@@ -222,24 +226,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         // Health probes and load balancers have no certificate; every XenoServer call
         // still demands one (`TrustedCorps::client`).
         .client_auth_optional(true);
-    let (health_service, reflection) =
-        xeno_daemon::grpc::health_and_reflection::<XenoServerServer<ServerService>>().await?;
     let limit = message_bytes_max(&server);
     let service = XenoServerServer::new(ServerService::new(Arc::clone(&server), status))
         .max_decoding_message_size(limit);
-    let router = GrpcServer::builder()
-        .tls_config(tls)?
-        .layer(xeno_schemas::transport::InvalidRequests)
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(service);
     let mut servers = Servers::new("XenoServer");
-    let stopped = servers.stopped();
-    servers.spawn("the gRPC server", async move {
-        Ok(router
-            .serve_with_incoming_shutdown(xeno_schemas::transport::incoming(listener), stopped)
-            .await?)
-    });
+    xeno_daemon::grpc::serve(&mut servers, listener, Some(tls), service).await?;
     tracing::info!(server = %server_id, grpc = %grpc_addr, "xenoserver serving");
     Ok(RunningServer {
         grpc_addr,

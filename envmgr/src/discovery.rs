@@ -13,10 +13,10 @@ use serde::Deserialize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
-use xeno_rd::vivaldi::{Coordinates, VivaldiConfig, VivaldiNode};
+use xeno_clients::vivaldi::{Coordinates, VivaldiConfig, VivaldiNode};
+use xeno_clients::xis::advertiser::{Advertiser, AdvertiserConfig};
 use xeno_schemas::documents::NetworkCoordinates;
 use xeno_schemas::signing::SigningKey;
-use xeno_xis::advertiser::{Advertiser, AdvertiserConfig};
 
 /// Most peers read from the XIS per probing round; they are the candidates the round's probes
 /// are drawn from.
@@ -61,12 +61,12 @@ impl XisSettings {
             return Ok(());
         }
         anyhow::ensure!(
-            (xeno_xis::advertiser::REFRESH_INTERVAL_MIN_MS
-                ..=xeno_xis::advertiser::REFRESH_INTERVAL_MAX_MS)
+            (xeno_clients::xis::advertiser::REFRESH_INTERVAL_MIN_MS
+                ..=xeno_clients::xis::advertiser::REFRESH_INTERVAL_MAX_MS)
                 .contains(&self.refresh_interval_ms),
             "xis.refresh_interval_ms must be between {} and {}",
-            xeno_xis::advertiser::REFRESH_INTERVAL_MIN_MS,
-            xeno_xis::advertiser::REFRESH_INTERVAL_MAX_MS
+            xeno_clients::xis::advertiser::REFRESH_INTERVAL_MIN_MS,
+            xeno_clients::xis::advertiser::REFRESH_INTERVAL_MAX_MS
         );
         anyhow::ensure!(
             self.probe_interval_ms >= 100,
@@ -194,13 +194,13 @@ async fn probe_round(
     timeout: Duration,
     random: &mut u64,
 ) -> anyhow::Result<usize> {
-    let channel = xeno_xis::client::connect(&settings.address).await?;
+    let channel = xeno_clients::xis::connect(&settings.address).await?;
     // Every advertisement has a version, so this lists servers (fresh ones first).
-    let page = xeno_xis::client::lookup(
+    let page = xeno_clients::xis::lookup(
         channel.clone(),
         xeno_schemas::proto::xis::v1::LookupRequest {
             token: "Version".to_owned(),
-            values: xeno_xis::client::range(None, None),
+            values: xeno_clients::xis::range(None, None),
             page_size: PEER_CANDIDATES_MAX,
             cursor: String::new(),
             include_stale: false,
@@ -220,11 +220,12 @@ async fn probe_round(
         *random ^= *random << 17;
         let pick = usize::try_from(*random % candidates.len() as u64).unwrap_or(0);
         let peer_id = candidates.swap_remove(pick);
-        let Ok((peer, _)) = xeno_xis::client::get_advertisement(channel.clone(), &peer_id).await
+        let Ok((peer, _)) = xeno_clients::xis::get_advertisement(channel.clone(), &peer_id).await
         else {
             continue;
         };
-        let Some(rtt_ms) = xeno_rd::vivaldi::connect_rtt_ms(&peer.endpoint, timeout).await else {
+        let Some(rtt_ms) = xeno_clients::vivaldi::connect_rtt_ms(&peer.endpoint, timeout).await
+        else {
             continue;
         };
         let (coordinates, error) = match &peer.coordinates {

@@ -9,27 +9,27 @@
 //! socket or TCP). It also takes part in discovery (sections III and IV): it advertises its
 //! signed status in the XIS and computes its Vivaldi network coordinates.
 //!
-//! - [`server::Server`]: admission, sessions, deployment, settlement; its refusals are
-//!   [`error::ServerError`], turned into gRPC statuses in one place.
-//! - [`session::Session`]: one session's metering and charging (durable, idempotent, exact).
-//! - [`pricing`]: the price sheet and exact cost arithmetic.
-//! - [`store`]: sessions, tasks and charges in SQLite, so a restart loses nothing.
-//! - [`service`]: the `xenoserve.server.v1.XenoServer` gRPC service; [`watch`]: what
+//! - `server::Server`: admission, sessions, deployment, settlement; its refusals are
+//!   `error::ServerError`, turned into gRPC statuses in one place.
+//! - `session::Session`: one session's metering and charging (durable, idempotent, exact).
+//! - `pricing`: the price sheet and exact cost arithmetic.
+//! - `store`: sessions, tasks and charges in SQLite, so a restart loses nothing.
+//! - `service`: the `xenoserve.server.v1.XenoServer` gRPC service; `watch`: what
 //!   WatchSession streams.
-//! - [`advertisement`]: what the server says about itself; [`discovery`]: advertising it in the
+//! - `advertisement`: what the server says about itself; `discovery`: advertising it in the
 //!   XIS and measuring network coordinates.
 //! - [`daemon::start`]: everything wired from a [`config::Config`].
 #![deny(missing_docs)]
 
-pub mod advertisement;
+mod advertisement;
 pub mod config;
 pub mod daemon;
-pub mod discovery;
-pub mod error;
-pub mod identity;
-pub mod pricing;
-pub mod server;
-pub mod service;
-pub mod session;
-pub mod store;
-pub mod watch;
+mod discovery;
+mod error;
+mod identity;
+mod pricing;
+mod server;
+mod service;
+mod session;
+mod store;
+mod watch;

@@ -172,20 +172,6 @@ pub fn delta(before: &Usage, after: &Usage) -> Usage {
     }
 }
 
-/// Adds `more` to `total`.
-pub fn accumulate(total: &mut Usage, more: &Usage) {
-    total.cpu_time_us += more.cpu_time_us;
-    total.memory_mb_ms += more.memory_mb_ms;
-    total.memory_peak_bytes = total.memory_peak_bytes.max(more.memory_peak_bytes);
-    total.net_rx_bytes += more.net_rx_bytes;
-    total.net_tx_bytes += more.net_tx_bytes;
-    total.fuel += more.fuel;
-    total.syscalls += more.syscalls;
-    total.output_bytes += more.output_bytes;
-    total.wall_time_ms += more.wall_time_ms;
-    total.compile_time_us += more.compile_time_us;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Semaphore;
-use xeno_rd::population::{self, DISJOINT_HOST, Place, REGIONS};
+use xeno_clients::simulated::population::{self, DISJOINT_HOST, Place, REGIONS};
 use xeno_schemas::proto::common::v1::Money;
 use xeno_schemas::proto::rd::v1 as pb;
 use xeno_schemas::proto::rd::v1::find_xeno_servers_request::Objective;
@@ -91,7 +91,7 @@ fn main() {
             toml::from_str("listen = \"127.0.0.1:0\"\npersist = false\nttl_seconds = 3600")
                 .expect("config");
         let xis = xeno_xis::daemon::start(config).await.expect("xis");
-        let channel = xeno_xis::client::connect(&xis.addr.to_string())
+        let channel = xeno_clients::xis::connect(&xis.addr.to_string())
             .await
             .expect("connect");
         let began = Instant::now();
@@ -101,7 +101,7 @@ fn main() {
             let permit = Arc::clone(&permits).acquire_owned().await.expect("permit");
             let channel = channel.clone();
             tasks.spawn(async move {
-                xeno_xis::client::advertise_xml(channel, xml)
+                xeno_clients::xis::advertise_xml(channel, xml)
                     .await
                     .expect("advertise");
                 drop(permit);
@@ -132,7 +132,7 @@ fn main() {
             report.fetched,
             began.elapsed().as_secs_f64()
         );
-        let channel = xeno_xis::client::connect(&rd.addr.to_string())
+        let channel = xeno_clients::xis::connect(&rd.addr.to_string())
             .await
             .expect("connect");
         let mut client = pb::resource_discovery_client::ResourceDiscoveryClient::new(channel)

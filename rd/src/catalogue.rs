@@ -3,11 +3,11 @@
 //! matching needs. Queries run on an immutable [`Snapshot`], swapped in after each sync, so
 //! they never wait for one.
 
-use crate::vivaldi::Coordinates;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use xeno_clients::vivaldi::Coordinates;
 use xeno_schemas::documents::{Environment, PriceSheet, ServerAdvertisement};
 
 /// Most servers held: a bound on memory (about 10 KB each) well above the 100,000 the

@@ -5,57 +5,12 @@ use crate::catalogue::Catalogue;
 use crate::config::{Config, ObjectiveKind};
 use crate::error::RdError;
 use crate::matching::{self, Objective, Outcome, Ranking};
-use crate::vivaldi::Coordinates;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+pub use xeno_clients::rd::{Asked, FindRequest, Host};
+use xeno_clients::rd::{HOSTS_PER_REQUEST_MAX, MAX_RESULTS_DEFAULT, MAX_RESULTS_MAX};
+use xeno_clients::vivaldi::Coordinates;
 use xeno_schemas::clock::now_unix_ms as now_ms;
-use xeno_schemas::documents::{EnvironmentalRequirements, Money};
-
-/// Most suggestions in one answer (the contract's bound).
-pub const MAX_RESULTS_MAX: u32 = 100;
-/// Suggestions when the request asks for 0.
-pub const MAX_RESULTS_DEFAULT: u32 = 10;
-/// Most hosts in one request: each costs a distance per candidate.
-pub const HOSTS_PER_REQUEST_MAX: usize = 16;
-
-/// A host the client cares about.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Host {
-    /// An address, resolved from the configured hosts or the catalogue.
-    Address(String),
-    /// Coordinates the client computed.
-    Coordinates(Coordinates),
-}
-
-/// The objective as asked, before defaults.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Asked {
-    /// Cheapest for a duration within a budget (0 and `None`: the requirements' own
-    /// `MaxDurationSeconds` and `MaxSpend`).
-    Cheapest {
-        /// Seconds.
-        duration_seconds: u64,
-        /// Budget.
-        budget: Option<Money>,
-    },
-    /// Near these hosts.
-    Near(Vec<Host>),
-    /// Equidistant from these hosts (tolerance 0: the policy's default).
-    Equidistant(Vec<Host>, f64),
-    /// Disjoint paths toward this host.
-    Disjoint(String),
-}
-
-/// A FindXenoServers request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FindRequest {
-    /// What the session needs.
-    pub requirements: EnvironmentalRequirements,
-    /// The objective.
-    pub objective: Asked,
-    /// Most suggestions (0: the default).
-    pub max_results: u32,
-}
 
 /// The RD system.
 pub struct Rd {

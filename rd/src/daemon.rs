@@ -5,14 +5,15 @@
 use crate::catalogue::Catalogue;
 use crate::config::Config;
 use crate::core::Rd;
-use crate::service::{MESSAGE_BYTES_MAX, RESPONSE_BYTES_MAX, RdService};
+use crate::service::RdService;
 use crate::sync::{SyncReport, sync_once};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
+use xeno_clients::rd::{MESSAGE_BYTES_MAX, RESPONSE_BYTES_MAX};
 use xeno_daemon::Servers;
 use xeno_schemas::proto::rd::v1::resource_discovery_server::ResourceDiscoveryServer;
 
@@ -89,7 +90,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningRd> {
     config.validate()?;
     let catalogue = Arc::new(Catalogue::default());
     let core = Arc::new(Rd::new(Arc::clone(&catalogue), &config));
-    let xis = xeno_xis::client::endpoint(&config.xis)?.connect_lazy();
+    let xis = xeno_clients::xis::endpoint(&config.xis)?.connect_lazy();
     let mut servers = Servers::new("RD");
     servers.spawn(
         "the XIS sync loop",
@@ -100,28 +101,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningRd> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let (health, reflection) =
-        xeno_daemon::grpc::health_and_reflection::<ResourceDiscoveryServer<RdService>>().await?;
     let service = ResourceDiscoveryServer::new(RdService::new(Arc::clone(&core)))
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(RESPONSE_BYTES_MAX);
-    let mut builder = Server::builder();
-    if let Some(tls) = &config.tls {
-        builder = builder
-            .tls_config(tls.server_config()?)
-            .context("configuring TLS")?;
-    }
-    let router = builder
-        .layer(xeno_schemas::transport::InvalidRequests)
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(service);
-    let stopped = servers.stopped();
-    servers.spawn("the gRPC server", async move {
-        Ok(router
-            .serve_with_incoming_shutdown(xeno_schemas::transport::incoming(listener), stopped)
-            .await?)
-    });
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| tls.server_config())
+        .transpose()?;
+    xeno_daemon::grpc::serve(&mut servers, listener, tls, service).await?;
     tracing::info!(%addr, xis = %config.xis, ranking = %config.ranking.name, "xeno-rd serving");
     Ok(RunningRd {
         addr,

@@ -8,33 +8,32 @@
 //! There is no single platform-wide algorithm: several RD systems can run side by side, each
 //! with its own ranking policy (`[ranking]` in its configuration).
 //!
-//! - [`sync`] keeps a [`catalogue`] of current advertisements, built from XIS lookups (the
+//! - The sync loop keeps a catalogue of current advertisements, built from XIS lookups (the
 //!   `Received` token gives what changed since the last look) and `GetAdvertisement`, each
 //!   signature checked.
-//! - [`matching`] filters servers by the requirements and ranks them for an objective:
+//! - Matching filters servers by the requirements and ranks them for an objective:
 //!   **cheapest** within a budget for a duration, **near** a set of hosts, **equidistant**
-//!   from several hosts, **disjoint** network paths toward a host.
-//! - [`vivaldi`] is the network coordinate system (with height vectors) every XenoServer runs
-//!   to advertise `NetworkCoordinates`; the latency objectives rank by its estimates.
-//! - [`core::Rd`] applies the policy; [`service`] is the `xenoserve.rd.v1.ResourceDiscovery`
-//!   gRPC service; [`daemon::start`] wires it all from a [`config::Config`] (the `xeno-rd`
-//!   binary is a thin wrapper; `xeno dev` can call it in process next to an XIS).
-//! - [`client::find_xeno_servers`] is the client call (for `xeno find --objective …`): it
-//!   sends a [`core::FindRequest`] and returns the suggestions with every advertisement's
-//!   signature checked.
-//! - [`population`] generates servers (signed, with coordinates and paths) for tests and
-//!   benchmarks.
+//!   from several hosts, **disjoint** network paths toward a host. The latency objectives rank
+//!   by Vivaldi estimates (`xeno_clients::vivaldi`, the coordinates every XenoServer
+//!   advertises).
+//! - The core applies the policy; the `xenoserve.rd.v1.ResourceDiscovery` gRPC service only
+//!   translates; [`daemon::start`] wires it all from a [`config::Config`] (the `xeno-rd`
+//!   binary is a thin wrapper; `xeno dev` calls it in process next to an XIS).
+//! - The client call (`xeno find --objective …`) is `xeno_clients::rd::find_xeno_servers`: it
+//!   sends a `FindRequest` and returns the suggestions with every advertisement's signature
+//!   checked.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
+//! use xeno_clients::rd::{Asked, FindRequest};
 //! let config: xeno_rd::config::Config =
 //!     toml::from_str("listen = \"127.0.0.1:0\"\nxis = \"127.0.0.1:7300\"")?;
 //! let rd = xeno_rd::daemon::start(config).await?;
 //! rd.sync_now(true).await?;
 //! let requirements = xeno_schemas::documents::EnvironmentalRequirements::new("job", "Wasm");
-//! let outcome = rd.core.find(&xeno_rd::core::FindRequest {
+//! let outcome = rd.core.find(&FindRequest {
 //!     requirements,
-//!     objective: xeno_rd::core::Asked::Cheapest {
+//!     objective: Asked::Cheapest {
 //!         duration_seconds: 3600,
 //!         budget: Some(xeno_schemas::documents::Money { currency: "GBP".parse().unwrap(), minor: 10_000_000 }),
 //!     },
@@ -49,14 +48,12 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod catalogue;
-pub mod client;
 pub mod config;
-pub mod core;
 pub mod daemon;
-pub mod error;
-pub mod matching;
-pub mod population;
-pub mod service;
-pub mod sync;
-pub mod vivaldi;
+
+mod catalogue;
+mod core;
+mod error;
+mod matching;
+mod service;
+mod sync;

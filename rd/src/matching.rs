@@ -25,9 +25,9 @@
 //! higher, section IV-B).
 
 use crate::catalogue::{Prices, Row, ServerView, Snapshot, disjoint};
-use crate::vivaldi::Coordinates;
 use std::collections::HashSet;
 use std::sync::Arc;
+use xeno_clients::vivaldi::Coordinates;
 use xeno_schemas::documents::{EnvVersion, EnvironmentalRequirements, Money, PriceSheet};
 
 /// Candidates considered for pairs, shortest paths first: pairing is quadratic at worst.

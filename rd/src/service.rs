@@ -2,17 +2,12 @@
 //! [`FindRequest`] for the [`Rd`] core and its outcome back. No rule lives here.
 
 use crate::core::{Asked, FindRequest, Host, Rd};
-use crate::vivaldi::Coordinates;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+use xeno_clients::vivaldi::Coordinates;
 use xeno_schemas::documents::{Currency, Document, EnvironmentalRequirements, Money};
 use xeno_schemas::proto::common::v1 as common;
 use xeno_schemas::proto::rd::v1 as pb;
-
-/// Largest request accepted: a requirements document (64 KiB) and hosts.
-pub const MESSAGE_BYTES_MAX: usize = 128 * 1024;
-/// Largest response sent: 100 suggestions with their advertisements (64 KiB each at most).
-pub const RESPONSE_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// The service.
 pub struct RdService {

@@ -9,11 +9,11 @@ use futures::StreamExt;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tonic::transport::Channel;
+use xeno_clients::xis::PAGE_SIZE_MAX;
+use xeno_clients::xis::{self as client, ClientError};
 use xeno_schemas::clock::now_unix_ms as now_ms;
 use xeno_schemas::documents::tokens::RECEIVED_TOKEN;
 use xeno_schemas::proto::xis::v1 as pb;
-use xeno_xis::client::PAGE_SIZE_MAX;
-use xeno_xis::client::{self, ClientError};
 
 /// Most advertisements fetched at once: enough to hide round trips, few enough not to crowd
 /// the XIS.

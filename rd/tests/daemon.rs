@@ -40,7 +40,7 @@ async fn the_daemon_reports_healthy() {
     let config: xeno_rd::config::Config =
         toml::from_str("listen = \"127.0.0.1:0\"").expect("config");
     let rd = xeno_rd::daemon::start(config).await.expect("starts");
-    let channel = xeno_xis::client::connect(&rd.addr.to_string())
+    let channel = xeno_clients::xis::connect(&rd.addr.to_string())
         .await
         .expect("connect");
     let status = HealthClient::new(channel.clone())

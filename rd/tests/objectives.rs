@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 use tonic::Code;
 use tonic::transport::Channel;
+use xeno_clients::simulated::population::{self, DISJOINT_HOST, GeneratedServer, Place};
 use xeno_rd::config::{Config as RdConfig, HostCoordinates, ObjectiveKind};
 use xeno_rd::daemon::RunningRd;
-use xeno_rd::population::{self, DISJOINT_HOST, GeneratedServer, Place};
 use xeno_schemas::documents::{Document, EnvironmentalRequirements, ServerAdvertisement};
 use xeno_schemas::proto::common::v1::Money;
 use xeno_schemas::proto::rd::v1 as pb;
@@ -29,12 +29,12 @@ async fn world(seed: u64) -> World {
     let config: xeno_xis::config::Config =
         toml::from_str("listen = \"127.0.0.1:0\"\npersist = false").expect("config");
     let xis = xeno_xis::daemon::start(config).await.expect("xis");
-    let channel = xeno_xis::client::connect(&xis.addr.to_string())
+    let channel = xeno_clients::xis::connect(&xis.addr.to_string())
         .await
         .expect("connect");
     let servers = population::generate(SERVERS, seed);
     for server in &servers {
-        xeno_xis::client::advertise_xml(channel.clone(), server.signed_xml(1))
+        xeno_clients::xis::advertise_xml(channel.clone(), server.signed_xml(1))
             .await
             .expect("advertise");
     }
@@ -77,7 +77,7 @@ async fn start_rd(
 ) {
     let rd = xeno_rd::daemon::start(config).await.expect("rd");
     rd.sync_now(true).await.expect("sync");
-    let channel = xeno_xis::client::connect(&rd.addr.to_string())
+    let channel = xeno_clients::xis::connect(&rd.addr.to_string())
         .await
         .expect("connect");
     let client = pb::resource_discovery_client::ResourceDiscoveryClient::new(channel)
@@ -189,15 +189,15 @@ async fn cheapest_within_a_budget() {
         assert!(advertisement.signature.is_some());
     }
     // The same question through the library client, which checks every advertisement.
-    let channel = xeno_rd::client::connect(&rd.addr.to_string())
+    let channel = xeno_clients::rd::connect(&rd.addr.to_string())
         .await
         .expect("connect");
-    let verified = xeno_rd::client::find_xeno_servers(
+    let verified = xeno_clients::rd::find_xeno_servers(
         channel,
-        &xeno_rd::core::FindRequest {
+        &xeno_clients::rd::FindRequest {
             requirements: EnvironmentalRequirements::parse(REQUIREMENTS.as_bytes())
                 .expect("requirements"),
-            objective: xeno_rd::core::Asked::Cheapest {
+            objective: xeno_clients::rd::Asked::Cheapest {
                 duration_seconds: 3600,
                 budget: Some(xeno_schemas::documents::Money {
                     currency: "GBP".parse().expect("currency"),
@@ -615,7 +615,7 @@ async fn stale_servers_are_left_out_and_a_missing_xis_is_unavailable() {
     };
     config.sync_interval_ms = 100;
     let rd = xeno_rd::daemon::start(config).await.expect("rd");
-    let channel = xeno_xis::client::connect(&rd.addr.to_string())
+    let channel = xeno_clients::xis::connect(&rd.addr.to_string())
         .await
         .expect("connect");
     let mut client = pb::resource_discovery_client::ResourceDiscoveryClient::new(channel);

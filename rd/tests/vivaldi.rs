@@ -6,7 +6,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use xeno_rd::vivaldi::{Coordinates, VivaldiConfig, VivaldiNode, median_relative_error};
+use xeno_clients::vivaldi::{Coordinates, VivaldiConfig, VivaldiNode, median_relative_error};
 
 const HOSTS: usize = 200;
 const NEIGHBOURS: usize = 32;

@@ -18,11 +18,12 @@
 //!   depth and counts) and the deterministic writer whose compact output signatures cover.
 //! - [`signing`]: signing and verifying documents (purchase orders, advertisements).
 //! - [`identity`]: how certificates name parties (the corp, servers, clients).
-//! - [`transport`]: mutual-TLS channels to a peer that proves its role and identity.
-//! - [`charging`]: how a server charges a corp, all its sessions over one stream.
 //! - [`text`]: showing other parties' text safely (no control or bidirectional characters).
 //! - [`proto`]: the gRPC services (XenoCorp, XenoServer, TaskManager, XIS, ResourceDiscovery),
 //!   generated from `schemas/proto/` at build time without a system `protoc`.
+//!
+//! Nothing here runs a connection: the clients of these interfaces are `xeno-clients`, the
+//! daemons' shared scaffolding is `xeno-daemon`.
 //!
 //! ```
 //! use xeno_schemas::documents::{Document, EnvironmentalRequirements};
@@ -36,7 +37,6 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod charging;
 pub mod clock;
 pub mod documents;
 pub mod error;
@@ -45,7 +45,6 @@ pub mod proto;
 pub mod schema;
 pub mod signing;
 pub mod text;
-pub mod transport;
 pub mod xml;
 
 pub use documents::Document;

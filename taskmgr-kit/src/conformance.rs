@@ -87,8 +87,8 @@ pub use busybox::BusyboxGuests;
 pub use guests::{FLOOD_LINE, Guest, Guests, default_limits};
 pub use report::{Check, CheckResult, Failure, Outcome, Report, SuiteFailed};
 
-use std::time::Instant;
 use crate::DynTaskManager;
+use std::time::Instant;
 
 /// Runs every check in [`Check::ALL`] against `task_manager`, each to its end whatever the
 /// others did. Returns the report if none failed.

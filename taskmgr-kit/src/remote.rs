@@ -156,7 +156,7 @@ pub async fn serve_unix<T: TaskManager>(
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(MESSAGE_BYTES_MAX);
     tonic::transport::Server::builder()
-        .layer(xeno_schemas::transport::InvalidRequests)
+        .layer(xeno_daemon::grpc::InvalidRequests)
         .add_service(service)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),

@@ -14,8 +14,8 @@ use xeno_schemas::Document;
 use xeno_schemas::documents::{Program, TaskDescription, TaskFile};
 use xeno_schemas::proto::common::v1::{OutputStream, Payload, TaskExit, TaskState};
 use xeno_schemas::proto::taskmanager::v1 as pb;
-use xeno_taskmgr_kit::{DynTaskManager, EventStream};
 use xeno_taskmgr_kit::conformance::{self, Guest, Guests, default_limits};
+use xeno_taskmgr_kit::{DynTaskManager, EventStream};
 
 /// Longest any of these tests waits for a task to end.
 const END_WAIT: Duration = Duration::from_secs(15);

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::time::Duration;
 use tonic::Request;
+use xeno_clients::transport::{Credentials, Peer, connect};
 use xeno_schemas::Document;
 use xeno_schemas::documents::{Program, PurchaseOrder, Restrictions, TaskDescription};
 use xeno_schemas::proto::common::v1 as common;
@@ -20,7 +21,6 @@ use xeno_schemas::proto::server::v1 as pb;
 use xeno_schemas::proto::server::v1::xeno_server_client::XenoServerClient;
 use xeno_schemas::proto::taskmanager::v1 as tm;
 use xeno_schemas::signing::{SigningKey, pem_to_der};
-use xeno_schemas::transport::{Credentials, Peer, connect};
 
 /// Reads the real-time clock, writes its 8 bytes to stdout, exits. `$salt` varies the module's
 /// bytes (and so its hash) without changing what it does.
@@ -155,7 +155,7 @@ async fn run(deploys: usize) {
                 .expect("connect"),
         )
     };
-    let (server_key, server_csr) = xeno_corp::ca::generate_key_and_csr("xenoserver").expect("csr");
+    let (server_key, server_csr) = xeno_clients::identity::key_and_csr("xenoserver").expect("csr");
     let registered = anonymous()
         .await
         .register_server(corp_pb::RegisterServerRequest {
@@ -189,7 +189,7 @@ async fn run(deploys: usize) {
     ))
     .expect("config");
     let server = xeno_envmgr::daemon::start(config).await.expect("server");
-    let (client_key, client_csr) = xeno_corp::ca::generate_key_and_csr("bench").expect("csr");
+    let (client_key, client_csr) = xeno_clients::identity::key_and_csr("bench").expect("csr");
     let client = anonymous()
         .await
         .register_client(corp_pb::RegisterClientRequest {
@@ -202,7 +202,7 @@ async fn run(deploys: usize) {
         .await
         .expect("client")
         .into_inner();
-    xeno_corp::admin::connect(&corp.admin_socket)
+    xeno_clients::corp_admin::connect(&corp.admin_socket)
         .await
         .expect("admin")
         .deposit(corp_pb::DepositRequest {
@@ -240,7 +240,7 @@ async fn run(deploys: usize) {
         .await
         .expect("server mTLS"),
     );
-    let caller = xeno_envmgr::identity::ClientId {
+    let caller = xeno_envmgr::daemon::ClientId {
         corp: "corp-a".into(),
         account: client.account_id.clone(),
     };

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
+use xeno_clients::transport::{Credentials, Peer, connect};
 use xeno_schemas::Document;
 use xeno_schemas::documents::{
     EnvironmentalRequirements, Money, Program, PurchaseOrder, Restrictions, TaskDescription,
@@ -29,7 +30,6 @@ use xeno_schemas::proto::corp::v1 as corp;
 use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
 use xeno_schemas::proto::server::v1 as server;
 use xeno_schemas::proto::server::v1::xeno_server_client::XenoServerClient;
-use xeno_schemas::transport::{Credentials, Peer, connect};
 
 /// Who calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -428,7 +428,7 @@ impl World {
             "Eve",
         )
         .await;
-        let mut admin = xeno_corp::admin::connect(&corp.admin_socket)
+        let mut admin = xeno_clients::corp_admin::connect(&corp.admin_socket)
             .await
             .expect("admin");
         for account in [&client.id, &other_client.id, &auditor.id] {
@@ -902,7 +902,7 @@ fn render(rows: &[(String, String, Vec<Outcome>)]) -> String {
          answer anyone, and what they serve is self-certifying (signed by each server's key).\n\n\
          Peers are authenticated the other way round too: a client or server dialling the corp\n\
          accepts only the corp's role under the CA it pinned, and one dialling a server accepts\n\
-         only the server id it chose (`xeno_schemas::transport::Peer`).\n\n",
+         only the server id it chose (`xeno_clients::transport::Peer`).\n\n",
     );
     text.push_str("| Service | RPC |");
     for caller in CALLERS {
@@ -1094,7 +1094,7 @@ async fn malformed_requests_are_invalid_arguments_on_the_corp_the_server_and_the
         ..xeno_xis::config::Config::default()
     };
     let xis = xeno_xis::daemon::start(xis_config).await.expect("xis");
-    let xis_channel = xeno_xis::client::connect(&xis.addr.to_string())
+    let xis_channel = xeno_clients::xis::connect(&xis.addr.to_string())
         .await
         .expect("xis");
     let not_utf8 = field_one(&[0xff, 0xfe, b'x']);

@@ -8,9 +8,9 @@ mod platform;
 use platform::*;
 use proptest::prelude::*;
 use prost::Message;
+use xeno_clients::transport::{Peer, connect};
 use xeno_schemas::proto::common::v1 as common;
 use xeno_schemas::proto::server::v1 as server;
-use xeno_schemas::transport::{Peer, connect};
 
 /// Cases in the ordinary test run.
 const CASES: u32 = 300;

@@ -43,7 +43,7 @@ async fn servers_advertise_refresh_and_gain_coordinates() {
         first.server().server_id.clone(),
         second.server().server_id.clone(),
     ];
-    let channel = xeno_xis::client::connect(&xis.addr.to_string())
+    let channel = xeno_clients::xis::connect(&xis.addr.to_string())
         .await
         .expect("xis channel");
 
@@ -51,10 +51,10 @@ async fn servers_advertise_refresh_and_gain_coordinates() {
     let found = wait_for("both advertisements", || {
         let channel = channel.clone();
         async move {
-            let matches = xeno_xis::client::lookup_all(
+            let matches = xeno_clients::xis::lookup_all(
                 channel,
                 "EnvType",
-                xeno_xis::client::exact("Wasm"),
+                xeno_clients::xis::exact("Wasm"),
                 false,
                 100,
             )
@@ -69,7 +69,7 @@ async fn servers_advertise_refresh_and_gain_coordinates() {
     }
 
     // What the XIS holds is signed by the server it names, and says where to reach it.
-    let (advertisement, _) = xeno_xis::client::get_advertisement(channel.clone(), &ids[0])
+    let (advertisement, _) = xeno_clients::xis::get_advertisement(channel.clone(), &ids[0])
         .await
         .expect("a verified advertisement");
     assert_eq!(advertisement.endpoint, first.server().grpc_addr.to_string());
@@ -83,10 +83,10 @@ async fn servers_advertise_refresh_and_gain_coordinates() {
     assert!(load.load_average.is_some() && load.cpu_utilisation_percent.is_some());
     // What the operator configured is looked up like anything else, and only this server has it.
     for (token, value) in [("Country", "GB"), ("gpu", "a100")] {
-        let matches = xeno_xis::client::lookup_all(
+        let matches = xeno_clients::xis::lookup_all(
             channel.clone(),
             token,
-            xeno_xis::client::exact(value),
+            xeno_clients::xis::exact(value),
             false,
             100,
         )
@@ -103,7 +103,7 @@ async fn servers_advertise_refresh_and_gain_coordinates() {
         let channel = channel.clone();
         let id = ids[0].clone();
         async move {
-            let (advertisement, _) = xeno_xis::client::get_advertisement(channel, &id)
+            let (advertisement, _) = xeno_clients::xis::get_advertisement(channel, &id)
                 .await
                 .expect("advertisement");
             // A node starts at the origin with error 1 (no confidence); every round trip

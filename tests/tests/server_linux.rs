@@ -9,7 +9,7 @@ mod support;
 
 use sha2::{Digest, Sha256};
 use support::*;
-use xeno_envmgr::pricing::{Basis, PriceSheet, split_minor};
+use xeno_envmgr::config::{Basis, PriceSheet, split_minor};
 use xeno_schemas::Document;
 use xeno_schemas::documents::{EnvironmentalRequirements, Program, TaskDescription, TaskFile};
 use xeno_schemas::proto::common::v1 as common;

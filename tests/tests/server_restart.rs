@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::Duration;
 use support::*;
-use xeno_envmgr::pricing::{Basis, PriceSheet, split_minor};
+use xeno_envmgr::config::{Basis, PriceSheet, split_minor};
 use xeno_schemas::Document;
 use xeno_schemas::proto::server::v1 as pb;
 

@@ -8,7 +8,7 @@ mod support;
 use sha2::{Digest, Sha256};
 use support::*;
 use tonic::Code;
-use xeno_envmgr::pricing::{Basis, PriceSheet, split_minor};
+use xeno_envmgr::config::{Basis, PriceSheet, split_minor};
 use xeno_schemas::Document;
 use xeno_schemas::documents::{Program, TaskDescription, UsageRecord};
 use xeno_schemas::proto::common::v1 as common;
@@ -497,7 +497,7 @@ async fn a_client_revoked_by_its_corp_is_refused_by_the_server() {
         .list_sessions(pb::ListSessionsRequest {})
         .await
         .expect("allowed before revocation");
-    xeno_corp::admin::connect(&platform.corp.admin_socket)
+    xeno_clients::corp_admin::connect(&platform.corp.admin_socket)
         .await
         .expect("admin")
         .revoke(corp_pb::RevokeRequest {

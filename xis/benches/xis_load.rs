@@ -24,11 +24,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
+use xeno_clients::simulated::SimulatedServer;
+use xeno_clients::xis as client;
 use xeno_schemas::documents::Document;
 use xeno_schemas::proto::xis::v1 as pb;
-use xeno_xis::client;
 use xeno_xis::config::{Backend, Config};
-use xeno_xis::testing::SimulatedServer;
 
 /// The paper's refresh period, as the environment manager uses it.
 const REFRESH_SECONDS: f64 = 30.0;
@@ -203,7 +203,7 @@ async fn run(
     let mut core_errors = 0u64;
     let mut rng = StdRng::seed_from_u64(99);
     for _ in 0..500 {
-        let query = xeno_xis::service::query_from(random_lookup(&mut rng));
+        let query = xeno_xis::daemon::LookupQuery::from(random_lookup(&mut rng));
         let began = Instant::now();
         if let Err(error) = xis.core.lookup(&query).await {
             core_errors += 1;
@@ -334,7 +334,7 @@ fn profile(adverts: &[[String; 2]]) {
     let parse = began.elapsed();
     let began = Instant::now();
     for advertisement in &parsed {
-        xeno_xis::core::check_signature(advertisement).expect("verifies");
+        advertisement.check_self_certified().expect("verifies");
     }
     let verify = began.elapsed();
     let began = Instant::now();

@@ -14,26 +14,13 @@ use crate::store::{
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use xeno_clients::xis::{ADVERTISEMENT_BYTES_MAX, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
+pub use xeno_clients::xis::{Advertised, Match, Values};
 use xeno_schemas::documents::tokens::{
     self, RECEIVED_TOKEN, TOKEN_NAME_BYTES_MAX, TOKEN_VALUE_BYTES_MAX, Token, TokenValue,
     parse_plain_number,
 };
 use xeno_schemas::documents::{Document, ServerAdvertisement};
-
-/// Largest advertisement accepted, checked before parsing: the schema's document limit for
-/// every XML document of the platform (64 KiB), which the largest legal advertisement fits.
-pub const ADVERTISEMENT_BYTES_MAX: usize = 64 * 1024;
-const _: () = assert!(
-    ADVERTISEMENT_BYTES_MAX
-        == xeno_schemas::documents::advertisement::SCHEMA
-            .limits
-            .document_bytes_max
-);
-
-/// Most matches in one page: the contract's bound, which keeps one answer under ~200 KB.
-pub const PAGE_SIZE_MAX: u32 = 1000;
-/// Page size when the request leaves it 0.
-pub const PAGE_SIZE_DEFAULT: u32 = 100;
 
 /// How far in the future an advertisement's `Issued` may be: servers' clocks drift.
 pub const CLOCK_SKEW_MAX_MS: u64 = 5 * 60 * 1000;
@@ -60,33 +47,6 @@ pub struct Rules {
     pub lifetime_max_ms: u64,
 }
 
-/// An accepted advertisement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Advertised {
-    /// The server.
-    pub server_id: String,
-    /// The version now stored.
-    pub version: u64,
-    /// How many tokens were indexed.
-    pub tokens: u32,
-}
-
-/// Which values a lookup wants.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Values {
-    /// Numbers in `[min, max]`; `None` leaves that end open.
-    Range {
-        /// Lowest, inclusive.
-        min: Option<f64>,
-        /// Highest, inclusive.
-        max: Option<f64>,
-    },
-    /// Values equal to this (numbers compare as numbers).
-    Exact(String),
-    /// Every value: the servers that carry the token at all.
-    Any,
-}
-
 /// A lookup.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LookupQuery {
@@ -100,23 +60,6 @@ pub struct LookupQuery {
     pub cursor: String,
     /// Include records older than one TTL.
     pub include_stale: bool,
-}
-
-/// One match.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Match {
-    /// The server.
-    pub server_id: String,
-    /// The token's value in its advertisement.
-    pub value: String,
-    /// The advertisement's version.
-    pub version: u64,
-    /// How long ago the XIS received it, ms.
-    pub age_ms: u64,
-    /// Older than one TTL.
-    pub stale: bool,
-    /// The server's endpoint.
-    pub endpoint: String,
 }
 
 /// One page of a lookup.

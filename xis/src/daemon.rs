@@ -2,18 +2,21 @@
 //! reflection). Used by the `xis` binary and, in process, by `xeno dev` and the tests.
 
 use crate::config::{Backend, Config};
-use crate::core::{Xis, now_ms, record_for};
-use crate::service::{MESSAGE_BYTES_MAX, RESPONSE_BYTES_MAX, XisService};
+use crate::core::{now_ms, record_for};
+use crate::service::XisService;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tonic::transport::Server;
+use xeno_clients::xis::{MESSAGE_BYTES_MAX, RESPONSE_BYTES_MAX};
 use xeno_daemon::Servers;
 use xeno_schemas::documents::{Document, ServerAdvertisement};
 use xeno_schemas::proto::xis::v1::xis_server::XisServer;
+
+pub use crate::core::{LookupPage, LookupQuery, StoredAdvertisement, Xis};
+pub use crate::error::XisError;
 
 /// A running XIS node.
 pub struct RunningXis {
@@ -118,28 +121,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningXis> {
     if config.tls.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "serving plain gRPC beyond loopback: advertisements are self-certifying, but lookups travel in clear");
     }
-    let (health, reflection) =
-        xeno_daemon::grpc::health_and_reflection::<XisServer<XisService>>().await?;
     let service = XisServer::new(XisService::new(Arc::clone(&core)))
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(RESPONSE_BYTES_MAX);
-    let mut builder = Server::builder();
-    if let Some(tls) = &config.tls {
-        builder = builder
-            .tls_config(tls.server_config()?)
-            .context("configuring TLS")?;
-    }
-    let router = builder
-        .layer(xeno_schemas::transport::InvalidRequests)
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(service);
-    let stopped = servers.stopped();
-    servers.spawn("the gRPC server", async move {
-        Ok(router
-            .serve_with_incoming_shutdown(xeno_schemas::transport::incoming(listener), stopped)
-            .await?)
-    });
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| tls.server_config())
+        .transpose()?;
+    xeno_daemon::grpc::serve(&mut servers, listener, tls, service).await?;
     tracing::info!(%addr, backend = ?config.backend, ttl_seconds = config.ttl_seconds, "xis serving");
     Ok(RunningXis {
         addr,

@@ -6,11 +6,6 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use xeno_schemas::proto::xis::v1 as pb;
 
-/// Largest request accepted: an advertisement (64 KiB) with room for the envelope.
-pub const MESSAGE_BYTES_MAX: usize = 128 * 1024;
-/// Largest response sent: a full page of 1,000 matches with 256-byte values and endpoints.
-pub const RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
-
 /// The XIS service.
 pub struct XisService {
     core: Arc<Xis>,
@@ -23,22 +18,24 @@ impl XisService {
     }
 }
 
-/// The core's lookup query from a request.
-pub fn query_from(request: pb::LookupRequest) -> LookupQuery {
-    let values = match request.values {
-        Some(pb::lookup_request::Values::Range(range)) => Values::Range {
-            min: range.min,
-            max: range.max,
-        },
-        Some(pb::lookup_request::Values::Exact(value)) => Values::Exact(value),
-        None => Values::Any,
-    };
-    LookupQuery {
-        token: request.token,
-        values,
-        page_size: request.page_size,
-        cursor: request.cursor,
-        include_stale: request.include_stale,
+impl From<pb::LookupRequest> for LookupQuery {
+    /// The core's lookup query from a request.
+    fn from(request: pb::LookupRequest) -> LookupQuery {
+        let values = match request.values {
+            Some(pb::lookup_request::Values::Range(range)) => Values::Range {
+                min: range.min,
+                max: range.max,
+            },
+            Some(pb::lookup_request::Values::Exact(value)) => Values::Exact(value),
+            None => Values::Any,
+        };
+        LookupQuery {
+            token: request.token,
+            values,
+            page_size: request.page_size,
+            cursor: request.cursor,
+            include_stale: request.include_stale,
+        }
     }
 }
 
@@ -63,7 +60,7 @@ impl pb::xis_server::Xis for XisService {
         &self,
         request: Request<pb::LookupRequest>,
     ) -> Result<Response<pb::LookupResponse>, Status> {
-        let page = self.core.lookup(&query_from(request.into_inner())).await?;
+        let page = self.core.lookup(&request.into_inner().into()).await?;
         Ok(Response::new(pb::LookupResponse {
             total_matches: page.total_matches,
             matches: page

@@ -6,9 +6,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 use support::{memory_config, wait_for};
-use xeno_xis::advertiser::{Advertiser, AdvertiserConfig, AdvertiserError, Status};
-use xeno_xis::client;
-use xeno_xis::testing::SimulatedServer;
+use xeno_clients::simulated::SimulatedServer;
+use xeno_clients::xis as client;
+use xeno_clients::xis::advertiser::{Advertiser, AdvertiserConfig, AdvertiserError, Status};
 
 fn spawn(address: &str, server: &Arc<SimulatedServer>) -> Advertiser {
     let server = Arc::clone(server);
@@ -54,7 +54,7 @@ async fn advertises_refreshes_and_keeps_going_forward() {
     restarted.stop().await;
 
     // The XIS holds a version from the future (a clock stepped back): jump past it.
-    let future_version = xeno_xis::core::now_ms() + 10_000_000;
+    let future_version = xeno_schemas::clock::now_unix_ms() + 10_000_000;
     client::advertise(
         channel.clone(),
         &server.sign(server.advertisement(future_version)),

@@ -40,7 +40,7 @@ async fn the_daemon_reports_healthy() {
     let config: xeno_xis::config::Config =
         toml::from_str("listen = \"127.0.0.1:0\"\npersist = false").expect("config");
     let xis = xeno_xis::daemon::start(config).await.expect("starts");
-    let channel = xeno_xis::client::connect(&xis.addr.to_string())
+    let channel = xeno_clients::xis::connect(&xis.addr.to_string())
         .await
         .expect("connect");
     let status = HealthClient::new(channel.clone())

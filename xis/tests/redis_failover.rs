@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use support::redis_cluster::{FORM_TIMEOUT, RedisCluster};
 use support::redis_config;
 use tonic::transport::Channel;
-use xeno_xis::client::{self, exact};
-use xeno_xis::testing::SimulatedServer;
+use xeno_clients::simulated::SimulatedServer;
+use xeno_clients::xis::{self as client, exact};
 
 const SERVERS: usize = 60;
 

@@ -35,11 +35,15 @@ mod charges;
 mod invariants;
 mod orders;
 
-pub use accounts::{AccountView, ClientRegistration, Registered, ServerRegistration};
+pub use accounts::{AccountView, ClientRegistration, ServerRegistration};
 pub use audit::{AuditPage, AuditedCharge, OrderAudit};
+#[cfg(test)]
+pub use charges::ChargeAnswer;
+pub use charges::UsageAnnotation;
 use charges::usage_records;
-pub use charges::{ChargeAnswer, UsageAnnotation};
-pub use orders::{OrderSummary, Validation};
+pub use orders::OrderSummary;
+#[cfg(test)]
+pub use orders::Validation;
 
 /// Longest name, address or details field accepted at registration, in characters.
 pub const FIELD_CHARS_MAX: usize = 1024;
@@ -346,11 +350,6 @@ impl Corp {
     /// An order's currency.
     pub fn order_currency(&self, order_id: &str) -> CorpResult<Currency> {
         Ok(self.order(order_id)?.currency())
-    }
-
-    /// The account id holding the certificate with this serial (for the web pages).
-    pub fn account_for_serial(&self, serial: &str) -> CorpResult<AccountId> {
-        self.caller(serial).map(|account| account.id.clone())
     }
 }
 

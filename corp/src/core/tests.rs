@@ -104,7 +104,7 @@ fn one_session_is_funded_by_one_order() {
 #[test]
 fn names_with_bidirectional_controls_are_refused() {
     let mut fixture = Fixture::new(|_| {});
-    let (_, csr_pem) = crate::ca::generate_key_and_csr("m").expect("csr");
+    let (_, csr_pem) = xeno_clients::identity::key_and_csr("m").expect("csr");
     let refused = fixture
         .apply(|corp, now, effects| {
             corp.register_client(

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 use tonic::transport::Channel;
+use xeno_clients::transport::{Credentials, Peer, connect};
 use xeno_corp::config::Config;
 use xeno_corp::daemon::RunningCorp;
 use xeno_schemas::Document;
@@ -13,7 +14,6 @@ use xeno_schemas::proto::corp::v1 as pb;
 use xeno_schemas::proto::corp::v1::corp_admin_client::CorpAdminClient;
 use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
 use xeno_schemas::signing::{SigningKey, pem_to_der};
-use xeno_schemas::transport::{Credentials, Peer, connect};
 
 /// Where a test corp keeps its state.
 #[derive(Debug, Clone)]
@@ -195,7 +195,7 @@ impl Harness {
     }
 
     pub async fn admin(&self) -> CorpAdminClient<Channel> {
-        xeno_corp::admin::connect(&self.admin_socket)
+        xeno_clients::corp_admin::connect(&self.admin_socket)
             .await
             .expect("admin socket")
     }
@@ -235,7 +235,7 @@ impl Harness {
     }
 
     pub async fn register_client(&self, name: &str, privacy: pb::PrivacyMode) -> Party {
-        let (key_pem, csr_pem) = xeno_corp::ca::generate_key_and_csr(name).expect("csr");
+        let (key_pem, csr_pem) = xeno_clients::identity::key_and_csr(name).expect("csr");
         let response = self
             .anonymous()
             .await
@@ -254,7 +254,7 @@ impl Harness {
     }
 
     pub async fn register_server(&self, name: &str) -> Party {
-        let (key_pem, csr_pem) = xeno_corp::ca::generate_key_and_csr(name).expect("csr");
+        let (key_pem, csr_pem) = xeno_clients::identity::key_and_csr(name).expect("csr");
         let response = self
             .anonymous()
             .await

@@ -2,11 +2,11 @@
 
 use super::guests::FLOOD_LINE;
 use super::rpc::ensure;
+use crate::EventStream;
 use std::time::Duration;
 use tokio_stream::StreamExt;
 use xeno_schemas::proto::common::v1::{OutputChunk, OutputStream, TaskExit, TaskState};
 use xeno_schemas::proto::taskmanager::v1::domain_event::Event;
-use crate::EventStream;
 
 /// Largest chunk of output the contract allows in one event.
 pub(crate) const CHUNK_BYTES_MAX: usize = 64 * 1024;

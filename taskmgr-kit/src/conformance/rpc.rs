@@ -4,6 +4,7 @@
 use super::events::Watch;
 use super::guests::{Guest, Guests};
 use super::report::Check;
+use crate::DynTaskManager;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
@@ -12,7 +13,6 @@ use std::time::Duration;
 use tonic::{Code, Request, Response, Status};
 use xeno_schemas::proto::common::v1::{TaskExit, Usage};
 use xeno_schemas::proto::taskmanager::v1 as pb;
-use crate::DynTaskManager;
 
 /// Longest any single call may take before the check fails (DeployTask included: it returns
 /// once the task runs).

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use xeno_taskmgr_kit::{DynTaskManager, RemoteTaskManager};
 use xeno_taskmgr_kit::conformance::BusyboxGuests;
+use xeno_taskmgr_kit::{DynTaskManager, RemoteTaskManager};
 
 /// How long the plugin may take to start serving.
 const START_WAIT: Duration = Duration::from_secs(20);

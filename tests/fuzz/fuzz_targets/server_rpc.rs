@@ -6,7 +6,7 @@
 mod common;
 
 use std::sync::OnceLock;
-use xeno_schemas::transport::{Credentials, Peer, connect};
+use xeno_clients::transport::{Credentials, Peer, connect};
 
 struct World {
     channel: tonic::transport::Channel,
@@ -37,7 +37,7 @@ async fn start() -> World {
     let mut anonymous = corp::xeno_corp_client::XenoCorpClient::new(
         connect(&address, &ca, None, &Peer::Corp(None)).await.expect("corp"),
     );
-    let (client_key, client_csr) = xeno_corp::ca::generate_key_and_csr("fuzz").expect("csr");
+    let (client_key, client_csr) = xeno_clients::identity::key_and_csr("fuzz").expect("csr");
     let client = anonymous
         .register_client(corp::RegisterClientRequest {
             name: "Fuzz".to_owned(),
@@ -49,7 +49,7 @@ async fn start() -> World {
         .await
         .expect("client")
         .into_inner();
-    let (server_key, server_csr) = xeno_corp::ca::generate_key_and_csr("server").expect("csr");
+    let (server_key, server_csr) = xeno_clients::identity::key_and_csr("server").expect("csr");
     let server = anonymous
         .register_server(corp::RegisterServerRequest {
             owner_name: "Fuzz Hosting".to_owned(),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tonic::transport::Channel;
+use xeno_clients::transport::{Credentials, Peer, connect};
 use xeno_schemas::Document;
 use xeno_schemas::documents::{EnvironmentalRequirements, PurchaseOrder, Restrictions};
 use xeno_schemas::proto::common::v1 as common;
@@ -16,7 +17,6 @@ use xeno_schemas::proto::corp::v1 as corp;
 use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
 use xeno_schemas::proto::server::v1::xeno_server_client::XenoServerClient;
 use xeno_schemas::signing::{SigningKey, pem_to_der};
-use xeno_schemas::transport::{Credentials, Peer, connect};
 
 /// One pound, in minor units.
 pub const POUND: u64 = 1_000_000;
@@ -36,7 +36,7 @@ pub struct Party {
 }
 
 pub fn key_and_csr(name: &str) -> (String, String) {
-    xeno_corp::ca::generate_key_and_csr(name).expect("csr")
+    xeno_clients::identity::key_and_csr(name).expect("csr")
 }
 
 fn party(id: String, certificate_pem: String, key_pem: String) -> Party {
@@ -135,7 +135,9 @@ pub async fn register_server(address: &str, ca: &str, name: &str) -> Party {
 pub async fn admin(
     socket: &Path,
 ) -> xeno_schemas::proto::corp::v1::corp_admin_client::CorpAdminClient<Channel> {
-    xeno_corp::admin::connect(socket).await.expect("admin")
+    xeno_clients::corp_admin::connect(socket)
+        .await
+        .expect("admin")
 }
 
 pub async fn deposit(socket: &Path, account: &str, minor: u64) {

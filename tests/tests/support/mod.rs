@@ -5,6 +5,7 @@
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tonic::transport::Channel;
+use xeno_clients::transport::{Credentials, Peer, connect};
 use xeno_schemas::Document;
 use xeno_schemas::documents::{
     EnvironmentalRequirements, Program, PurchaseOrder, Restrictions, TaskDescription,
@@ -15,7 +16,6 @@ use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
 use xeno_schemas::proto::server::v1 as pb;
 use xeno_schemas::proto::server::v1::xeno_server_client::XenoServerClient;
 use xeno_schemas::signing::{SigningKey, pem_to_der};
-use xeno_schemas::transport::{Credentials, Peer, connect};
 
 pub const POUND: u64 = 1_000_000;
 
@@ -49,7 +49,7 @@ async fn register_server(
     corp: &xeno_corp::daemon::RunningCorp,
     dir: &Path,
 ) -> (PathBuf, PathBuf, PathBuf) {
-    let (key_pem, csr_pem) = xeno_corp::ca::generate_key_and_csr("xenoserver").expect("csr");
+    let (key_pem, csr_pem) = xeno_clients::identity::key_and_csr("xenoserver").expect("csr");
     let mut anonymous = XenoCorpClient::new(
         connect(
             &corp.grpc_addr.to_string(),
@@ -122,7 +122,7 @@ impl Platform {
             .await
             .expect("server");
         let client = Self::new_client(&corp, "Alice").await;
-        xeno_corp::admin::connect(&corp.admin_socket)
+        xeno_clients::corp_admin::connect(&corp.admin_socket)
             .await
             .expect("admin")
             .deposit(corp_pb::DepositRequest {
@@ -143,7 +143,7 @@ impl Platform {
 
     pub async fn new_client(corp: &xeno_corp::daemon::RunningCorp, name: &str) -> Client {
         let ca = corp.ca_certificate_pem.clone();
-        let (key_pem, csr_pem) = xeno_corp::ca::generate_key_and_csr(name).expect("csr");
+        let (key_pem, csr_pem) = xeno_clients::identity::key_and_csr(name).expect("csr");
         let mut anonymous = XenoCorpClient::new(
             connect(&corp.grpc_addr.to_string(), &ca, None, &Peer::Corp(None))
                 .await
@@ -210,7 +210,7 @@ impl Platform {
     }
 
     pub async fn invariants(&self) {
-        let report = xeno_corp::admin::connect(&self.corp.admin_socket)
+        let report = xeno_clients::corp_admin::connect(&self.corp.admin_socket)
             .await
             .expect("admin")
             .check_invariants(corp_pb::CheckInvariantsRequest {})

@@ -38,6 +38,7 @@ impl<T: Ord> Default for CountedSet<T> {
 
 impl<T: Ord> CountedSet<T> {
     /// Elements in the set.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -88,6 +89,7 @@ impl<T: Ord> CountedSet<T> {
     }
 
     /// Removes `value`; false if it was not there.
+    #[cfg(test)]
     pub fn remove(&mut self, value: &T) -> bool {
         self.remove_by(|element| element.cmp(value))
     }
@@ -165,6 +167,7 @@ impl<T: Ord> CountedSet<T> {
     }
 
     /// Every element, in order.
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
         self.blocks.iter().flatten()
     }

@@ -22,7 +22,7 @@ pub const COMPACT_FACTOR: u64 = 3;
 pub const COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
 /// Largest record accepted when reading back: a document of the largest size the XIS accepts
 /// plus the header. Anything larger is a torn or foreign file.
-pub const RECORD_BYTES_MAX: usize = crate::core::ADVERTISEMENT_BYTES_MAX + 8;
+pub const RECORD_BYTES_MAX: usize = xeno_clients::xis::ADVERTISEMENT_BYTES_MAX + 8;
 
 const HEADER_BYTES: usize = 8;
 

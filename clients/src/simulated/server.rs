@@ -2,7 +2,7 @@
 //! advertisements with whatever content the caller sets.
 //!
 //! ```
-//! use xeno_xis::testing::SimulatedServer;
+//! use xeno_clients::simulated::SimulatedServer;
 //! let server = SimulatedServer::generate();
 //! let xml = server.signed_xml(1, |advertisement| {
 //!     advertisement.endpoint = "xs1.example.net:7443".to_owned();

@@ -12,15 +12,14 @@
 //! reach it through `up-a`, 3 and 4 through `up-b`). Two servers' paths share no link exactly
 //! when their providers reach the host through different upstream routers.
 
+use super::SimulatedServer;
+use crate::vivaldi::Coordinates;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use xeno_schemas::documents::{
     Environment, Load, Location, NetworkPath, PriceSheet, ServerAdvertisement,
 };
 use xeno_schemas::schema::Decimal;
-use xeno_xis::testing::SimulatedServer;
-
-use crate::vivaldi::Coordinates;
 
 /// The host the generated paths lead toward (the paper's example address).
 pub const DISJOINT_HOST: &str = "128.232.8.50";

@@ -2,8 +2,8 @@
 //! discovery systems (lookups) call.
 //!
 //! ```no_run
-//! # async fn example(signed: xeno_schemas::documents::ServerAdvertisement) -> Result<(), xeno_xis::client::ClientError> {
-//! use xeno_xis::client;
+//! # async fn example(signed: xeno_schemas::documents::ServerAdvertisement) -> Result<(), xeno_clients::xis::ClientError> {
+//! use xeno_clients::xis as client;
 //! let channel = client::connect("127.0.0.1:7300").await?;
 //! // The environment manager, every 30 seconds, with a new version each time:
 //! let stored = client::advertise(channel.clone(), &signed).await?;
@@ -16,13 +16,79 @@
 //! # Ok(()) }
 //! ```
 
-pub use crate::core::PAGE_SIZE_MAX;
-use crate::core::{ADVERTISEMENT_BYTES_MAX, Advertised, Match};
+pub mod advertiser;
+pub mod query;
+
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use xeno_schemas::documents::{Document, ServerAdvertisement};
 use xeno_schemas::proto::xis::v1 as pb;
 use xeno_schemas::proto::xis::v1::xis_client::XisClient;
+
+/// Largest advertisement accepted, checked before parsing: the schema's document limit for
+/// every XML document of the platform (64 KiB), which the largest legal advertisement fits.
+pub const ADVERTISEMENT_BYTES_MAX: usize = 64 * 1024;
+const _: () = assert!(
+    ADVERTISEMENT_BYTES_MAX
+        == xeno_schemas::documents::advertisement::SCHEMA
+            .limits
+            .document_bytes_max
+);
+
+/// Most matches in one page: the contract's bound, which keeps one answer under ~200 KB.
+pub const PAGE_SIZE_MAX: u32 = 1000;
+/// Page size when the request leaves it 0.
+pub const PAGE_SIZE_DEFAULT: u32 = 100;
+
+/// Largest request an XIS accepts: an advertisement (64 KiB) with room for the envelope.
+pub const MESSAGE_BYTES_MAX: usize = 128 * 1024;
+/// Largest response an XIS sends: a full page of 1,000 matches with 256-byte values and
+/// endpoints.
+pub const RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// An accepted advertisement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertised {
+    /// The server.
+    pub server_id: String,
+    /// The version now stored.
+    pub version: u64,
+    /// How many tokens were indexed.
+    pub tokens: u32,
+}
+
+/// Which values a lookup wants.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values {
+    /// Numbers in `[min, max]`; `None` leaves that end open.
+    Range {
+        /// Lowest, inclusive.
+        min: Option<f64>,
+        /// Highest, inclusive.
+        max: Option<f64>,
+    },
+    /// Values equal to this (numbers compare as numbers).
+    Exact(String),
+    /// Every value: the servers that carry the token at all.
+    Any,
+}
+
+/// One match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match {
+    /// The server.
+    pub server_id: String,
+    /// The token's value in its advertisement.
+    pub value: String,
+    /// The advertisement's version.
+    pub version: u64,
+    /// How long ago the XIS received it, ms.
+    pub age_ms: u64,
+    /// Older than one TTL.
+    pub stale: bool,
+    /// The server's endpoint.
+    pub endpoint: String,
+}
 
 /// How long a call may take before the client gives up.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,7 +138,7 @@ pub enum ClientError {
 
 /// An endpoint for `address` (`host:port`, `http://…` or `https://…`), connecting lazily.
 /// Plain TCP unless the address says `https://` (then the system's roots are not used: pass a
-/// channel built with [`xeno_schemas::transport`] for TLS with a corp CA).
+/// channel built with [`crate::transport`] for TLS with a corp CA).
 pub fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
     let url = if address.contains("://") {
         address.to_owned()
@@ -105,8 +171,8 @@ pub async fn connect(address: &str) -> Result<Channel, ClientError> {
 
 fn client(channel: Channel) -> XisClient<Channel> {
     XisClient::new(channel)
-        .max_decoding_message_size(crate::service::RESPONSE_BYTES_MAX)
-        .max_encoding_message_size(crate::service::MESSAGE_BYTES_MAX)
+        .max_decoding_message_size(RESPONSE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX)
 }
 
 /// Publishes a signed advertisement. Errors as the proto documents: `InvalidArgument`
@@ -227,6 +293,8 @@ pub async fn get_advertisement(
             advertisement.server_id
         )));
     }
-    crate::core::check_signature(&advertisement).map_err(|error| forged(error.to_string()))?;
+    advertisement
+        .check_self_certified()
+        .map_err(|error| forged(error.to_string()))?;
     Ok((advertisement, response))
 }

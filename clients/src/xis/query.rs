@@ -8,7 +8,7 @@
 //! `100-150` form is accepted for non-negative numbers) or `token` alone (any value).
 //!
 //! ```
-//! use xeno_xis::query::{Query, and, or, Found};
+//! use xeno_clients::xis::query::{Query, and, or, Found};
 //! let query = Query::parse("EnvType=Wasm CPUmsps=100..150 | Country=GB").unwrap();
 //! assert_eq!(query.to_string(), "(EnvType=Wasm AND CPUmsps=100..150) OR Country=GB");
 //! let a = vec![Found::new("s1", "h1:1"), Found::new("s2", "h2:1")];
@@ -17,8 +17,7 @@
 //! assert_eq!(or(a, b).len(), 3);
 //! ```
 
-use crate::client::{self, ClientError};
-use crate::core::{Match, Values};
+use crate::xis::{self as client, ClientError, Match, Values};
 use std::collections::BTreeMap;
 use tonic::transport::Channel;
 use xeno_schemas::documents::tokens::{format_number, parse_plain_number};

@@ -12,14 +12,14 @@
 //! Per charge this saves the HTTP/2 stream set-up, header coding and per-call tasks on both
 //! sides: `corp/benches/charges.rs` measures 1.5× the unary call's throughput with 64 servers.
 
-use crate::proto::corp::v1 as pb;
-use crate::proto::corp::v1::xeno_corp_client::XenoCorpClient;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+use xeno_schemas::proto::corp::v1 as pb;
+use xeno_schemas::proto::corp::v1::xeno_corp_client::XenoCorpClient;
 
 /// Most charges one charger keeps unanswered on its stream: the corp's own limit per stream.
 pub const IN_FLIGHT_MAX: usize = 1024;

@@ -11,9 +11,9 @@
 //! ```no_run
 //! # async fn example(key: xeno_schemas::signing::SigningKey,
 //! #     mut current: impl FnMut() -> xeno_schemas::documents::ServerAdvertisement + Send + 'static)
-//! # -> Result<(), xeno_xis::advertiser::AdvertiserError> {
+//! # -> Result<(), xeno_clients::xis::advertiser::AdvertiserError> {
 //! use xeno_schemas::documents::Document;
-//! use xeno_xis::advertiser::{Advertiser, AdvertiserConfig};
+//! use xeno_clients::xis::advertiser::{Advertiser, AdvertiserConfig};
 //! let config = AdvertiserConfig::default(); // every 30 s, to 127.0.0.1:7300
 //! let advertiser = Advertiser::spawn(config, move |version| {
 //!     let mut advertisement = current();
@@ -28,11 +28,11 @@
 //! # Ok(()) }
 //! ```
 
-use crate::client::{self, ClientError};
-use crate::core::{Advertised, now_ms};
+use crate::xis::{self as client, Advertised, ClientError};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
+use xeno_schemas::clock::now_unix_ms as now_ms;
 use xeno_schemas::documents::ServerAdvertisement;
 
 /// Shortest refresh interval accepted: faster refreshes only load the XIS.

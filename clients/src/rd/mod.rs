@@ -1,14 +1,13 @@
 //! Asking a resource discovery system: what the `xeno` client (and `xeno dev`) calls.
 //!
-//! [`find_xeno_servers`] sends a [`FindRequest`] (the same type the core takes) and returns the
+//! [`find_xeno_servers`] sends a [`FindRequest`] (the same type the RD core takes) and returns the
 //! ranked suggestions with each server's advertisement parsed and its signature checked here,
 //! so the caller can trust the price sheet, load and location it shows, then ask a suggested
 //! server directly for a spot price.
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), xeno_rd::client::RdClientError> {
-//! use xeno_rd::client;
-//! use xeno_rd::core::{Asked, FindRequest};
+//! # async fn example() -> Result<(), xeno_clients::rd::RdClientError> {
+//! use xeno_clients::rd::{self as client, Asked, FindRequest};
 //! use xeno_schemas::documents::{EnvironmentalRequirements, Money};
 //! let channel = client::connect("127.0.0.1:7400").await?;
 //! let answer = client::find_xeno_servers(channel, &FindRequest {
@@ -25,13 +24,64 @@
 //! # Ok(()) }
 //! ```
 
-use crate::core::{Asked, FindRequest, Host};
+use crate::vivaldi::Coordinates;
+use crate::xis::ClientError;
 use tonic::transport::Channel;
-use xeno_schemas::documents::{Document, Money, ServerAdvertisement};
+use xeno_schemas::documents::{Document, EnvironmentalRequirements, Money, ServerAdvertisement};
 use xeno_schemas::proto::common::v1 as common;
 use xeno_schemas::proto::rd::v1 as pb;
 use xeno_schemas::proto::rd::v1::resource_discovery_client::ResourceDiscoveryClient;
-use xeno_xis::client::ClientError;
+
+/// Most suggestions in one answer (the contract's bound).
+pub const MAX_RESULTS_MAX: u32 = 100;
+/// Suggestions when the request asks for 0.
+pub const MAX_RESULTS_DEFAULT: u32 = 10;
+/// Most hosts in one request: each costs a distance per candidate.
+pub const HOSTS_PER_REQUEST_MAX: usize = 16;
+/// Largest request an RD system accepts: a requirements document (64 KiB) and hosts.
+pub const MESSAGE_BYTES_MAX: usize = 128 * 1024;
+/// Largest response an RD system sends: 100 suggestions with their advertisements (64 KiB
+/// each at most).
+pub const RESPONSE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// A host the client cares about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Host {
+    /// An address, resolved from the configured hosts or the catalogue.
+    Address(String),
+    /// Coordinates the client computed.
+    Coordinates(Coordinates),
+}
+
+/// The objective as asked, before defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Asked {
+    /// Cheapest for a duration within a budget (0 and `None`: the requirements' own
+    /// `MaxDurationSeconds` and `MaxSpend`).
+    Cheapest {
+        /// Seconds.
+        duration_seconds: u64,
+        /// Budget.
+        budget: Option<Money>,
+    },
+    /// Near these hosts.
+    Near(Vec<Host>),
+    /// Equidistant from these hosts (tolerance 0: the policy's default).
+    Equidistant(Vec<Host>, f64),
+    /// Disjoint paths toward this host.
+    Disjoint(String),
+}
+
+/// A FindXenoServers request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindRequest {
+    /// What the session needs.
+    pub requirements: EnvironmentalRequirements,
+    /// The objective.
+    pub objective: Asked,
+    /// Most suggestions (0: the default).
+    pub max_results: u32,
+}
 
 /// Why a FindXenoServers call failed.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +131,7 @@ pub struct Answer {
 
 /// Connects to an RD system (`host:port` or a URL).
 pub async fn connect(address: &str) -> Result<Channel, RdClientError> {
-    Ok(xeno_xis::client::connect(address).await?)
+    Ok(crate::xis::connect(address).await?)
 }
 
 fn host_to_proto(host: &Host) -> pb::Host {
@@ -169,8 +219,8 @@ pub async fn find_xeno_servers(
     request: &FindRequest,
 ) -> Result<Answer, RdClientError> {
     let response = ResourceDiscoveryClient::new(channel)
-        .max_decoding_message_size(crate::service::RESPONSE_BYTES_MAX)
-        .max_encoding_message_size(crate::service::MESSAGE_BYTES_MAX)
+        .max_decoding_message_size(RESPONSE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX)
         .find_xeno_servers(to_proto(request))
         .await?
         .into_inner();

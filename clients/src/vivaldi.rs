@@ -11,7 +11,7 @@
 //! confident the two are (their error estimates), with the adaptive timestep `δ = c_c·w`.
 //!
 //! ```
-//! use xeno_rd::vivaldi::{VivaldiConfig, VivaldiNode};
+//! use xeno_clients::vivaldi::{VivaldiConfig, VivaldiNode};
 //! let config = VivaldiConfig::default();
 //! let mut a = VivaldiNode::new(config, 1);
 //! let mut b = VivaldiNode::new(config, 2);
