@@ -9,8 +9,8 @@
 //! for another server, whatever names its endpoint or certificate carry.
 //!
 //! ```no_run
-//! # async fn example(ca_pem: &str, server_id: &str) -> Result<(), xeno_schemas::transport::TransportError> {
-//! use xeno_schemas::transport::{Peer, connect};
+//! # async fn example(ca_pem: &str, server_id: &str) -> Result<(), xeno_clients::transport::TransportError> {
+//! use xeno_clients::transport::{Peer, connect};
 //! // The corp, by its role under its CA.
 //! let corp = connect("corp.example:7100", ca_pem, None, &Peer::corp("corp-a")).await?;
 //! // The very server chosen from the XIS, by its id.

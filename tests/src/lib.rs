@@ -7,8 +7,10 @@
 //!
 //! - [`prerequisite`]: what a test needs from the machine, skipped visibly without it, and
 //!   failed under `CI=true`.
+//! - [`probe`]: gRPC health and reflection as an operator's tools ask them.
 //! - [`fuzz`]: arbitrary messages against the task manager and XenoServer RPC surfaces,
 //!   for the property tests and the cargo-fuzz targets (`tests/fuzz/`).
 
 pub mod fuzz;
 pub mod prerequisite;
+pub mod probe;

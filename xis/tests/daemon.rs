@@ -2,39 +2,6 @@
 //! handling (defaults shown, mistakes named before anything starts).
 
 use std::process::Command;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-
-/// The services the daemon lists over gRPC reflection.
-async fn reflected_services(channel: tonic::transport::Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut answers = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream::iter(vec![request]))
-        .await
-        .expect("reflection")
-        .into_inner();
-    let answer = answers
-        .message()
-        .await
-        .expect("answer")
-        .expect("one answer");
-    match answer.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => list
-            .service
-            .into_iter()
-            .map(|service| service.name)
-            .collect(),
-        other => panic!("unexpected reflection answer {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_reports_healthy() {
     let config: xeno_xis::config::Config =
@@ -43,20 +10,7 @@ async fn the_daemon_reports_healthy() {
     let channel = xeno_clients::xis::connect(&xis.addr.to_string())
         .await
         .expect("connect");
-    let status = HealthClient::new(channel.clone())
-        .check(HealthCheckRequest {
-            service: "xenoserve.xis.v1.Xis".to_owned(),
-        })
-        .await
-        .expect("health")
-        .into_inner()
-        .status;
-    assert_eq!(status, ServingStatus::Serving as i32);
-    let services = reflected_services(channel).await;
-    assert!(
-        services.iter().any(|name| name == "xenoserve.xis.v1.Xis"),
-        "{services:?}"
-    );
+    xeno_tests::probe::assert_serving_and_reflected(channel, "xenoserve.xis.v1.Xis").await;
     xis.shutdown().await;
 }
 
