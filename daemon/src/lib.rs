@@ -4,7 +4,8 @@
 //! and resource discovery `xeno-rd`) differ in what they serve, not in how they run: each
 //! reads one TOML file with documented defaults ([`config`]), logs through `tracing` to stderr
 //! ([`init_tracing`]), offers gRPC health and reflection beside its service ([`grpc`]), and runs
-//! a few servers and loops that stop together and report the first that fails ([`Servers`]).
+//! a few servers and loops that stop together and report the first that fails ([`Servers`]),
+//! and its binary's `main` is [`run`] over its [`Daemon`].
 //! That is written here once.
 //!
 //! ```
@@ -23,9 +24,11 @@
 pub mod config;
 pub mod grpc;
 mod lifecycle;
+mod run;
 
 pub use config::{DaemonArgs, DaemonConfig};
 pub use lifecycle::Servers;
+pub use run::{Daemon, run};
 
 /// Logs to stderr, filtered by `RUST_LOG` (`info` by default).
 pub fn init_tracing() {

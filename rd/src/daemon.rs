@@ -119,3 +119,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningRd> {
         servers,
     })
 }
+
+impl xeno_daemon::Daemon for RunningRd {
+    type Config = Config;
+
+    async fn start(config: Config) -> anyhow::Result<RunningRd> {
+        start(config).await
+    }
+
+    fn serving(&self) -> String {
+        format!("xeno-rd grpc={}", self.addr)
+    }
+
+    async fn wait(self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        RunningRd::wait(self, signal).await
+    }
+}

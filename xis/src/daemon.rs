@@ -137,3 +137,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningXis> {
         servers,
     })
 }
+
+impl xeno_daemon::Daemon for RunningXis {
+    type Config = Config;
+
+    async fn start(config: Config) -> anyhow::Result<RunningXis> {
+        start(config).await
+    }
+
+    fn serving(&self) -> String {
+        format!("xis grpc={}", self.addr)
+    }
+
+    async fn wait(self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        RunningXis::wait(self, signal).await
+    }
+}
