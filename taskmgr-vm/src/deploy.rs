@@ -218,6 +218,8 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
             slot_index: 0,
             clear_child_tid: 0,
             waiter: Arc::new(Waiter::default()),
+            io_waiter: Arc::new(Waiter::default()),
+            mask: 0,
         },
     );
     let process = Process {
@@ -254,6 +256,7 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
         kstack: first_slot,
         futexes: BTreeMap::new(),
         ending: None,
+        resume: None,
     };
     process.meter_memory();
     limits.deadline =

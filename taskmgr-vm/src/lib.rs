@@ -90,10 +90,15 @@
 //!   on a further vCPU of the domain in the same address space, with `futex` (`kernel/threads.rs`,
 //!   at most 64 threads per task, and the read fast path off once a task has a second
 //!   thread); `fork`, `vfork` and any other `clone` fail with `EAGAIN`, `execve` with
-//!   `EACCES`, `pipe` with `EMFILE`.
-//! - Signals are per task, not per thread: handlers run (`kernel/sigframe.rs`) for signals a task
-//!   sends itself and for faults, with masks, `SA_NODEFER`, `SA_RESETHAND` and `rt_sigreturn`;
-//!   there are no alternate signal stacks, and the frame carries no FPU state.
+//!   `EACCES`. Its threads talk through pipes (Linux's 16-page queue, atomic writes up to
+//!   `PIPE_BUF`, `EPIPE` and `SIGPIPE`), eventfds, and `poll`, `ppoll`, `select` and `pselect6`
+//!   over every kind of descriptor; a blocked call waits outside the process lock and ends
+//!   when the task is stopped, destroyed or past its wall-clock limit (`kernel/wait.rs`).
+//!   `/dev` has `null`, `zero`, `full`, `random` and `urandom`.
+//! - Signals are the task's, masks each thread's: handlers run (`kernel/sigframe.rs`) for
+//!   signals a task sends itself and for faults, with masks, `SA_NODEFER`, `SA_RESETHAND` and
+//!   `rt_sigreturn`; there are no alternate signal stacks, the frame carries no FPU state, and
+//!   a signal does not interrupt another thread's blocked call.
 //! - Kernel images ([`DomainKind::KernelImage`]) are refused with UNIMPLEMENTED.
 //! - `disk_mb` and `net_kbps` are not enforced: there is no quota on the scratch directory and
 //!   no network at all.

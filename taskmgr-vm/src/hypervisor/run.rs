@@ -22,6 +22,7 @@ use crate::kernel::rate::{Admission, CpuGate};
 use crate::kernel::sigframe;
 use crate::kernel::syscalls::{self, Errno, Flow};
 use crate::kernel::threads::{self, TaskRuntime};
+use crate::kernel::wait::{Blocked, Resume};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -78,6 +79,8 @@ enum Step {
     Sleep(Instant),
     /// Wait in a futex until woken or the deadline.
     FutexWait(Option<Instant>, u64),
+    /// Wait for a descriptor, then run the call again.
+    Block(Blocked),
     ThreadExit(i32),
     End(Outcome),
 }
@@ -94,19 +97,21 @@ pub(crate) fn run(
     signal::block_in_this_thread();
     let os_tid = signal::this_thread();
     let control = Arc::clone(&runtime.task.control);
-    let waiter = {
+    let waiters = {
         let process = lock(&runtime.process);
         process
             .threads
             .live
             .get(&tid)
-            .map(|info| Arc::clone(&info.waiter))
+            .map(|info| (Arc::clone(&info.waiter), Arc::clone(&info.io_waiter)))
     };
-    let waiter = waiter.unwrap_or_default();
-    waiter.os_tid.store(os_tid, Ordering::Release);
+    let waiters = waiters.unwrap_or_default();
+    for waiter in [&waiters.0, &waiters.1] {
+        waiter.os_tid.store(os_tid, Ordering::Release);
+    }
     control.register(os_tid);
     let end = run_registered(
-        runtime, vcpu, tid, start, &control, os_tid, &waiter, on_enter,
+        runtime, vcpu, tid, start, &control, os_tid, &waiters, on_enter,
     );
     control.deregister(os_tid);
     // A kick sent just before the thread was deregistered must not linger for its next use.
@@ -134,7 +139,7 @@ fn run_registered(
     start: StartState,
     control: &TaskControl,
     os_tid: i32,
-    waiter: &Waiter,
+    (waiter, io_waiter): &(Arc<Waiter>, Arc<Waiter>),
     on_enter: &dyn Fn(),
 ) -> ThreadEnd {
     let limits = &runtime.limits;
@@ -182,8 +187,13 @@ fn run_registered(
         if let Some(outcome) = admit(limits, control, &cpu_timer) {
             break end_task(runtime, outcome);
         }
+        let mut next = None;
         let ended = loop {
-            match step(runtime, vcpu, tid) {
+            let current = match next.take() {
+                Some(resumed) => resumed,
+                None => step(runtime, vcpu, tid),
+            };
+            match current {
                 Step::Continue => {}
                 Step::Interrupted => break None,
                 Step::Sleep(until) => {
@@ -195,6 +205,18 @@ fn run_registered(
                     futex_wait(runtime, vcpu, tid, control, waiter, until, address);
                     break None;
                 }
+                Step::Block(blocked) => match block_wait(control, limits, io_waiter, blocked) {
+                    Some(timed_out) => next = Some(resume(runtime, vcpu, tid, blocked, timed_out)),
+                    None => {
+                        // The task is ending: the call ends with what it did, or EINTR.
+                        vcpu.regs_mut().rax = if blocked.progress > 0 {
+                            blocked.progress
+                        } else {
+                            (-i64::from(Errno::EINTR.0)) as u64
+                        };
+                        break None;
+                    }
+                },
                 Step::ThreadExit(status) => break Some(ThreadEnd::Exit(status)),
                 Step::End(outcome) => break Some(end_task(runtime, outcome)),
             }
@@ -297,6 +319,52 @@ fn futex_wait(
     }
 }
 
+/// Sleeps until the thread's I/O waiter is woken or `blocked`'s deadline passes: whether it
+/// timed out, or `None` when the task must stop instead.
+fn block_wait(
+    control: &TaskControl,
+    limits: &RunLimits,
+    waiter: &Waiter,
+    blocked: Blocked,
+) -> Option<bool> {
+    loop {
+        if must_stop_waiting(control, limits) {
+            return None;
+        }
+        if waiter.woken.load(Ordering::Acquire) {
+            return Some(false);
+        }
+        let now = Instant::now();
+        if blocked.until.is_some_and(|until| now >= until) {
+            return Some(true);
+        }
+        let left = blocked.until.map_or(WAIT_STEP, |until| {
+            until.saturating_duration_since(now).min(WAIT_STEP)
+        });
+        signal::wait(left);
+    }
+}
+
+/// Runs a call that waited again, telling it its deadline and what it had done.
+fn resume(
+    runtime: &Arc<TaskRuntime>,
+    vcpu: &mut Vcpu,
+    tid: i32,
+    blocked: Blocked,
+    timed_out: bool,
+) -> Step {
+    let mut process = lock(&runtime.process);
+    process.enter(tid);
+    process.resume = Some(Resume {
+        until: blocked.until,
+        timed_out,
+        progress: blocked.progress,
+    });
+    let step = syscall(runtime, &mut process, vcpu);
+    process.resume = None;
+    step
+}
+
 /// One entry into the guest and the handling of its exit.
 fn step(runtime: &Arc<TaskRuntime>, vcpu: &mut Vcpu, tid: i32) -> Step {
     match vcpu.run() {
@@ -387,6 +455,7 @@ fn syscall(runtime: &Arc<TaskRuntime>, process: &mut Process, vcpu: &mut Vcpu) -
         ))),
         Flow::Sleep(until) => Step::Sleep(until),
         Flow::FutexWait(until, address) => Step::FutexWait(until, address),
+        Flow::Block(blocked) => Step::Block(blocked),
         Flow::Clone(args) => {
             let result = threads::clone(runtime, process, vcpu, args);
             vcpu.regs_mut().rax = match result {

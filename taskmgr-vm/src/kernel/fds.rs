@@ -1,8 +1,12 @@
 //! A task's file descriptor table. Descriptors 0, 1 and 2 start as an empty stdin and the
-//! task's stdout and stderr; the others are files and directories of the session directory.
+//! task's stdout and stderr; the others are files and directories of the session directory,
+//! pipe ends, eventfds and devices.
 //! Duplicated descriptors share one open file (and so one offset), as on Linux.
 
 use crate::hypervisor::fastpath::WindowSlot;
+use crate::kernel::devices::Device;
+use crate::kernel::eventfd::EventFd;
+use crate::kernel::pipe::PipeEnd;
 use crate::kernel::syscalls::Errno;
 use std::sync::{Arc, Mutex};
 use xeno_schemas::proto::common::v1::OutputStream;
@@ -13,8 +17,12 @@ pub(crate) const FDS_MAX: usize = 1024;
 
 /// What a descriptor refers to.
 pub(crate) enum Kind {
-    /// Reads end of file, writes are discarded (stdin, `/dev/null`).
-    Null,
+    /// A character device (the empty stdin is `/dev/null`).
+    Device(Device),
+    /// One end of a pipe.
+    Pipe(PipeEnd),
+    /// An eventfd counter.
+    Event(EventFd),
     /// The task's stdout or stderr.
     Output(OutputStream),
     /// A regular file (or anything else that is not a directory) of the session directory.
@@ -81,7 +89,7 @@ impl FdTable {
         };
         FdTable {
             slots: vec![
-                slot(Kind::Null, 0),
+                slot(Kind::Device(Device::Null), 0),
                 slot(Kind::Output(OutputStream::Stdout), 1),
                 slot(Kind::Output(OutputStream::Stderr), 1),
             ],

@@ -4,16 +4,22 @@
 //! ([`threads`]) that answer its system calls ([`syscalls`]), deliver its signals
 //! ([`sigframe`]), resolve its page faults ([`fault`]) and stream its output ([`output`]); a
 //! task is stopped through its [`control`] and paced by its domain's CPU gate ([`rate`]).
+//! Besides files, a descriptor can be a [`pipe`], an [`eventfd`] or one of the [`devices`];
+//! a call that must wait for one blocks through [`wait`].
 
 pub(crate) mod control;
+pub(crate) mod devices;
+pub(crate) mod eventfd;
 pub(crate) mod fault;
 pub(crate) mod fds;
 pub(crate) mod files;
 pub(crate) mod mm;
 pub(crate) mod output;
 pub(crate) mod paging;
+pub(crate) mod pipe;
 pub(crate) mod process;
 pub(crate) mod rate;
 pub(crate) mod sigframe;
 pub(crate) mod syscalls;
 pub(crate) mod threads;
+pub(crate) mod wait;

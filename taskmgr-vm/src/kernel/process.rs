@@ -25,7 +25,8 @@ use xeno_taskmgr_kit::metering::TaskMeter;
 /// Most distinct unknown system call numbers a task's log keeps counts for.
 const UNKNOWN_SYSCALLS_KEPT: usize = 64;
 
-/// Signal dispositions (single-threaded: one mask, one table).
+/// Signal dispositions (one table for the task), the current thread's mask, and the signals
+/// pending for the task.
 #[derive(Debug, Clone)]
 pub(crate) struct Signals {
     /// `struct sigaction` as the task set it (handler, flags, restorer, mask), by signal.
@@ -67,6 +68,9 @@ pub(crate) struct Process {
     pub(crate) futexes: BTreeMap<u64, VecDeque<Arc<Waiter>>>,
     /// How the task ends, once decided (the first decision wins).
     pub(crate) ending: Option<Outcome>,
+    /// For the call being run again after a wait: its deadline and what it had done (set
+    /// only while that call runs).
+    pub(crate) resume: Option<crate::kernel::wait::Resume>,
 }
 
 /// A thread's place in `futex` waits: set when woken, and its vCPU thread to kick.
@@ -84,6 +88,12 @@ pub(crate) struct ThreadInfo {
     /// `set_tid_address` / CLONE_CHILD_CLEARTID: zeroed and woken when the thread exits.
     pub(crate) clear_child_tid: u64,
     pub(crate) waiter: Arc<Waiter>,
+    /// Its place in the queues of pipes and eventfds it blocks on ([`crate::kernel::wait`]):
+    /// apart from `waiter`, so that a stale wake-up from one never ends a futex wait.
+    pub(crate) io_waiter: Arc<Waiter>,
+    /// Its signal mask while another thread is current (the current thread's is
+    /// `Signals::mask`).
+    pub(crate) mask: u64,
 }
 
 /// A task's threads, by thread id.
@@ -96,10 +106,29 @@ pub(crate) struct Threads {
 impl Process {
     /// The VMM now acts for thread `tid` (its id and kernel pages become current).
     pub(crate) fn enter(&mut self, tid: i32) {
+        if self.tid != tid {
+            // Signal masks are per thread: the one in `signals` is the current thread's.
+            if let Some(previous) = self.threads.live.get_mut(&self.tid) {
+                previous.mask = self.signals.mask;
+            }
+            if let Some(info) = self.threads.live.get(&tid) {
+                self.signals.mask = info.mask;
+            }
+        }
         self.tid = tid;
         if let Some(info) = self.threads.live.get(&tid) {
             self.kstack = info.slot;
         }
+    }
+
+    /// The current thread's I/O waiter, reset for a new wait: what a blocking call queues
+    /// on the objects it waits for.
+    pub(crate) fn io_waiter(&self) -> Option<Arc<Waiter>> {
+        let waiter = Arc::clone(&self.threads.live.get(&self.tid)?.io_waiter);
+        waiter
+            .woken
+            .store(false, std::sync::atomic::Ordering::Release);
+        Some(waiter)
     }
 
     /// Whether the task has more than one thread (the read fast path is then off: its save

@@ -8,8 +8,9 @@
 //! them on `exit_group`, a fatal signal or fault, a stop, or its deadline.
 //!
 //! Limits: at most [`THREADS_MAX`] threads per task. With more than one thread the read fast
-//! path is off (its save area is one per address space), and signal masks are per task rather
-//! than per thread. `fork` and `vfork` (a second address space) are not supported: `EAGAIN`.
+//! path is off (its save area is one per address space). Signal masks are per thread;
+//! dispositions and pending signals are the task's. `fork` and `vfork` (a second address
+//! space) are not supported: `EAGAIN`.
 
 use crate::Domain;
 use crate::Task;
@@ -147,6 +148,9 @@ pub(crate) fn clone(
                 0
             },
             waiter: Arc::new(Waiter::default()),
+            io_waiter: Arc::new(Waiter::default()),
+            // A new thread starts with its creator's mask.
+            mask: process.signals.mask,
         },
     );
     let child_runtime = Arc::clone(runtime);

@@ -5,6 +5,7 @@
 
 use super::{Errno, SysResult};
 use crate::hypervisor::fastpath;
+use crate::kernel::devices::Device;
 use crate::kernel::fds::{Fd, Kind, OpenFile};
 use crate::kernel::files::{FsContext, PATH_BYTES_MAX};
 use crate::kernel::process::Process;
@@ -97,8 +98,8 @@ pub(crate) fn openat(
     let raw = process.read_cstr(path_va, PATH_BYTES_MAX)?;
     let flags = flags as u32;
     let cloexec = flags & O_CLOEXEC != 0;
-    if raw == b"/dev/null" {
-        let file = OpenFile::new(Kind::Null, flags & (O_ACCMODE | SETFL_MASK));
+    if let Some(device) = Device::at(&raw) {
+        let file = OpenFile::new(Kind::Device(device), flags & (O_ACCMODE | SETFL_MASK));
         return process.fds.insert(Fd { file, cloexec });
     }
     if flags & O_TMPFILE == O_TMPFILE {
@@ -301,13 +302,14 @@ impl Stat {
         }
     }
 
-    fn device(mode: u32) -> Stat {
+    /// A device or pipe: `(major, minor)` its device number.
+    fn device(mode: u32, (major, minor): (u32, u32)) -> Stat {
         Stat {
             dev: 5,
             ino: 1,
             nlink: 1,
             mode,
-            rdev: 0x0103,
+            rdev: u64::from(major) << 8 | u64::from(minor),
             size: 0,
             blksize: 4096,
             blocks: 0,
@@ -367,8 +369,10 @@ impl Stat {
 fn stat_of_fd(process: &Process, fd: u64) -> Result<Stat, Errno> {
     let file = process.fds.file(fd)?;
     match &file.kind {
-        Kind::Null => Ok(Stat::device(S_IFCHR | 0o666)),
-        Kind::Output(_) => Ok(Stat::device(S_IFIFO | 0o600)),
+        Kind::Device(device) => Ok(Stat::device(S_IFCHR | 0o666, device.number())),
+        Kind::Output(_) | Kind::Pipe(_) => Ok(Stat::device(S_IFIFO | 0o600, (0, 0))),
+        // An anonymous inode, as Linux reports an eventfd.
+        Kind::Event(_) => Ok(Stat::device(0o600, (0, 0))),
         Kind::File(handle) => handle
             .metadata()
             .map(|m| Stat::from_std(&m))
@@ -399,8 +403,8 @@ fn stat_of_path(
         }
         return stat_of_fd(process, u64::try_from(dirfd).map_err(|_| Errno::EBADF)?);
     }
-    if raw == b"/dev/null" {
-        return Ok(Stat::device(S_IFCHR | 0o666));
+    if let Some(device) = Device::at(&raw) {
+        return Ok(Stat::device(S_IFCHR | 0o666, device.number()));
     }
     let path = resolve_bytes(process, dirfd, &raw)?;
     let metadata = if flags & AT_SYMLINK_NOFOLLOW != 0 {

@@ -1,37 +1,83 @@
 //! Reading and writing descriptors: files of the session directory, the task's output
-//! streams, its empty stdin. Each call moves at most [`IO_BYTES_MAX`]; a longer request gets a
+//! streams, its empty stdin, pipes, eventfds and devices. Pipe and eventfd calls wait as
+//! Linux's do (or fail with `EAGAIN` under `O_NONBLOCK`). Each call moves at most [`IO_BYTES_MAX`]; a longer request gets a
 //! short count, which every program handles (Linux does the same past 2 GiB).
 
 use super::fs::rewind;
+use super::signal::{self, SIGPIPE};
 use super::{Errno, SysResult};
 use crate::hypervisor::fastpath;
-use crate::kernel::fds::Kind;
-use crate::kernel::process::Process;
+use crate::kernel::fds::{Kind, OpenFile};
+use crate::kernel::pipe::{PipeEnd, ReadOutcome, WriteOutcome};
+use crate::kernel::process::{Process, Waiter};
+use crate::kernel::wait::{Blocked, Io, IoResult};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 /// Most bytes one read or write moves: bounds the VMM's buffer per call.
 pub(crate) const IO_BYTES_MAX: u64 = 1 << 20;
 /// Most iovecs in one readv or writev (Linux's IOV_MAX).
 const IOV_MAX: u64 = 1024;
-/// Most descriptors in one poll.
-const POLL_FDS_MAX: u64 = 1024;
 
-pub(crate) fn read(process: &mut Process, fd: u64, buf: u64, count: u64) -> SysResult {
+/// `O_NONBLOCK`: waits are `EAGAIN` instead.
+const O_NONBLOCK: u32 = 0o4000;
+/// `ioctl` request: bytes waiting to be read (a pipe's).
+const FIONREAD: u64 = 0x541b;
+
+/// The waiter a blocking call on `file` queues, or `None` when the file is non-blocking.
+fn waiter_for(process: &Process, file: &OpenFile) -> Option<Arc<Waiter>> {
+    if file.flags() & O_NONBLOCK != 0 {
+        None
+    } else {
+        process.io_waiter()
+    }
+}
+
+/// Wait (having queued `waiter`) with `progress` done, or `EAGAIN` without a waiter.
+fn wait_or_again(waiter: Option<Arc<Waiter>>, progress: u64) -> IoResult {
+    match waiter {
+        Some(_) => Ok(Io::Wait(Blocked {
+            until: None,
+            progress,
+        })),
+        None => Err(Errno::EAGAIN),
+    }
+}
+
+pub(crate) fn read(process: &mut Process, fd: u64, buf: u64, count: u64) -> IoResult {
     let file = process.fds.file(fd)?;
     if !file.readable() {
         return Err(Errno::EBADF);
     }
     let count = count.min(IO_BYTES_MAX);
     process.check_user(buf, count, true)?;
-    let mut data = vec![0u8; usize::try_from(count).unwrap_or(0)];
-    let got = match &file.kind {
-        Kind::Null => 0,
+    let size = usize::try_from(count).unwrap_or(0);
+    let data = match &file.kind {
+        Kind::Device(device) => device.read(size)?,
         Kind::Output(_) => return Err(Errno::EBADF),
         Kind::Dir { .. } => return Err(Errno::EISDIR),
+        Kind::Pipe(end) => {
+            let waiter = waiter_for(process, &file);
+            match end.pipe.read(size, waiter.as_ref()) {
+                ReadOutcome::Data(data) => data,
+                ReadOutcome::Empty => return wait_or_again(waiter, 0),
+            }
+        }
+        Kind::Event(event) => {
+            if count < 8 {
+                return Err(Errno::EINVAL);
+            }
+            let waiter = waiter_for(process, &file);
+            match event.take(waiter.as_ref()) {
+                Some(value) => value.to_le_bytes().to_vec(),
+                None => return wait_or_again(waiter, 0),
+            }
+        }
         Kind::File(handle) => {
+            let mut data = vec![0u8; size];
             fastpath::refresh(process, fd, &file);
-            match fastpath::window_position(process, fd) {
+            let got = match fastpath::window_position(process, fd) {
                 Some(position) => {
                     let got = handle
                         .read_at(&mut data, position)
@@ -40,36 +86,101 @@ pub(crate) fn read(process: &mut Process, fd: u64, buf: u64, count: u64) -> SysR
                     got
                 }
                 None => (&*handle).read(&mut data).map_err(|e| Errno::from_io(&e))?,
-            }
+            };
+            data.truncate(got);
+            data
         }
     };
-    process.write_user(buf, &data[..got])?;
-    Ok(got as u64)
+    process.write_user(buf, &data)?;
+    Ok(Io::Done(data.len() as u64))
 }
 
-fn write_data(process: &mut Process, fd: u64, data: &[u8]) -> SysResult {
+/// Writes `data` to `fd`, of which the first `progress` bytes were written before this call
+/// last waited (only a pipe write waits part way).
+fn write_data(process: &mut Process, fd: u64, data: &[u8], progress: u64) -> IoResult {
     let file = process.fds.file(fd)?;
     if !file.writable() {
         return Err(Errno::EBADF);
     }
-    match &file.kind {
-        Kind::Null => Ok(data.len() as u64),
+    let written = match &file.kind {
+        Kind::Device(device) => device.write(data.len())? as u64,
         Kind::Output(stream) => {
             process.output.write(*stream, data);
-            Ok(data.len() as u64)
+            data.len() as u64
         }
-        Kind::Dir { .. } => Err(Errno::EISDIR),
+        Kind::Dir { .. } => return Err(Errno::EISDIR),
+        Kind::Event(event) => {
+            let value = data
+                .get(..8)
+                .and_then(|bytes| bytes.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or(Errno::EINVAL)?;
+            if value == u64::MAX {
+                return Err(Errno::EINVAL);
+            }
+            let waiter = waiter_for(process, &file);
+            if !event.add(value, waiter.as_ref()) {
+                return wait_or_again(waiter, 0);
+            }
+            8
+        }
+        Kind::Pipe(end) => return write_pipe(process, &file, end, data, progress),
         Kind::File(handle) => (&*handle)
             .write(data)
             .map(|n| n as u64)
-            .map_err(|e| Errno::from_io(&e)),
+            .map_err(|e| Errno::from_io(&e))?,
+    };
+    Ok(Io::Done(written))
+}
+
+/// A pipe write: all of `data` (from `progress` on), waiting for room as often as need be;
+/// `EPIPE` and `SIGPIPE` once no reader is left.
+fn write_pipe(
+    process: &mut Process,
+    file: &OpenFile,
+    end: &PipeEnd,
+    data: &[u8],
+    mut progress: u64,
+) -> IoResult {
+    if !end.write {
+        return Err(Errno::EBADF);
+    }
+    let waiter = waiter_for(process, file);
+    loop {
+        let rest = data
+            .get(usize::try_from(progress).unwrap_or(usize::MAX)..)
+            .unwrap_or(&[]);
+        if rest.is_empty() {
+            return Ok(Io::Done(progress));
+        }
+        match end.pipe.write(rest, waiter.as_ref()) {
+            WriteOutcome::Wrote(count) => progress += count as u64,
+            WriteOutcome::Full if waiter.is_none() && progress > 0 => {
+                return Ok(Io::Done(progress));
+            }
+            WriteOutcome::Full => return wait_or_again(waiter, progress),
+            WriteOutcome::Broken => {
+                signal::raise(process, SIGPIPE, 0);
+                return if progress > 0 {
+                    Ok(Io::Done(progress))
+                } else {
+                    Err(Errno::EPIPE)
+                };
+            }
+        }
     }
 }
 
-pub(crate) fn write(process: &mut Process, fd: u64, buf: u64, count: u64) -> SysResult {
+/// What the call being run again had written before it waited.
+fn progress(process: &Process) -> u64 {
+    process.resume.map_or(0, |resume| resume.progress)
+}
+
+pub(crate) fn write(process: &mut Process, fd: u64, buf: u64, count: u64) -> IoResult {
     process.fds.get(fd)?;
     let data = process.read_user(buf, usize::try_from(count.min(IO_BYTES_MAX)).unwrap_or(0))?;
-    write_data(process, fd, &data)
+    let progress = progress(process);
+    write_data(process, fd, &data, progress)
 }
 
 pub(crate) fn pread(
@@ -140,23 +251,28 @@ fn iovecs(process: &mut Process, iov: u64, count: u64) -> Result<Vec<(u64, u64)>
         .collect())
 }
 
-pub(crate) fn readv(process: &mut Process, fd: u64, iov: u64, count: u64) -> SysResult {
+pub(crate) fn readv(process: &mut Process, fd: u64, iov: u64, count: u64) -> IoResult {
     let vectors = iovecs(process, iov, count)?;
     let mut total = 0u64;
     for (base, len) in vectors {
         if len == 0 {
             continue;
         }
-        let got = read(process, fd, base, len.min(IO_BYTES_MAX - total))?;
+        let got = match read(process, fd, base, len.min(IO_BYTES_MAX - total))? {
+            Io::Done(got) => got,
+            // Only the first buffer waits; after data, the call returns what it has.
+            Io::Wait(blocked) if total == 0 => return Ok(Io::Wait(blocked)),
+            Io::Wait(_) => break,
+        };
         total += got;
         if got < len || total >= IO_BYTES_MAX {
             break;
         }
     }
-    Ok(total)
+    Ok(Io::Done(total))
 }
 
-pub(crate) fn writev(process: &mut Process, fd: u64, iov: u64, count: u64) -> SysResult {
+pub(crate) fn writev(process: &mut Process, fd: u64, iov: u64, count: u64) -> IoResult {
     process.fds.get(fd)?;
     let vectors = iovecs(process, iov, count)?;
     // Gathered into one write, so that one writev is one chunk of output.
@@ -169,7 +285,8 @@ pub(crate) fn writev(process: &mut Process, fd: u64, iov: u64, count: u64) -> Sy
         let take = usize::try_from(len.min(room)).unwrap_or(0);
         data.extend_from_slice(&process.read_user(base, take)?);
     }
-    write_data(process, fd, &data)
+    let progress = progress(process);
+    write_data(process, fd, &data, progress)
 }
 
 pub(crate) fn lseek(process: &mut Process, fd: u64, offset: u64, whence: u64) -> SysResult {
@@ -208,57 +325,19 @@ pub(crate) fn lseek(process: &mut Process, fd: u64, offset: u64, whence: u64) ->
                 Err(Errno::EINVAL)
             }
         }
-        Kind::Null => Ok(0),
-        Kind::Output(_) => Err(Errno::ESPIPE),
+        Kind::Device(_) => Ok(0),
+        Kind::Output(_) | Kind::Pipe(_) | Kind::Event(_) => Err(Errno::ESPIPE),
     }
 }
 
-pub(crate) fn ioctl(process: &mut Process, fd: u64, _request: u64, _arg: u64) -> SysResult {
+pub(crate) fn ioctl(process: &mut Process, fd: u64, request: u64, arg: u64) -> SysResult {
+    let file = process.fds.file(fd)?;
+    if let (Kind::Pipe(end), FIONREAD) = (&file.kind, request) {
+        let queued = u32::try_from(end.pipe.queued()).unwrap_or(u32::MAX);
+        process.write_user(arg, &queued.to_le_bytes())?;
+        return Ok(0);
+    }
     // No descriptor is a terminal (TCGETS, TIOCGWINSZ, ...): programs then treat their
     // output as a pipe, which it is.
-    process.fds.get(fd)?;
     Err(Errno::ENOTTY)
-}
-
-/// Every valid descriptor is ready for what it asks (files and output never block).
-fn poll_fds(process: &mut Process, fds: u64, count: u64) -> SysResult {
-    if count > POLL_FDS_MAX {
-        return Err(Errno::EINVAL);
-    }
-    let len = usize::try_from(count * 8).unwrap_or(0);
-    let mut raw = process.read_user(fds, len)?;
-    let mut ready = 0;
-    for entry in raw.chunks_exact_mut(8) {
-        let fd = i32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]);
-        let events = i16::from_le_bytes([entry[4], entry[5]]);
-        let revents: i16 = if fd < 0 {
-            0
-        } else if process.fds.get(fd as u64).is_err() {
-            0x20 // POLLNVAL
-        } else {
-            events & (0x1 | 0x4) // POLLIN | POLLOUT
-        };
-        if revents != 0 {
-            ready += 1;
-        }
-        entry[6..8].copy_from_slice(&revents.to_le_bytes());
-    }
-    process.write_user(fds, &raw)?;
-    Ok(ready)
-}
-
-pub(crate) fn poll(process: &mut Process, fds: u64, count: u64) -> SysResult {
-    poll_fds(process, fds, count)
-}
-
-pub(crate) fn ppoll(process: &mut Process, fds: u64, count: u64) -> SysResult {
-    poll_fds(process, fds, count)
-}
-
-pub(crate) fn pselect(_process: &mut Process, nfds: u64) -> SysResult {
-    if nfds > 1024 {
-        return Err(Errno::EINVAL);
-    }
-    // Without waiting on anything real, report a timeout: nothing becomes ready later.
-    Ok(0)
 }

@@ -6,12 +6,14 @@
 //! Which calls, and how far: the one table in [`table`], from which dispatch, the documented
 //! list (`docs/linux-system-calls.md`) and the capability report are derived. Anything else
 //! returns `ENOSYS` and is counted for the client. Calls that only make sense with several
-//! processes (`fork`, `execve`, `wait4`, `pipe`) are refused the way a program can cope with.
+//! processes (`fork`, `execve`, `wait4`) are refused the way a program can cope with.
 
 pub(crate) mod fs;
 mod info;
 mod io;
 mod mem;
+mod pipes;
+mod poll;
 pub(crate) mod signal;
 pub(crate) mod table;
 mod time;
@@ -43,7 +45,9 @@ impl Errno {
     pub(crate) const EINVAL: Errno = Errno(22);
     pub(crate) const EMFILE: Errno = Errno(24);
     pub(crate) const ENOTTY: Errno = Errno(25);
+    pub(crate) const ENOSPC: Errno = Errno(28);
     pub(crate) const ESPIPE: Errno = Errno(29);
+    pub(crate) const EPIPE: Errno = Errno(32);
     pub(crate) const ERANGE: Errno = Errno(34);
     pub(crate) const ENAMETOOLONG: Errno = Errno(36);
     pub(crate) const ENOSYS: Errno = Errno(38);
@@ -83,6 +87,9 @@ pub(crate) enum Flow {
     Sleep(std::time::Instant),
     /// Wait on the futex at this address (already queued) until woken or the deadline.
     FutexWait(Option<std::time::Instant>, u64),
+    /// Not ready (its waiter is queued on what it waits for): wait outside the lock until
+    /// woken, the deadline or a stop, then run the same call again ([`crate::kernel::wait`]).
+    Block(crate::kernel::wait::Blocked),
     /// Start a thread (`clone`): needs the task's runtime, which the run loop has.
     Clone(crate::kernel::threads::CloneArgs),
     /// The task ends with a fatal signal it sent itself (`kill`, `tgkill`, `abort`).
@@ -99,7 +106,10 @@ pub(crate) fn dispatch(process: &mut Process, vcpu: &mut Vcpu) -> Flow {
     let regs = vcpu.regs();
     let number = regs.rax;
     let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
-    process.meter.add_syscall();
+    if process.resume.is_none() {
+        // A call run again after a wait was counted when the task made it.
+        process.meter.add_syscall();
+    }
     table::run(process, vcpu, number, args)
 }
 

@@ -17,6 +17,8 @@ fn ignored_by_default(signal: u64) -> bool {
 const SA_RESTORER: u64 = 0x0400_0000;
 const SIGKILL: u64 = 9;
 const SIGSTOP: u64 = 19;
+/// Raised by a write to a pipe no one reads.
+pub(crate) const SIGPIPE: u64 = 13;
 /// Size of the kernel's sigset (64 signals).
 const SIGSET_BYTES: u64 = 8;
 
@@ -124,14 +126,20 @@ pub(crate) fn kill(process: &mut Process, number: u64, a: [u64; 6]) -> Flow {
     if signal == SIGKILL {
         return Flow::Signaled(SIGKILL as i32);
     }
+    // SI_USER for kill, SI_TKILL for tkill and tgkill.
+    raise(process, signal, if number == 62 { 0 } else { -6 });
+    Flow::Return(0)
+}
+
+/// Makes `signal` (1 to 64, not SIGKILL) pending with `si_code` `code`, unless the task
+/// ignores it; it is delivered as the current call returns, or when it is unblocked.
+pub(crate) fn raise(process: &mut Process, signal: u64, code: i32) {
     let handler = process.signals.actions[signal as usize][0];
     if handler == SIG_IGN || (handler == SIG_DFL && ignored_by_default(signal)) {
-        return Flow::Return(0);
+        return;
     }
     process.signals.pending |= 1 << (signal - 1);
-    // SI_USER for kill, SI_TKILL for tkill and tgkill.
-    process.signals.codes[signal as usize] = if number == 62 { 0 } else { -6 };
-    Flow::Return(0)
+    process.signals.codes[signal as usize] = code;
 }
 
 /// After a system call: runs the lowest pending, unblocked signal's action. `None` to go on,

@@ -3,9 +3,10 @@
 //! (`docs/linux-system-calls.md`) and the capability report are all read from [`TABLE`]; a
 //! number with no row is unknown: it returns `ENOSYS` and is counted for the client.
 
-use super::{Errno, Flow, SysResult, fs, info, io, mem, signal, time};
+use super::{Errno, Flow, SysResult, fs, info, io, mem, pipes, poll, signal, time};
 use crate::hypervisor::cpu::Vcpu;
 use crate::kernel::process::Process;
+use crate::kernel::wait::{Io, IoResult};
 
 /// How far the domain supports a system call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,13 +81,24 @@ fn done(result: SysResult) -> Flow {
     })
 }
 
+/// A result that may also wait, as the flow the run loop follows.
+fn may_wait(result: IoResult) -> Flow {
+    match result {
+        Ok(Io::Done(value)) => Flow::Return(value),
+        Ok(Io::Wait(blocked)) => Flow::Block(blocked),
+        Err(Errno(code)) => Flow::Return((-i64::from(code)) as u64),
+    }
+}
+
 /// One past the highest number a row may have (the index below is this long).
 pub(crate) const NUMBER_END: usize = 512;
 
 /// Every system call the domain answers, by number.
 pub const TABLE: &[Syscall] = &[
-    full(0, "read", |p, _, a| done(io::read(p, a[0], a[1], a[2]))),
-    full(1, "write", |p, _, a| done(io::write(p, a[0], a[1], a[2]))),
+    full(0, "read", |p, _, a| may_wait(io::read(p, a[0], a[1], a[2]))),
+    full(1, "write", |p, _, a| {
+        may_wait(io::write(p, a[0], a[1], a[2]))
+    }),
     full(2, "open", |p, _, a| {
         done(fs::openat(p, fs::AT_FDCWD, a[0], a[1], a[2]))
     }),
@@ -104,12 +116,9 @@ pub const TABLE: &[Syscall] = &[
             fs::AT_SYMLINK_NOFOLLOW,
         ))
     }),
-    partial(
-        7,
-        "poll",
-        "descriptors are files and output streams, always ready: it returns at once",
-        |p, _, a| done(io::poll(p, a[0], a[1])),
-    ),
+    full(7, "poll", |p, _, a| {
+        may_wait(poll::poll(p, a[0], a[1], a[2]))
+    }),
     full(8, "lseek", |p, _, a| done(io::lseek(p, a[0], a[1], a[2]))),
     full(9, "mmap", |p, _, a| done(mem::mmap(p, a))),
     full(10, "mprotect", |p, _, a| {
@@ -136,18 +145,21 @@ pub const TABLE: &[Syscall] = &[
     full(18, "pwrite64", |p, _, a| {
         done(io::pwrite(p, a[0], a[1], a[2], a[3]))
     }),
-    full(19, "readv", |p, _, a| done(io::readv(p, a[0], a[1], a[2]))),
+    full(19, "readv", |p, _, a| {
+        may_wait(io::readv(p, a[0], a[1], a[2]))
+    }),
     full(20, "writev", |p, _, a| {
-        done(io::writev(p, a[0], a[1], a[2]))
+        may_wait(io::writev(p, a[0], a[1], a[2]))
     }),
     full(21, "access", |p, _, a| {
         done(fs::faccessat(p, fs::AT_FDCWD, a[0], a[1]))
     }),
-    refused(
-        22,
-        "pipe",
-        Errno::EMFILE,
-        "a pipe needs a second process, and a domain runs one",
+    full(22, "pipe", |p, _, a| done(pipes::pipe(p, a[0], 0))),
+    partial(
+        23,
+        "select",
+        "the timeout is not updated with the time left",
+        |p, _, a| may_wait(poll::select(p, a)),
     ),
     full(24, "sched_yield", |_, _, _| done(Ok(0))),
     partial(
@@ -400,14 +412,14 @@ pub const TABLE: &[Syscall] = &[
     partial(
         270,
         "pselect6",
-        "nothing becomes ready later: it reports a timeout at once",
-        |p, _, a| done(io::pselect(p, a[0])),
+        "the signal mask is not applied during the wait; the timeout is not updated",
+        |p, _, a| may_wait(poll::pselect(p, a)),
     ),
     partial(
         271,
         "ppoll",
-        "descriptors are files and output streams, always ready: it returns at once",
-        |p, _, a| done(io::ppoll(p, a[0], a[1])),
+        "the signal mask is not applied during the wait; the timeout is not updated",
+        |p, _, a| may_wait(poll::ppoll(p, a[0], a[1], a[2])),
     ),
     partial(
         273,
@@ -418,15 +430,14 @@ pub const TABLE: &[Syscall] = &[
     full(280, "utimensat", |p, _, a| {
         done(fs::utimensat(p, a[0], a[1], a[2], a[3]))
     }),
+    full(284, "eventfd", |p, _, a| done(pipes::eventfd(p, a[0], 0))),
+    full(290, "eventfd2", |p, _, a| {
+        done(pipes::eventfd(p, a[0], a[1]))
+    }),
     full(292, "dup3", |p, _, a| {
         done(fs::dup(p, a[0], Some(a[1]), a[2]))
     }),
-    refused(
-        293,
-        "pipe2",
-        Errno::EMFILE,
-        "a pipe needs a second process, and a domain runs one",
-    ),
+    full(293, "pipe2", |p, _, a| done(pipes::pipe(p, a[0], a[1]))),
     partial(
         302,
         "prlimit64",
@@ -627,9 +638,7 @@ mod tests {
 
     #[test]
     fn calls_that_only_fail_are_refused_not_supported() {
-        for name in [
-            "fork", "vfork", "execve", "wait4", "pipe", "pipe2", "sendfile", "rseq",
-        ] {
+        for name in ["fork", "vfork", "execve", "wait4", "sendfile", "rseq"] {
             let call = TABLE.iter().find(|call| call.name == name).expect(name);
             assert!(
                 matches!(call.support, Support::Refused(..)),
