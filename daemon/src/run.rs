@@ -2,6 +2,7 @@
 //! start, a line saying where it serves, then serving until Ctrl-C or until one of its servers
 //! fails.
 
+use crate::Servers;
 use crate::config::{DaemonArgs, DaemonConfig};
 use clap::{Args, FromArgMatches};
 use std::future::Future;
@@ -17,8 +18,23 @@ pub trait Daemon: Sized {
     /// The line printed once it serves (tools wait for it and read the addresses).
     fn serving(&self) -> String;
 
-    /// Serves until one of its servers fails or `signal` completes, then stops.
-    fn wait(self, signal: impl Future<Output = ()>) -> impl Future<Output = anyhow::Result<()>>;
+    /// Its servers and loops.
+    fn servers(&mut self) -> &mut Servers;
+
+    /// Stops them, and whatever it holds beyond them.
+    fn shutdown(self) -> impl Future<Output = ()>;
+
+    /// Serves until one of its servers fails or `signal` completes, then shuts down.
+    fn wait(
+        mut self,
+        signal: impl Future<Output = ()>,
+    ) -> impl Future<Output = anyhow::Result<()>> {
+        async move {
+            self.servers().until(signal).await?;
+            self.shutdown().await;
+            Ok(())
+        }
+    }
 }
 
 /// Runs daemon `D` as the binary `name` (described by `about` in `--help`) with the process's

@@ -38,16 +38,6 @@ impl RunningRd {
     pub async fn shutdown(mut self) {
         self.servers.stop().await;
     }
-
-    /// Serves until a task fails or `signal` completes.
-    pub async fn wait(
-        mut self,
-        signal: impl std::future::Future<Output = ()>,
-    ) -> anyhow::Result<()> {
-        self.servers.until(signal).await?;
-        self.shutdown().await;
-        Ok(())
-    }
 }
 
 async fn sync_loop(
@@ -131,7 +121,11 @@ impl xeno_daemon::Daemon for RunningRd {
         format!("xeno-rd grpc={}", self.addr)
     }
 
-    async fn wait(self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-        RunningRd::wait(self, signal).await
+    fn servers(&mut self) -> &mut Servers {
+        &mut self.servers
+    }
+
+    async fn shutdown(self) {
+        RunningRd::shutdown(self).await;
     }
 }

@@ -35,16 +35,6 @@ impl RunningXis {
             tracing::error!(%error, "flushing the XIS store at shutdown");
         }
     }
-
-    /// Serves until a task fails or `signal` completes.
-    pub async fn wait(
-        mut self,
-        signal: impl std::future::Future<Output = ()>,
-    ) -> anyhow::Result<()> {
-        self.servers.until(signal).await?;
-        self.shutdown().await;
-        Ok(())
-    }
 }
 
 /// Turns a logged document back into a record. Its signature is checked again: the log is a
@@ -149,7 +139,11 @@ impl xeno_daemon::Daemon for RunningXis {
         format!("xis grpc={}", self.addr)
     }
 
-    async fn wait(self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-        RunningXis::wait(self, signal).await
+    fn servers(&mut self) -> &mut Servers {
+        &mut self.servers
+    }
+
+    async fn shutdown(self) {
+        RunningXis::shutdown(self).await;
     }
 }
