@@ -102,6 +102,7 @@
 //! ```
 
 mod backend;
+pub mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod domain;

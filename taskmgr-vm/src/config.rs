@@ -2,7 +2,6 @@
 //! validated once by [`VmTaskManager::new`](crate::VmTaskManager::new).
 
 use crate::hypervisor::vm::layout::RAM_BYTES_MAX;
-use thiserror::Error;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -96,24 +95,13 @@ impl Default for VmConfig {
     }
 }
 
-/// A configuration that cannot work, naming the field.
-#[derive(Debug, Error, PartialEq, Eq)]
-#[error("invalid VmConfig: {field} {problem}")]
-pub struct ConfigError {
-    /// The field at fault.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-}
+pub use xeno_taskmgr_kit::config::ConfigError;
+
+/// How this configuration is named in its errors.
+const NAME: &str = "VmConfig";
 
 fn at_least(field: &'static str, value: u64, min: u64) -> Result<(), ConfigError> {
-    if value < min {
-        return Err(ConfigError {
-            field,
-            problem: format!("is {value}, must be at least {min}"),
-        });
-    }
-    Ok(())
+    xeno_taskmgr_kit::config::at_least(NAME, field, value, min)
 }
 
 impl VmConfig {
@@ -127,6 +115,7 @@ impl VmConfig {
         at_least("memory_mb_max", self.memory_mb_max, self.memory_mb_default)?;
         if self.memory_mb_max * MIB > RAM_BYTES_MAX {
             return Err(ConfigError {
+                config: NAME,
                 field: "memory_mb_max",
                 problem: format!(
                     "is {}, above the {} MiB a domain's layout allows",
@@ -137,6 +126,7 @@ impl VmConfig {
         }
         if self.versions.is_empty() || self.versions.iter().any(|v| v.is_empty() || v.len() > 64) {
             return Err(ConfigError {
+                config: NAME,
                 field: "versions",
                 problem: "must list at least one version of 1 to 64 bytes".to_owned(),
             });
@@ -153,6 +143,7 @@ impl VmConfig {
         at_least("cpu_slice_us", self.cpu_slice_us, 100)?;
         if self.task_output_bytes_default > self.task_output_bytes_max {
             return Err(ConfigError {
+                config: NAME,
                 field: "task_output_bytes_default",
                 problem: format!(
                     "is {}, above task_output_bytes_max ({})",

@@ -1,8 +1,6 @@
 //! [`WasmConfig`]: the task manager's configuration, plain data with documented defaults,
 //! validated once by [`WasmTaskManager::new`](crate::WasmTaskManager::new).
 
-use thiserror::Error;
-
 const MIB: u64 = 1024 * 1024;
 
 /// Linear memory a 32-bit Wasm memory can address at most: the ceiling of
@@ -160,24 +158,13 @@ impl Default for WasmConfig {
     }
 }
 
-/// A configuration that cannot work, naming the field.
-#[derive(Debug, Error, PartialEq, Eq)]
-#[error("invalid WasmConfig: {field} {problem}")]
-pub struct ConfigError {
-    /// The field at fault.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-}
+pub use xeno_taskmgr_kit::config::ConfigError;
+
+/// How this configuration is named in its errors.
+const NAME: &str = "WasmConfig";
 
 fn at_least(field: &'static str, value: u64, min: u64) -> Result<(), ConfigError> {
-    if value < min {
-        return Err(ConfigError {
-            field,
-            problem: format!("is {value}, must be at least {min}"),
-        });
-    }
-    Ok(())
+    xeno_taskmgr_kit::config::at_least(NAME, field, value, min)
 }
 
 impl WasmConfig {
@@ -208,6 +195,7 @@ impl WasmConfig {
         at_least("instance_memory_mb_max", self.instance_memory_mb_max, 1)?;
         if self.instance_memory_mb_max > WASM32_MEMORY_MB_MAX {
             return Err(ConfigError {
+                config: NAME,
                 field: "instance_memory_mb_max",
                 problem: format!(
                     "is {}, but 32-bit Wasm memories stop at {WASM32_MEMORY_MB_MAX}",
@@ -217,6 +205,7 @@ impl WasmConfig {
         }
         if self.fiber_stack_bytes <= self.wasm_stack_bytes {
             return Err(ConfigError {
+                config: NAME,
                 field: "fiber_stack_bytes",
                 problem: format!(
                     "is {}, must exceed wasm_stack_bytes ({}) to leave room for host calls",
@@ -226,6 +215,7 @@ impl WasmConfig {
         }
         if self.task_output_bytes_default > self.task_output_bytes_max {
             return Err(ConfigError {
+                config: NAME,
                 field: "task_output_bytes_default",
                 problem: format!(
                     "is {}, above task_output_bytes_max ({})",
