@@ -94,7 +94,10 @@
 //!   `PIPE_BUF`, `EPIPE` and `SIGPIPE`), eventfds, and `poll`, `ppoll`, `select` and `pselect6`
 //!   over every kind of descriptor; a blocked call waits outside the process lock and ends
 //!   when the task is stopped, destroyed or past its wall-clock limit (`kernel/wait.rs`).
-//!   `/dev` has `null`, `zero`, `full`, `random` and `urandom`.
+//!   `/dev` has `null`, `zero`, `full`, `random` and `urandom`; `/dev/stdin`, `/dev/stdout`,
+//!   `/dev/stderr`, `/dev/fd/N` and `/proc/self/fd/N` open the descriptor they name (sharing
+//!   its open file, as `dup` does, where Linux would reopen a regular file with its own
+//!   offset), and `/dev/tty` is `ENXIO`: there is no controlling terminal.
 //! - Signals are the task's, masks each thread's: handlers run (`kernel/sigframe.rs`) for
 //!   signals a task sends itself and for faults, with masks, `SA_NODEFER`, `SA_RESETHAND` and
 //!   `rt_sigreturn`; there are no alternate signal stacks, the frame carries no FPU state, and

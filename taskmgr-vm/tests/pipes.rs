@@ -301,3 +301,54 @@ async fn a_thread_blocked_on_a_pipe_ends_with_its_domain_and_its_wall_clock_limi
     );
     destroy(&manager, &domain).await;
 }
+
+const ALIASES_C: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(void) {
+    int out = open("/dev/stdout", O_WRONLY);
+    write(out, "via /dev/stdout\n", 16);
+    int err = open("/dev/fd/2", O_WRONLY);
+    write(err, "via /dev/fd/2\n", 14);
+    int p[2];
+    pipe(p);
+    char name[32];
+    snprintf(name, sizeof name, "/proc/self/fd/%d", p[1]);
+    int w = open(name, O_WRONLY);
+    write(w, "through the pipe\n", 17);
+    char buf[64] = {0};
+    read(p[0], buf, sizeof buf - 1);
+    printf("%s", buf);
+    char c;
+    int in = open("/dev/stdin", O_RDONLY);
+    printf("stdin read %zd\n", read(in, &c, 1));
+    printf("closed fd: %s\n", open("/dev/fd/99", O_RDONLY) < 0 && errno == ENOENT ? "ENOENT" : "?");
+    printf("tty: %s\n", open("/dev/tty", O_RDWR) < 0 && errno == ENXIO ? "ENXIO" : "?");
+    return 0;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn descriptors_have_their_dev_and_proc_names_and_there_is_no_terminal() {
+    let (Some(manager), Some(program)) = (manager(), musl_program("aliases", ALIASES_C)) else {
+        return;
+    };
+    let domain = create(&manager, limits(0, 32), None).await;
+    let finished = run(
+        &manager,
+        &domain,
+        "aliases",
+        &Guest::new(&program, "aliases", &[]),
+    )
+    .await;
+    assert_eq!(finished.state(), TaskState::Exited, "{:?}", finished.exit);
+    assert_eq!(
+        finished.stdout_text(),
+        "via /dev/stdout\nthrough the pipe\nstdin read 0\nclosed fd: ENOENT\ntty: ENXIO\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&finished.stderr), "via /dev/fd/2\n");
+    destroy(&manager, &domain).await;
+}

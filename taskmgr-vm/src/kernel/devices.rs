@@ -16,6 +16,27 @@ pub(crate) enum Device {
     Random,
 }
 
+/// The descriptor a path names as another name for it: `/dev/stdin`, `/dev/stdout`,
+/// `/dev/stderr`, `/dev/fd/N` and `/proc/self/fd/N`.
+pub(crate) fn descriptor_alias(path: &[u8]) -> Option<u64> {
+    match path {
+        b"/dev/stdin" => return Some(0),
+        b"/dev/stdout" => return Some(1),
+        b"/dev/stderr" => return Some(2),
+        _ => {}
+    }
+    let number = path
+        .strip_prefix(b"/dev/fd/")
+        .or_else(|| path.strip_prefix(b"/proc/self/fd/"))?;
+    if number.is_empty() || number.len() > 4 || !number.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(number).ok()?.parse().ok()
+}
+
+/// `/dev/tty`: the domain's tasks have no controlling terminal.
+pub(crate) const TTY: &[u8] = b"/dev/tty";
+
 impl Device {
     /// The device at `path`, if it names one.
     pub(crate) fn at(path: &[u8]) -> Option<Device> {

@@ -5,7 +5,7 @@
 
 use super::{Errno, SysResult};
 use crate::hypervisor::fastpath;
-use crate::kernel::devices::Device;
+use crate::kernel::devices::{self, Device};
 use crate::kernel::fds::{Fd, Kind, OpenFile};
 use crate::kernel::files::{FsContext, PATH_BYTES_MAX};
 use crate::kernel::process::Process;
@@ -101,6 +101,16 @@ pub(crate) fn openat(
     if let Some(device) = Device::at(&raw) {
         let file = OpenFile::new(Kind::Device(device), flags & (O_ACCMODE | SETFL_MASK));
         return process.fds.insert(Fd { file, cloexec });
+    }
+    if let Some(fd) = devices::descriptor_alias(&raw) {
+        // Another name for an open descriptor: its open file, shared as `dup` shares it.
+        let file = process.fds.file(fd).map_err(|_| Errno::ENOENT)?;
+        fastpath::unwindow_all(process, &file);
+        return process.fds.insert(Fd { file, cloexec });
+    }
+    if raw == devices::TTY {
+        // No controlling terminal, as Linux answers a process without one.
+        return Err(Errno::ENXIO);
     }
     if flags & O_TMPFILE == O_TMPFILE {
         return Err(Errno::EOPNOTSUPP);

@@ -32,6 +32,7 @@ impl Errno {
     pub(crate) const ESRCH: Errno = Errno(3);
     pub(crate) const EINTR: Errno = Errno(4);
     pub(crate) const EIO: Errno = Errno(5);
+    pub(crate) const ENXIO: Errno = Errno(6);
     pub(crate) const EBADF: Errno = Errno(9);
     pub(crate) const ECHILD: Errno = Errno(10);
     pub(crate) const EAGAIN: Errno = Errno(11);
