@@ -10,8 +10,9 @@ use crate::hypervisor::vm::layout::KernelSlot;
 use crate::kernel::fds::FdTable;
 use crate::kernel::files::{self, FsContext};
 use crate::kernel::output::Output;
-use crate::kernel::process::{Process, Signals, ThreadInfo, Threads, Waiter};
-use crate::kernel::threads::{self, TaskRuntime};
+use crate::kernel::process::{Process, Signals, ThreadInfo, Threads};
+use crate::kernel::threads::{self, ProcessRuntime, TaskRuntime};
+use crate::kernel::tree::{ProcessShared, ROOT_PID, Tree};
 use crate::loading::loader;
 use crate::manager::{VmBackend, VmTaskManager};
 use crate::{Domain, Task};
@@ -29,8 +30,6 @@ use xeno_taskmgr_kit::{Deployment, TaskSlot};
 
 /// argv[0] when the task names neither `Argv0` nor `Name`.
 const DEFAULT_ARGV0: &str = "task";
-/// The process id tasks see.
-const TASK_PID: i32 = 2;
 
 /// Everything a task's vCPU thread needs.
 struct Launch {
@@ -44,6 +43,7 @@ struct Launch {
     output_cap: OutputCap,
     limits: RunLimits,
     wall_clock_seconds: Option<u64>,
+    program_bytes_max: u64,
     ready: oneshot::Sender<Result<(), Error>>,
 }
 
@@ -134,6 +134,7 @@ fn launch(
             deadline: None,
         },
         wall_clock_seconds: description.wall_clock_seconds,
+        program_bytes_max: config.program_bytes_max,
         ready,
     }
 }
@@ -173,6 +174,7 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
         output_cap,
         mut limits,
         wall_clock_seconds,
+        program_bytes_max,
         ready,
     } = launch;
     let vm = Arc::clone(&domain.resources);
@@ -194,7 +196,16 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
                 return Err(error);
             }
         };
+        if !vm.add_process() {
+            loaded.mm.destroy(&vm.physical);
+            vm.give_back(vcpu);
+            return Err(Error::Exhausted(format!(
+                "the domain holds {} processes, its most",
+                crate::kernel::tree::PROCESSES_MAX
+            )));
+        }
         if let Err(error) = domain.register_task(&task, &output_cap) {
+            vm.processes_ended(1);
             loaded.mm.destroy(&vm.physical);
             vm.give_back(vcpu);
             return Err(error);
@@ -211,18 +222,10 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
     let mut first_slot = KernelSlot::at(0);
     first_slot.kstack_gpa = loaded.mm.kstack_gpa();
     let mut live = BTreeMap::new();
-    live.insert(
-        TASK_PID,
-        ThreadInfo {
-            slot: first_slot,
-            slot_index: 0,
-            clear_child_tid: 0,
-            waiter: Arc::new(Waiter::default()),
-            io_waiter: Arc::new(Waiter::default()),
-            mask: 0,
-        },
-    );
-    let process = Process {
+    live.insert(ROOT_PID, ThreadInfo::new(first_slot, 0, 0));
+    let shared = ProcessShared::new(ROOT_PID);
+    let tree = Arc::new(Tree::new(Arc::clone(&shared)));
+    let mut process = Process {
         vm: Arc::clone(&vm),
         mm: loaded.mm,
         fds: FdTable::standard(),
@@ -230,12 +233,7 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
             root: Arc::new(root),
             cwd,
         },
-        signals: Signals {
-            actions: [[0; 4]; 65],
-            mask: 0,
-            pending: 0,
-            codes: [0; 65],
-        },
+        signals: Signals::new(),
         output: Output::new(
             Arc::from(task.id.as_str()),
             Arc::clone(&domain.events),
@@ -243,34 +241,40 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
         ),
         meter: Arc::clone(&task.meter),
         exe_path,
+        image,
         release: domain.settings.version.clone(),
-        pid: TASK_PID,
+        pid: ROOT_PID,
         umask: 0o022,
         boot: domain.created(),
         unknown: BTreeMap::new(),
-        threads: Threads {
-            live,
-            next_tid: TASK_PID + 1,
-        },
-        tid: TASK_PID,
+        threads: Threads { live },
+        tid: ROOT_PID,
         kstack: first_slot,
         futexes: BTreeMap::new(),
         ending: None,
         resume: None,
+        end_status: None,
+        tree,
+        shared: Arc::clone(&shared),
+        metered: 0,
+        program_bytes_max,
     };
     process.meter_memory();
     limits.deadline =
         wall_clock_seconds.map(|seconds| (Instant::now() + Duration::from_secs(seconds), seconds));
-    let runtime = Arc::new(TaskRuntime {
-        domain,
-        task: Arc::clone(&task),
+    let runtime = Arc::new(ProcessRuntime {
+        task: Arc::new(TaskRuntime {
+            domain,
+            record: Arc::clone(&task),
+            limits,
+            _slot: slot,
+        }),
         process: Mutex::new(process),
-        limits,
-        _slot: slot,
+        shared,
     });
     let _ = ready.send(Ok(()));
     let first_entry = &task.first_entry;
-    threads::thread_main(runtime, vcpu, TASK_PID, loaded.start, &|| {
+    threads::thread_main(runtime, vcpu, ROOT_PID, loaded.start, &|| {
         let _ = first_entry.set(Instant::now());
     });
 }

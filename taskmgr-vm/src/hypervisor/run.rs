@@ -20,8 +20,11 @@ use crate::kernel::fault::{self, FaultAction, FaultSignal, signal_name};
 use crate::kernel::process::{Process, Waiter};
 use crate::kernel::rate::{Admission, CpuGate};
 use crate::kernel::sigframe;
+use crate::kernel::fork;
+use crate::kernel::syscalls::signal::At;
 use crate::kernel::syscalls::{self, Errno, Flow};
-use crate::kernel::threads::{self, TaskRuntime};
+use crate::kernel::threads::{self, ProcessRuntime};
+use crate::kernel::tree::{ProcessShared, SIGKILL, Status};
 use crate::kernel::wait::{Blocked, Resume};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -34,9 +37,9 @@ pub(crate) use xeno_taskmgr_kit::Outcome;
 /// How one thread's run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ThreadEnd {
-    /// The thread called `exit` with this status (the task goes on if others remain).
+    /// The thread called `exit` with this status (the process goes on if others remain).
     Exit(i32),
-    /// The task as a whole is ending; its outcome is in `Process::ending`.
+    /// The process as a whole is ending; its outcome is in `Process::ending`.
     Task,
 }
 
@@ -81,14 +84,16 @@ enum Step {
     FutexWait(Option<Instant>, u64),
     /// Wait for a descriptor, then run the call again.
     Block(Blocked),
+    /// A `vfork` parent waits for its child (this one) to exec or end, then returns `pid`.
+    Vfork(Arc<ProcessShared>, i32),
     ThreadExit(i32),
-    End(Outcome),
+    End(Outcome, Status),
 }
 
-/// Runs thread `tid` of the task on `vcpu` from `start` on the calling thread, until it
-/// exits or the task ends.
+/// Runs thread `tid` of the process on `vcpu` from `start` on the calling thread, until it
+/// exits or the process ends.
 pub(crate) fn run(
-    runtime: &Arc<TaskRuntime>,
+    runtime: &Arc<ProcessRuntime>,
     vcpu: &mut Vcpu,
     tid: i32,
     start: StartState,
@@ -96,7 +101,7 @@ pub(crate) fn run(
 ) -> ThreadEnd {
     signal::block_in_this_thread();
     let os_tid = signal::this_thread();
-    let control = Arc::clone(&runtime.task.control);
+    let control = Arc::clone(&runtime.task.record.control);
     let waiters = {
         let process = lock(&runtime.process);
         process
@@ -110,30 +115,65 @@ pub(crate) fn run(
         waiter.os_tid.store(os_tid, Ordering::Release);
     }
     control.register(os_tid);
+    runtime.shared.register(os_tid);
     let end = run_registered(
         runtime, vcpu, tid, start, &control, os_tid, &waiters, on_enter,
     );
+    runtime.shared.deregister(os_tid);
     control.deregister(os_tid);
     // A kick sent just before the thread was deregistered must not linger for its next use.
     signal::wait(Duration::ZERO);
     end
 }
 
-/// Records how the task ends (the first decision wins) and tells its other threads.
-fn end_task(runtime: &TaskRuntime, outcome: Outcome) -> ThreadEnd {
-    {
-        let mut process = lock(&runtime.process);
-        if process.ending.is_none() {
-            process.ending = Some(outcome);
-        }
-    }
-    runtime.task.control.end_group();
+/// Records how the process ends (the first decision wins) and tells its other threads.
+fn end_process(runtime: &ProcessRuntime, outcome: Outcome, status: Status) -> ThreadEnd {
+    lock(&runtime.process).end_with(outcome, status);
+    runtime.shared.end();
     ThreadEnd::Task
+}
+
+/// The end of a process killed by `signal`.
+fn killed(signal: i32, detail: Option<&str>) -> Step {
+    let name = signal_name(signal);
+    let outcome = Outcome::Failed(match detail {
+        Some(detail) => format!("killed by signal {signal} ({name}): {detail}"),
+        None => format!("killed by signal {signal} ({name})"),
+    });
+    Step::End(outcome, Status::Signaled(signal))
+}
+
+/// Why a wait ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// The task is stopping, the process ending, or past the wall-clock limit.
+    Stop,
+    /// A signal this thread takes arrived.
+    Signal,
+}
+
+/// What a waiting thread watches besides what it waits for.
+struct Watch<'a> {
+    control: &'a TaskControl,
+    limits: &'a RunLimits,
+    shared: &'a ProcessShared,
+    /// The thread's signal mask during the wait.
+    mask: u64,
+}
+
+impl Watch<'_> {
+    fn cut(&self) -> Option<Cut> {
+        if self.control.is_stopping() || self.shared.is_ending() || past_deadline(self.limits) {
+            return Some(Cut::Stop);
+        }
+        let unblockable = crate::kernel::sigframe::UNBLOCKABLE;
+        (self.shared.incoming() & !(self.mask & !unblockable) != 0).then_some(Cut::Signal)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn run_registered(
-    runtime: &Arc<TaskRuntime>,
+    runtime: &Arc<ProcessRuntime>,
     vcpu: &mut Vcpu,
     tid: i32,
     start: StartState,
@@ -142,10 +182,11 @@ fn run_registered(
     (waiter, io_waiter): &(Arc<Waiter>, Arc<Waiter>),
     on_enter: &dyn Fn(),
 ) -> ThreadEnd {
-    let limits = &runtime.limits;
+    let limits = &runtime.task.limits;
+    let shared = &runtime.shared;
     let mut charger = Charger {
         last_ns: thread_cpu_ns(),
-        meter: &runtime.task.meter,
+        meter: &runtime.task.record.meter,
         gate: limits.gate.as_deref(),
     };
     let timers = Timer::new(libc::CLOCK_THREAD_CPUTIME_ID, os_tid).and_then(|cpu| {
@@ -165,27 +206,29 @@ fn run_registered(
     let (cpu_timer, _wall_timer) = match timers {
         Ok(timers) => timers,
         Err(error) => {
-            return end_task(
+            return end_process(
                 runtime,
                 Outcome::Failed(format!(
                     "internal error: cannot create the task's timers: {error}"
                 )),
+                Status::Signaled(SIGKILL as i32),
             );
         }
     };
     if let Err(error) = vcpu.start(start) {
-        return end_task(
+        return end_process(
             runtime,
             Outcome::Failed(format!("internal error: cannot start the vCPU: {error}")),
+            Status::Signaled(SIGKILL as i32),
         );
     }
     on_enter();
     let end = loop {
-        if control.is_ending() {
+        if shared.is_ending() {
             break ThreadEnd::Task;
         }
         if let Some(outcome) = admit(limits, control, &cpu_timer) {
-            break end_task(runtime, outcome);
+            break end_process(runtime, outcome, Status::Signaled(SIGKILL as i32));
         }
         let mut next = None;
         let ended = loop {
@@ -193,32 +236,74 @@ fn run_registered(
                 Some(resumed) => resumed,
                 None => step(runtime, vcpu, tid),
             };
+            let watch = |mask| Watch {
+                control,
+                limits,
+                shared,
+                mask,
+            };
             match current {
                 Step::Continue => {}
-                Step::Interrupted => break None,
+                Step::Interrupted => {
+                    if shared.incoming() != 0 {
+                        next = Some(take_signals(runtime, vcpu, tid, At::Anywhere));
+                        continue;
+                    }
+                    break None;
+                }
                 Step::Sleep(until) => {
-                    sleep_until(control, limits, until);
-                    vcpu.regs_mut().rax = 0;
-                    break None;
-                }
-                Step::FutexWait(until, address) => {
-                    futex_wait(runtime, vcpu, tid, control, waiter, until, address);
-                    break None;
-                }
-                Step::Block(blocked) => match block_wait(control, limits, io_waiter, blocked) {
-                    Some(timed_out) => next = Some(resume(runtime, vcpu, tid, blocked, timed_out)),
-                    None => {
-                        // The task is ending: the call ends with what it did, or EINTR.
-                        vcpu.regs_mut().rax = if blocked.progress > 0 {
-                            blocked.progress
-                        } else {
-                            (-i64::from(Errno::EINTR.0)) as u64
-                        };
+                    let mask = wait_mask(runtime, tid);
+                    let cut = sleep_until(&watch(mask), until);
+                    vcpu.regs_mut().rax = match cut {
+                        None => 0,
+                        Some(_) => (-i64::from(Errno::EINTR.0)) as u64,
+                    };
+                    next = after_wait(runtime, vcpu, tid, cut);
+                    if next.is_none() {
                         break None;
                     }
-                },
+                }
+                Step::FutexWait(until, address) => {
+                    let mask = wait_mask(runtime, tid);
+                    let cut = futex_wait(runtime, vcpu, tid, &watch(mask), waiter, until, address);
+                    next = after_wait(runtime, vcpu, tid, cut);
+                    if next.is_none() {
+                        break None;
+                    }
+                }
+                Step::Block(blocked) => {
+                    let mask = wait_mask(runtime, tid);
+                    match block_wait(&watch(mask), io_waiter, blocked) {
+                        Ok(timed_out) => {
+                            next = Some(resume(runtime, vcpu, tid, blocked, timed_out));
+                        }
+                        Err(cut) => {
+                            let mut process = lock(&runtime.process);
+                            process.enter(tid);
+                            interrupt_call(&mut process, vcpu, blocked.progress, cut);
+                            drop(process);
+                            next = after_wait(runtime, vcpu, tid, Some(cut));
+                            if next.is_none() {
+                                break None;
+                            }
+                        }
+                    }
+                }
+                Step::Vfork(child, pid) => {
+                    let mask = wait_mask(runtime, tid);
+                    let watch = watch(mask);
+                    loop {
+                        io_waiter.woken.store(false, Ordering::Release);
+                        if child.vfork_released(io_waiter) || watch.cut() == Some(Cut::Stop) {
+                            break;
+                        }
+                        signal::wait(WAIT_STEP);
+                    }
+                    vcpu.regs_mut().rax = pid as u64;
+                    break None;
+                }
                 Step::ThreadExit(status) => break Some(ThreadEnd::Exit(status)),
-                Step::End(outcome) => break Some(end_task(runtime, outcome)),
+                Step::End(outcome, status) => break Some(end_process(runtime, outcome, status)),
             }
         };
         signal::wait(Duration::ZERO);
@@ -229,6 +314,73 @@ fn run_registered(
     };
     charger.charge();
     end
+}
+
+/// The current thread's signal mask, and any signal already pending for it, before a wait:
+/// a pending deliverable signal cuts the wait at once (its bit is reported as sent).
+fn wait_mask(runtime: &ProcessRuntime, tid: i32) -> u64 {
+    let mut process = lock(&runtime.process);
+    process.enter(tid);
+    let mask = process.signals.mask;
+    let deliverable = process.signals.pending & !mask;
+    if deliverable != 0 {
+        // Hand it back through the incoming set so that the wait sees it and ends.
+        let signal = u64::from(deliverable.trailing_zeros() + 1);
+        let (code, sender) = (
+            process.signals.codes[signal as usize],
+            process.signals.senders[signal as usize],
+        );
+        process.signals.pending &= !(1 << (signal - 1));
+        drop(process);
+        runtime.shared.send(signal, code, sender);
+    }
+    mask
+}
+
+/// After a wait that a signal cut short, takes the signal (the call's result is set). A wait
+/// that was not cut, or a stop, needs nothing more.
+fn after_wait(
+    runtime: &Arc<ProcessRuntime>,
+    vcpu: &mut Vcpu,
+    tid: i32,
+    cut: Option<Cut>,
+) -> Option<Step> {
+    // The vCPU is at the return of the call that waited.
+    (cut == Some(Cut::Signal)).then(|| take_signals(runtime, vcpu, tid, At::Syscall))
+}
+
+/// Takes in signals other processes sent and runs the first deliverable one's action.
+fn take_signals(runtime: &Arc<ProcessRuntime>, vcpu: &mut Vcpu, tid: i32, at: At) -> Step {
+    let mut process = lock(&runtime.process);
+    process.enter(tid);
+    let step = match syscalls::signal::deliver_pending(&mut process, vcpu, at) {
+        None => Step::Continue,
+        Some(signal) => killed(signal, None),
+    };
+    if let Some(mask) = process.signals.restore_mask.take() {
+        // rt_sigsuspend ended without running a handler: its own mask goes back.
+        process.signals.mask = mask;
+    }
+    step
+}
+
+/// A blocked call a signal (or a stop) cut short: it returns what it had done, restarts
+/// (the signal's handler asked for SA_RESTART and the call is one Linux restarts), or
+/// fails with EINTR.
+fn interrupt_call(process: &mut Process, vcpu: &mut Vcpu, progress: u64, cut: Cut) {
+    if progress > 0 {
+        vcpu.regs_mut().rax = progress;
+        return;
+    }
+    let number = vcpu.regs().rax;
+    if cut == Cut::Signal && syscalls::signal::restarts(process, number) {
+        // Back to the `syscall` instruction (two bytes) with the call's number: after the
+        // handler returns, the call is made again.
+        let regs = vcpu.regs_mut();
+        regs.rcx = regs.rcx.wrapping_sub(2);
+        return;
+    }
+    vcpu.regs_mut().rax = (-i64::from(Errno::EINTR.0)) as u64;
 }
 
 /// Waits until the task may enter the guest and arms the CPU timer; or says why it ends.
@@ -265,38 +417,36 @@ fn past_deadline(limits: &RunLimits) -> bool {
     limits.deadline.is_some_and(|(at, _)| Instant::now() >= at)
 }
 
-/// Whether a waiting thread must stop waiting: the task is stopping or ending, or its
-/// wall-clock limit has passed.
-fn must_stop_waiting(control: &TaskControl, limits: &RunLimits) -> bool {
-    control.is_stopping() || control.is_ending() || past_deadline(limits)
-}
-
-fn sleep_until(control: &TaskControl, limits: &RunLimits, until: Instant) {
+fn sleep_until(watch: &Watch<'_>, until: Instant) -> Option<Cut> {
     loop {
         let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() || must_stop_waiting(control, limits) {
-            return;
+        if left.is_zero() {
+            return None;
+        }
+        if let Some(cut) = watch.cut() {
+            return Some(cut);
         }
         signal::wait(left.min(WAIT_STEP));
     }
 }
 
 fn futex_wait(
-    runtime: &TaskRuntime,
+    runtime: &ProcessRuntime,
     vcpu: &mut Vcpu,
     tid: i32,
-    control: &TaskControl,
+    watch: &Watch<'_>,
     waiter: &Waiter,
     until: Option<Instant>,
     address: u64,
-) {
+) -> Option<Cut> {
     loop {
         if waiter.woken.load(Ordering::Acquire) {
             vcpu.regs_mut().rax = 0;
-            return;
+            return None;
         }
         let timed_out = until.is_some_and(|until| Instant::now() >= until);
-        if timed_out || must_stop_waiting(control, &runtime.limits) {
+        let cut = watch.cut();
+        if timed_out || cut.is_some() {
             let mut process = lock(&runtime.process);
             process.enter(tid);
             threads::futex_forget(&mut process, address, waiter);
@@ -308,7 +458,7 @@ fn futex_wait(
                 (-i64::from(Errno::EINTR.0)) as u64
             };
             vcpu.regs_mut().rax = result;
-            return;
+            return if result == 0 || timed_out { None } else { cut };
         }
         let left = until.map_or(WAIT_STEP, |until| {
             until
@@ -320,23 +470,18 @@ fn futex_wait(
 }
 
 /// Sleeps until the thread's I/O waiter is woken or `blocked`'s deadline passes: whether it
-/// timed out, or `None` when the task must stop instead.
-fn block_wait(
-    control: &TaskControl,
-    limits: &RunLimits,
-    waiter: &Waiter,
-    blocked: Blocked,
-) -> Option<bool> {
+/// timed out, or why the wait was cut short.
+fn block_wait(watch: &Watch<'_>, waiter: &Waiter, blocked: Blocked) -> Result<bool, Cut> {
     loop {
-        if must_stop_waiting(control, limits) {
-            return None;
+        if let Some(cut) = watch.cut() {
+            return Err(cut);
         }
         if waiter.woken.load(Ordering::Acquire) {
-            return Some(false);
+            return Ok(false);
         }
         let now = Instant::now();
         if blocked.until.is_some_and(|until| now >= until) {
-            return Some(true);
+            return Ok(true);
         }
         let left = blocked.until.map_or(WAIT_STEP, |until| {
             until.saturating_duration_since(now).min(WAIT_STEP)
@@ -347,7 +492,7 @@ fn block_wait(
 
 /// Runs a call that waited again, telling it its deadline and what it had done.
 fn resume(
-    runtime: &Arc<TaskRuntime>,
+    runtime: &Arc<ProcessRuntime>,
     vcpu: &mut Vcpu,
     tid: i32,
     blocked: Blocked,
@@ -366,7 +511,7 @@ fn resume(
 }
 
 /// One entry into the guest and the handling of its exit.
-fn step(runtime: &Arc<TaskRuntime>, vcpu: &mut Vcpu, tid: i32) -> Step {
+fn step(runtime: &Arc<ProcessRuntime>, vcpu: &mut Vcpu, tid: i32) -> Step {
     match vcpu.run() {
         Exit::MmioWrite { gpa } if gpa & !(PAGE_SIZE - 1) == SYSCALL_EXIT_GPA => {
             let mut process = lock(&runtime.process);
@@ -384,36 +529,43 @@ fn step(runtime: &Arc<TaskRuntime>, vcpu: &mut Vcpu, tid: i32) -> Step {
                     syscall(runtime, &mut process, vcpu)
                 }
                 FaultAction::Signal(fault) => fault_signal(&mut process, vcpu, fault),
-                FaultAction::Broken(reason) => Step::End(Outcome::Failed(reason)),
+                FaultAction::Broken(reason) => {
+                    Step::End(Outcome::Failed(reason), Status::Signaled(SIGKILL as i32))
+                }
             }
         }
-        Exit::Shutdown => Step::End(Outcome::Failed(
-            "triple fault: the domain shut down".to_owned(),
-        )),
-        Exit::PortIo { port } => Step::End(Outcome::Failed(format!("port I/O to {port:#x}"))),
-        Exit::MmioWrite { gpa } | Exit::MmioRead { gpa } => Step::End(Outcome::Failed(format!(
-            "killed by signal 7 (SIGBUS): access to guest-physical {gpa:#x}, which has no memory"
-        ))),
-        Exit::Other(what) => Step::End(Outcome::Failed(format!("vCPU stopped: {what}"))),
+        Exit::Shutdown => Step::End(
+            Outcome::Failed("triple fault: the domain shut down".to_owned()),
+            Status::Signaled(SIGKILL as i32),
+        ),
+        Exit::PortIo { port } => killed(11, Some(&format!("port I/O to {port:#x}"))),
+        Exit::MmioWrite { gpa } | Exit::MmioRead { gpa } => killed(
+            7,
+            Some(&format!(
+                "access to guest-physical {gpa:#x}, which has no memory"
+            )),
+        ),
+        Exit::Other(what) => Step::End(
+            Outcome::Failed(format!("vCPU stopped: {what}")),
+            Status::Signaled(SIGKILL as i32),
+        ),
         Exit::Failed(libc::EFAULT) => {
             let mut process = lock(&runtime.process);
             process.enter(tid);
             if fastpath::abandon_faulted_copy(&mut process, vcpu) {
                 syscall(runtime, &mut process, vcpu)
             } else {
-                Step::End(Outcome::Failed(
-                    "killed by signal 7 (SIGBUS): access to a file mapping past the file's end"
-                        .to_owned(),
-                ))
+                killed(7, Some("access to a file mapping past the file's end"))
             }
         }
-        Exit::Failed(errno) => Step::End(Outcome::Failed(format!(
-            "vCPU stopped: KVM_RUN failed with errno {errno}"
-        ))),
+        Exit::Failed(errno) => Step::End(
+            Outcome::Failed(format!("vCPU stopped: KVM_RUN failed with errno {errno}")),
+            Status::Signaled(SIGKILL as i32),
+        ),
     }
 }
 
-/// Runs the task's handler for a fault's signal, or ends the task with it.
+/// Runs the process's handler for a fault's signal, or ends the process with it.
 fn fault_signal(process: &mut Process, vcpu: &mut Vcpu, fault: FaultSignal) -> Step {
     if sigframe::handled(process, fault.signal) {
         let info = sigframe::SigInfo {
@@ -432,31 +584,31 @@ fn fault_signal(process: &mut Process, vcpu: &mut Vcpu, fault: FaultSignal) -> S
             return Step::Continue;
         }
     }
-    Step::End(Outcome::Failed(format!(
-        "killed by signal {} ({}): {}",
-        fault.signal,
-        signal_name(fault.signal),
-        fault.detail
-    )))
+    killed(fault.signal, Some(&fault.detail))
 }
 
-fn syscall(runtime: &Arc<TaskRuntime>, process: &mut Process, vcpu: &mut Vcpu) -> Step {
+fn syscall(runtime: &Arc<ProcessRuntime>, process: &mut Process, vcpu: &mut Vcpu) -> Step {
+    let mut at = At::Syscall;
     let step = match syscalls::dispatch(process, vcpu) {
         Flow::Return(value) => {
             vcpu.regs_mut().rax = value;
             Step::Continue
         }
-        Flow::Restored => Step::Continue,
-        Flow::Exit(status) => Step::End(Outcome::Exited(status & 0xff)),
+        Flow::Restored => {
+            // rt_sigreturn and execve set every register: the vCPU is at user code.
+            at = At::Anywhere;
+            Step::Continue
+        }
+        Flow::Exit(status) => Step::End(
+            Outcome::Exited(status & 0xff),
+            Status::Exited(status & 0xff),
+        ),
         Flow::ExitThread(status) => Step::ThreadExit(status & 0xff),
-        Flow::Signaled(signal) => Step::End(Outcome::Failed(format!(
-            "killed by signal {signal} ({})",
-            signal_name(signal)
-        ))),
+        Flow::Signaled(signal) => killed(signal, None),
         Flow::Sleep(until) => Step::Sleep(until),
         Flow::FutexWait(until, address) => Step::FutexWait(until, address),
         Flow::Block(blocked) => Step::Block(blocked),
-        Flow::Clone(args) => {
+        Flow::Clone(args) if args.flags & threads::CLONE_THREAD != 0 => {
             let result = threads::clone(runtime, process, vcpu, args);
             vcpu.regs_mut().rax = match result {
                 Ok(tid) => tid,
@@ -464,15 +616,23 @@ fn syscall(runtime: &Arc<TaskRuntime>, process: &mut Process, vcpu: &mut Vcpu) -
             };
             Step::Continue
         }
+        Flow::Clone(args) => match fork::fork(runtime, process, vcpu, args) {
+            Ok(fork::Forked { pid, vfork: Some(child) }) => Step::Vfork(child, pid),
+            Ok(fork::Forked { pid, vfork: None }) => {
+                vcpu.regs_mut().rax = pid as u64;
+                Step::Continue
+            }
+            Err(Errno(code)) => {
+                vcpu.regs_mut().rax = (-i64::from(code)) as u64;
+                Step::Continue
+            }
+        },
     };
     if !matches!(step, Step::Continue) || process.signals.pending == 0 {
         return step;
     }
-    match syscalls::signal::deliver_pending(process, vcpu) {
+    match syscalls::signal::deliver_pending(process, vcpu, at) {
         None => Step::Continue,
-        Some(signal) => Step::End(Outcome::Failed(format!(
-            "killed by signal {signal} ({})",
-            signal_name(signal)
-        ))),
+        Some(signal) => killed(signal, None),
     }
 }

@@ -11,9 +11,6 @@ use xeno_taskmgr_kit::lock;
 /// A task's stop switch and the vCPU threads it kicks.
 pub struct TaskControl {
     stop_requested: AtomicBool,
-    /// Set when the task as a whole ends (exit_group, a fatal signal, a fault) while other
-    /// threads of it still run: they end at their next check.
-    ending: AtomicBool,
     reason: Mutex<Option<String>>,
     /// The ids of the vCPU threads running the task; the lock is held while kicking them, and
     /// each thread removes itself (under the lock) before it exits, so a kick never reaches
@@ -25,7 +22,6 @@ impl Default for TaskControl {
     fn default() -> Self {
         TaskControl {
             stop_requested: AtomicBool::new(false),
-            ending: AtomicBool::new(false),
             reason: Mutex::new(None),
             threads: Mutex::new(Vec::new()),
         }
@@ -61,16 +57,6 @@ impl TaskControl {
         for tid in lock(&self.threads).iter() {
             signal::kick(*tid);
         }
-    }
-
-    /// The task ends as a whole: every thread is told.
-    pub(crate) fn end_group(&self) {
-        self.ending.store(true, Ordering::Release);
-        self.kick_all();
-    }
-
-    pub(crate) fn is_ending(&self) -> bool {
-        self.ending.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_stopping(&self) -> bool {

@@ -96,6 +96,39 @@ impl FdTable {
         }
     }
 
+    /// The child's table after `fork`: the same open files (shared offsets and flags), the
+    /// same close-on-exec marks.
+    pub(crate) fn fork_copy(&self) -> FdTable {
+        FdTable {
+            slots: self.slots.clone(),
+        }
+    }
+
+    /// Closes every close-on-exec descriptor (`execve`), returning them with their numbers.
+    pub(crate) fn take_cloexec(&mut self) -> Vec<(u64, Fd)> {
+        let mut closed = Vec::new();
+        for (number, slot) in self.slots.iter_mut().enumerate() {
+            if slot.as_ref().is_some_and(|fd| fd.cloexec)
+                && let Some(fd) = slot.take()
+            {
+                closed.push((number as u64, fd));
+            }
+        }
+        closed
+    }
+
+    /// The open files of every descriptor, with their numbers.
+    pub(crate) fn all(&self) -> Vec<(u64, Arc<OpenFile>)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(number, slot)| {
+                slot.as_ref()
+                    .map(|fd| (number as u64, Arc::clone(&fd.file)))
+            })
+            .collect()
+    }
+
     pub(crate) fn get(&self, fd: u64) -> Result<&Fd, Errno> {
         usize::try_from(fd)
             .ok()

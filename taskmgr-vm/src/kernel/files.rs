@@ -29,6 +29,7 @@ pub(crate) fn scratch_dir(scratch: &Scratch) -> Result<Dir, Error> {
 }
 
 /// A task's view of the session directory: the root capability and its working directory.
+#[derive(Clone)]
 pub(crate) struct FsContext {
     pub(crate) root: Arc<Dir>,
     /// The working directory as a path relative to the root ("" is the root).

@@ -214,6 +214,70 @@ impl Mm {
         self.pages_owned * PAGE_SIZE
     }
 
+    /// The child's copy for `fork`: the same areas, heap and layout, every page the parent
+    /// owns copied into a fresh frame (parked pages too, still parked). The fast-path
+    /// windows must have been dropped first (they are one address space's; see
+    /// `threads.rs`): window areas are not copied.
+    ///
+    /// Copied rather than shared copy-on-write: a write-protected parent page would still be
+    /// writable through translations KVM's shadow MMU holds (the VMM writes page tables
+    /// from the host, which it does not see), and lowering access safely needs a fresh frame
+    /// anyway (see `migrate`); and each copy-on-write fault would be an exit of about 55 µs,
+    /// against about a microsecond to copy a page here.
+    pub(crate) fn fork_copy(
+        &self,
+        physical: &Physical,
+        shared: &SharedPages,
+    ) -> Result<Mm, MmError> {
+        let needed = self.pages_owned;
+        // The child's tables and system pages need a few frames more than its pages.
+        if needed + 64 > physical.free_frames() {
+            return Err(MmError::NoMemory);
+        }
+        let mut child = Mm::new(physical, shared, self.mmap_top)?;
+        child.brk_base = self.brk_base;
+        child.brk = self.brk;
+        if let Err(error) = self.copy_into(physical, &mut child) {
+            child.destroy(physical);
+            return Err(error);
+        }
+        Ok(child)
+    }
+
+    fn copy_into(&self, physical: &Physical, child: &mut Mm) -> Result<(), MmError> {
+        let mut page = [0u8; PAGE_SIZE as usize];
+        for (&start, vma) in &self.vmas {
+            if matches!(vma.backing, Backing::Window { .. }) {
+                continue;
+            }
+            child.vmas.insert(start, *vma);
+            let tables = &child.tables;
+            let owned = &mut child.pages_owned;
+            self.tables
+                .for_each_leaf(physical, start, vma.end, &mut |va, entry| {
+                    if entry & OWNED == 0 {
+                        return Ok(());
+                    }
+                    let fresh = physical.alloc().ok_or(NoMemory)?;
+                    if !physical.ram.read(entry & ADDRESS_MASK, &mut page)
+                        || !physical.ram.write(fresh, &page)
+                    {
+                        physical.free(&mut vec![fresh]);
+                        return Err(NoMemory);
+                    }
+                    if let Err(error) =
+                        tables.set(physical, va, fresh | (entry & !ADDRESS_MASK))
+                    {
+                        physical.free(&mut vec![fresh]);
+                        return Err(error);
+                    }
+                    *owned += 1;
+                    Ok(())
+                })?;
+        }
+        Ok(())
+    }
+
     /// Frees every page and table. The address space must not be in use by a vCPU.
     pub(crate) fn destroy(mut self, physical: &Physical) {
         self.release(physical);

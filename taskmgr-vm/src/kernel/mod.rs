@@ -10,8 +10,10 @@
 pub(crate) mod control;
 pub(crate) mod devices;
 pub(crate) mod eventfd;
+pub(crate) mod exec;
 pub(crate) mod fault;
 pub(crate) mod fds;
+pub(crate) mod fork;
 pub(crate) mod files;
 pub(crate) mod mm;
 pub(crate) mod output;
@@ -22,4 +24,5 @@ pub(crate) mod rate;
 pub(crate) mod sigframe;
 pub(crate) mod syscalls;
 pub(crate) mod threads;
+pub(crate) mod tree;
 pub(crate) mod wait;

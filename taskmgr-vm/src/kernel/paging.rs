@@ -130,6 +130,19 @@ impl PageTables {
         (entry & needed == needed).then_some((entry & ADDRESS_MASK) | (va & (PAGE_SIZE - 1)))
     }
 
+    /// Calls `visit(va, entry)` for every non-zero leaf entry in `[start, end)`, in address
+    /// order, skipping absent tables (so a sparse reservation costs its tables, not its
+    /// pages).
+    pub(crate) fn for_each_leaf(
+        &self,
+        physical: &Physical,
+        start: u64,
+        end: u64,
+        visit: &mut dyn FnMut(u64, u64) -> Result<(), NoMemory>,
+    ) -> Result<(), NoMemory> {
+        walk(physical, self.root, 3, 0, start, end, visit)
+    }
+
     /// Frees every table and every owned frame; the tables are empty afterwards (a root of 0
     /// means released). They must not be in use by a vCPU.
     pub(crate) fn release(&mut self, physical: &Physical) {
@@ -142,6 +155,35 @@ impl PageTables {
         physical.free(&mut frames);
         self.root = 0;
     }
+}
+
+fn walk(
+    physical: &Physical,
+    table: u64,
+    level: u32,
+    base: u64,
+    start: u64,
+    end: u64,
+    visit: &mut dyn FnMut(u64, u64) -> Result<(), NoMemory>,
+) -> Result<(), NoMemory> {
+    let span = 1u64 << (12 + 9 * level);
+    for slot in 0..ENTRIES {
+        let va = base + slot * span;
+        if va >= end || va.checked_add(span).is_none_or(|top| top <= start) {
+            continue;
+        }
+        let Some(entry) = physical.ram.read_u64(table + slot * 8) else {
+            continue;
+        };
+        if level == 0 {
+            if entry != 0 {
+                visit(va, entry)?;
+            }
+        } else if entry & PRESENT != 0 {
+            walk(physical, entry & ADDRESS_MASK, level - 1, va, start, end, visit)?;
+        }
+    }
+    Ok(())
 }
 
 /// Gathers the frames under `table` (a table at `level`, 3 = PML4): sub-tables, and the owned

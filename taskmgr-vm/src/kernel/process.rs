@@ -7,7 +7,6 @@
 //! vm-memory inside the domain's RAM. An address that is not mapped (or not writable, for a
 //! write) is `EFAULT`; nothing a task passes can reach memory outside its own pages.
 
-use crate::hypervisor::run::Outcome;
 use crate::hypervisor::vm::DomainVm;
 use crate::hypervisor::vm::layout::KernelSlot;
 use crate::hypervisor::vm::layout::{PAGE_SIZE, page_floor};
@@ -16,6 +15,8 @@ use crate::kernel::files::FsContext;
 use crate::kernel::mm::Mm;
 use crate::kernel::output::Output;
 use crate::kernel::syscalls::Errno;
+use crate::kernel::tree::{ProcessShared, Status, Tree};
+use xeno_taskmgr_kit::Outcome;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32};
@@ -36,9 +37,28 @@ pub(crate) struct Signals {
     pub(crate) pending: u64,
     /// `si_code` of each pending signal (SI_USER from `kill`, SI_TKILL from `tkill`).
     pub(crate) codes: [i32; 65],
+    /// The process that sent each pending signal (`si_pid`).
+    pub(crate) senders: [i32; 65],
+    /// The mask to put back once a handler has run for the current thread's `rt_sigsuspend`
+    /// (its frame saves this one, not the temporary mask).
+    pub(crate) restore_mask: Option<u64>,
 }
 
-/// A task's kernel-side state.
+impl Signals {
+    /// Default dispositions, nothing blocked or pending.
+    pub(crate) fn new() -> Signals {
+        Signals {
+            actions: [[0; 4]; 65],
+            mask: 0,
+            pending: 0,
+            codes: [0; 65],
+            senders: [0; 65],
+            restore_mask: None,
+        }
+    }
+}
+
+/// A process's kernel-side state.
 pub(crate) struct Process {
     pub(crate) vm: Arc<DomainVm>,
     pub(crate) mm: Mm,
@@ -49,6 +69,9 @@ pub(crate) struct Process {
     pub(crate) meter: Arc<TaskMeter>,
     /// The absolute session path `readlink("/proc/self/exe")` returns.
     pub(crate) exe_path: String,
+    /// The program it runs, which `execve("/proc/self/exe")` runs again (a deployed program
+    /// need not be a file of the session).
+    pub(crate) image: bytes::Bytes,
     /// What `uname` reports as the release: the domain's version.
     pub(crate) release: String,
     /// Process id the task sees (its own namespace: 1 is not used, as init would be).
@@ -71,6 +94,16 @@ pub(crate) struct Process {
     /// For the call being run again after a wait: its deadline and what it had done (set
     /// only while that call runs).
     pub(crate) resume: Option<crate::kernel::wait::Resume>,
+    /// How the process ends, for its parent's `wait` (set with `ending`).
+    pub(crate) end_status: Option<Status>,
+    /// The task's process tree.
+    pub(crate) tree: Arc<Tree>,
+    /// What other processes reach of this one (signals, its end).
+    pub(crate) shared: Arc<ProcessShared>,
+    /// Bytes of pages last reported to the task's memory meter for this process.
+    pub(crate) metered: u64,
+    /// Most bytes `execve` reads of a program (the task manager's `program_bytes_max`).
+    pub(crate) program_bytes_max: u64,
 }
 
 /// A thread's place in `futex` waits: set when woken, and its vCPU thread to kick.
@@ -94,13 +127,29 @@ pub(crate) struct ThreadInfo {
     /// Its signal mask while another thread is current (the current thread's is
     /// `Signals::mask`).
     pub(crate) mask: u64,
+    /// Likewise its `Signals::restore_mask`.
+    pub(crate) restore_mask: Option<u64>,
 }
 
-/// A task's threads, by thread id.
+impl ThreadInfo {
+    /// A thread at kernel slot `slot_index` (its pages at `slot`), starting with `mask`.
+    pub(crate) fn new(slot: KernelSlot, slot_index: u64, mask: u64) -> ThreadInfo {
+        ThreadInfo {
+            slot,
+            slot_index,
+            clear_child_tid: 0,
+            waiter: Arc::new(Waiter::default()),
+            io_waiter: Arc::new(Waiter::default()),
+            mask,
+            restore_mask: None,
+        }
+    }
+}
+
+/// A process's threads, by thread id (ids come from the task's [`Tree`]).
 #[derive(Debug, Default)]
 pub(crate) struct Threads {
     pub(crate) live: BTreeMap<i32, ThreadInfo>,
-    pub(crate) next_tid: i32,
 }
 
 impl Process {
@@ -110,14 +159,39 @@ impl Process {
             // Signal masks are per thread: the one in `signals` is the current thread's.
             if let Some(previous) = self.threads.live.get_mut(&self.tid) {
                 previous.mask = self.signals.mask;
+                previous.restore_mask = self.signals.restore_mask;
             }
             if let Some(info) = self.threads.live.get(&tid) {
                 self.signals.mask = info.mask;
+                self.signals.restore_mask = info.restore_mask;
             }
         }
         self.tid = tid;
         if let Some(info) = self.threads.live.get(&tid) {
             self.kstack = info.slot;
+        }
+        self.take_incoming();
+    }
+
+    /// Makes the signals other processes sent pending here (unless ignored meanwhile).
+    pub(crate) fn take_incoming(&mut self) {
+        if self.shared.incoming() == 0 {
+            return;
+        }
+        let (bits, codes) = self.shared.take_incoming();
+        for signal in 1..=64u64 {
+            if bits & (1 << (signal - 1)) != 0 {
+                let (code, sender) = codes[signal as usize];
+                crate::kernel::syscalls::signal::raise_from(self, signal, code, sender);
+            }
+        }
+    }
+
+    /// Records how the process ends; the first decision wins.
+    pub(crate) fn end_with(&mut self, outcome: Outcome, status: Status) {
+        if self.ending.is_none() {
+            self.ending = Some(outcome);
+            self.end_status = Some(status);
         }
     }
 
@@ -146,15 +220,20 @@ impl Process {
         }
     }
 
-    /// Updates the task's memory meter from its address space.
-    pub(crate) fn meter_memory(&self) {
-        self.meter.set_memory(self.mm.bytes_owned());
+    /// Updates the task's memory meter from this process's address space (the task's
+    /// figure is the sum over its processes).
+    pub(crate) fn meter_memory(&mut self) {
+        let now = self.mm.bytes_owned();
+        let total = self.tree.memory_changed(self.metered, now);
+        self.metered = now;
+        self.meter.set_memory(total);
     }
 
     /// Guest-physical address of user `va` with the access asked for, backing a lazily
     /// mapped page (the stack) first if need be.
     fn user_gpa(&mut self, va: u64, write: bool) -> Result<u64, Errno> {
-        let physical = &self.vm.physical;
+        let vm = Arc::clone(&self.vm);
+        let physical = &vm.physical;
         if let Some(gpa) = self.mm.translate(physical, va, write) {
             return Ok(gpa);
         }

@@ -120,11 +120,16 @@ fn push_frame(process: &mut Process, info: SigInfo, interrupted: &Interrupted) -
     let sp = interrupted.regs.rsp.checked_sub(RED_ZONE + FRAME_BYTES)?;
     // At the handler's first instruction RSP + 8 is 16-byte aligned, as after a call.
     let frame = ((sp + 8) & !15) - 8;
+    // After `rt_sigsuspend` the handler returns to the mask from before the call.
+    let saved = process
+        .signals
+        .restore_mask
+        .unwrap_or(process.signals.mask);
     let mut bytes = Vec::with_capacity(FRAME_BYTES as usize);
     bytes.extend_from_slice(&restorer.to_le_bytes());
     bytes.extend_from_slice(&[0u8; 40]); // uc_flags, uc_link, uc_stack (none)
-    bytes.extend_from_slice(&mcontext(interrupted, process.signals.mask));
-    bytes.extend_from_slice(&process.signals.mask.to_le_bytes());
+    bytes.extend_from_slice(&mcontext(interrupted, saved));
+    bytes.extend_from_slice(&saved.to_le_bytes());
     let mut siginfo = [0u8; 128];
     siginfo[0..4].copy_from_slice(&info.signo.to_le_bytes());
     siginfo[8..12].copy_from_slice(&info.code.to_le_bytes());
@@ -132,6 +137,7 @@ fn push_frame(process: &mut Process, info: SigInfo, interrupted: &Interrupted) -
     bytes.extend_from_slice(&siginfo);
     debug_assert_eq!(bytes.len() as u64, FRAME_BYTES);
     process.write_user(frame, &bytes).ok()?;
+    process.signals.restore_mask = None;
     let bit = 1u64 << (index - 1);
     let mut mask = process.signals.mask | action_mask;
     if flags & SA_NODEFER == 0 {
@@ -178,6 +184,33 @@ pub(crate) fn deliver_at_syscall(process: &mut Process, vcpu: &mut Vcpu, info: S
         out.rip = handler;
         out.rflags = out.r11;
     }
+    true
+}
+
+/// Starts the handler for `info` at an arbitrary point of guest code (a signal another
+/// process sent, taken when the vCPU was kicked out of the guest): every register is the
+/// task's own and is saved as it is. Not while the vCPU is in the trampoline or the kernel
+/// area (the caller keeps the signal pending then).
+pub(crate) fn deliver_async(process: &mut Process, vcpu: &mut Vcpu, info: SigInfo) -> bool {
+    let regs = vcpu.regs();
+    let interrupted = Interrupted {
+        regs,
+        trapno: 0,
+        err: 0,
+        cr2: 0,
+    };
+    let handler = process.signals.actions[info.signo as usize][0];
+    let Some(frame) = push_frame(process, info, &interrupted) else {
+        return false;
+    };
+    let out = vcpu.regs_mut();
+    out.rsp = frame;
+    out.rdi = info.signo as u64;
+    out.rsi = frame + SIGINFO;
+    out.rdx = frame + UC;
+    out.rax = 0;
+    out.rip = handler;
+    out.rflags = (regs.rflags & USER_RFLAGS_MASK & !0x100) | 0x2;
     true
 }
 

@@ -18,6 +18,7 @@ use crate::hypervisor::cpu::{StartState, Vcpu};
 use crate::hypervisor::fastpath;
 use crate::hypervisor::run::{self, Outcome, RunLimits, ThreadEnd};
 use crate::kernel::process::{Process, ThreadInfo, Waiter};
+use crate::kernel::tree::{ProcessShared, Status};
 use crate::kernel::syscalls::{Errno, SysResult};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -30,26 +31,33 @@ pub(crate) const THREADS_MAX: usize = 64;
 /// Most futex waiters moved or woken by one call (a bound on the work one call does).
 const FUTEX_BATCH_MAX: u64 = 1024;
 
-const CLONE_VM: u64 = 0x100;
+pub(crate) const CLONE_VM: u64 = 0x100;
 const CLONE_SIGHAND: u64 = 0x800;
-const CLONE_THREAD: u64 = 0x1_0000;
-const CLONE_SETTLS: u64 = 0x8_0000;
-const CLONE_PARENT_SETTID: u64 = 0x10_0000;
-const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
-const CLONE_CHILD_SETTID: u64 = 0x100_0000;
+pub(crate) const CLONE_THREAD: u64 = 0x1_0000;
+pub(crate) const CLONE_SETTLS: u64 = 0x8_0000;
+pub(crate) const CLONE_PARENT_SETTID: u64 = 0x10_0000;
+pub(crate) const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
+pub(crate) const CLONE_CHILD_SETTID: u64 = 0x100_0000;
 /// RFLAGS bits a thread may start with (never IOPL).
-const USER_RFLAGS_MASK: u64 = 0x25_4dd5;
+pub(crate) const USER_RFLAGS_MASK: u64 = 0x25_4dd5;
 /// Stack of a vCPU thread: the VMM's own frames while it emulates calls.
 pub(crate) const VCPU_THREAD_STACK_BYTES: usize = 1 << 20;
 
-/// What a task's threads share: its process, its domain and task records, its limits.
+/// What every process of a task shares: its domain and task records, its limits, its
+/// process tree.
 pub(crate) struct TaskRuntime {
     pub(crate) domain: Arc<Domain>,
-    pub(crate) task: Arc<Task>,
-    pub(crate) process: Mutex<Process>,
+    pub(crate) record: Arc<Task>,
     pub(crate) limits: RunLimits,
-    /// The task's place among the manager's running tasks, held until its last thread ends.
+    /// The task's place among the manager's running tasks, held until its last process ends.
     pub(crate) _slot: TaskSlot,
+}
+
+/// What a process's threads share: the process behind its lock, and its task.
+pub(crate) struct ProcessRuntime {
+    pub(crate) task: Arc<TaskRuntime>,
+    pub(crate) process: Mutex<Process>,
+    pub(crate) shared: Arc<ProcessShared>,
 }
 
 /// `clone`'s arguments: flags, stack, parent tid pointer, child tid pointer, TLS.
@@ -64,7 +72,7 @@ pub(crate) struct CloneArgs {
 
 /// `clone` of a thread: a new vCPU thread starting at the caller's return address.
 pub(crate) fn clone(
-    runtime: &Arc<TaskRuntime>,
+    runtime: &Arc<ProcessRuntime>,
     process: &mut Process,
     vcpu: &Vcpu,
     args: CloneArgs,
@@ -109,8 +117,11 @@ pub(crate) fn clone(
     } else {
         vcpu.sregs().map(|sregs| sregs.fs.base).unwrap_or(0)
     };
-    let tid = process.threads.next_tid;
-    process.threads.next_tid += 1;
+    let Some(tid) = process.tree.new_thread(process.pid) else {
+        process.mm.unmap_kernel_slot(&vm.physical, slot);
+        vm.give_back(child_vcpu);
+        return Err(Errno::EAGAIN);
+    };
     let written = (args.flags & CLONE_PARENT_SETTID == 0
         || process
             .write_user(args.parent_tid, &tid.to_le_bytes())
@@ -120,6 +131,7 @@ pub(crate) fn clone(
                 .write_user(args.child_tid, &tid.to_le_bytes())
                 .is_ok());
     if !written {
+        process.tree.thread_ended(tid);
         process.mm.unmap_kernel_slot(&vm.physical, slot);
         vm.give_back(child_vcpu);
         return Err(Errno::EFAULT);
@@ -136,23 +148,14 @@ pub(crate) fn clone(
         regs,
         gdt_va: slot.gdt_va,
         fs_base,
+        fpu: None,
     };
-    process.threads.live.insert(
-        tid,
-        ThreadInfo {
-            slot,
-            slot_index: index,
-            clear_child_tid: if args.flags & CLONE_CHILD_CLEARTID != 0 {
-                args.child_tid
-            } else {
-                0
-            },
-            waiter: Arc::new(Waiter::default()),
-            io_waiter: Arc::new(Waiter::default()),
-            // A new thread starts with its creator's mask.
-            mask: process.signals.mask,
-        },
-    );
+    // A new thread starts with its creator's mask.
+    let mut info = ThreadInfo::new(slot, index, process.signals.mask);
+    if args.flags & CLONE_CHILD_CLEARTID != 0 {
+        info.clear_child_tid = args.child_tid;
+    }
+    process.threads.live.insert(tid, info);
     let child_runtime = Arc::clone(runtime);
     let spawned = std::thread::Builder::new()
         .name("xeno-vcpu".to_owned())
@@ -161,6 +164,7 @@ pub(crate) fn clone(
     if let Err(error) = spawned {
         // The vCPU went with the closure; the slot is freed when the thread entry is removed.
         tracing::warn!("cannot start a thread's host thread: {error}");
+        process.tree.thread_ended(tid);
         if let Some(info) = process.threads.live.remove(&tid) {
             process.mm.unmap_kernel_slot(&vm.physical, info.slot);
         }
@@ -169,10 +173,10 @@ pub(crate) fn clone(
     Ok(tid as u64)
 }
 
-/// A vCPU thread's whole life: runs thread `tid`, then leaves the task (and, as its last
-/// thread, ends it).
+/// A vCPU thread's whole life: runs thread `tid`, then leaves the process (and, as its
+/// last thread, ends it).
 pub(crate) fn thread_main(
-    runtime: Arc<TaskRuntime>,
+    runtime: Arc<ProcessRuntime>,
     mut vcpu: Vcpu,
     tid: i32,
     start: StartState,
@@ -182,26 +186,29 @@ pub(crate) fn thread_main(
         run::run(&runtime, &mut vcpu, tid, start, on_enter)
     }))
     .unwrap_or_else(|_| {
-        tracing::error!(task = %runtime.task.id, "the VMM panicked while running this task");
+        tracing::error!(task = %runtime.task.record.id, "the VMM panicked while running this task");
         let mut process = lock(&runtime.process);
-        if process.ending.is_none() {
-            process.ending = Some(Outcome::Failed(
+        process.end_with(
+            Outcome::Failed(
                 "internal error: the task manager failed while running this task".to_owned(),
-            ));
-        }
+            ),
+            Status::Signaled(9),
+        );
         drop(process);
-        runtime.task.control.end_group();
+        runtime.shared.end();
         ThreadEnd::Task
     });
     leave(&runtime, vcpu, tid, end);
 }
 
-/// Thread `tid` leaves the task; the last one out releases everything and reports the end.
-fn leave(runtime: &TaskRuntime, vcpu: Vcpu, tid: i32, end: ThreadEnd) {
+/// Thread `tid` leaves its process; the last one out releases the process, leaves its status
+/// for its parent, and (as the task's last process) reports the task's end.
+fn leave(runtime: &ProcessRuntime, vcpu: Vcpu, tid: i32, end: ThreadEnd) {
     let mut process = lock(&runtime.process);
     process.enter(tid);
     let vm = Arc::clone(&process.vm);
     let info = process.threads.live.remove(&tid);
+    process.tree.thread_ended(tid);
     if let ThreadEnd::Exit(status) = end {
         if let Some(info) = &info
             && info.clear_child_tid != 0
@@ -211,8 +218,8 @@ fn leave(runtime: &TaskRuntime, vcpu: Vcpu, tid: i32, end: ThreadEnd) {
         {
             futex_wake(&mut process, info.clear_child_tid, 1);
         }
-        if process.threads.live.is_empty() && process.ending.is_none() {
-            process.ending = Some(Outcome::Exited(status));
+        if process.threads.live.is_empty() {
+            process.end_with(Outcome::Exited(status), Status::Exited(status));
         }
     }
     if let Some(info) = info
@@ -224,21 +231,39 @@ fn leave(runtime: &TaskRuntime, vcpu: Vcpu, tid: i32, end: ThreadEnd) {
     if !process.threads.live.is_empty() {
         return;
     }
+    if let Some(signal) = runtime.shared.killed_by() {
+        process.end_with(
+            Outcome::Failed(format!(
+                "killed by signal {signal} ({})",
+                crate::kernel::fault::signal_name(signal)
+            )),
+            Status::Signaled(signal),
+        );
+    }
     let outcome = process.ending.take().unwrap_or_else(|| {
         Outcome::Failed("the task's threads ended without an outcome".to_owned())
     });
-    if !process.unknown.is_empty() {
-        tracing::info!(domain = %runtime.domain.id, task = %runtime.task.id, unknown_syscalls = ?process.unknown, "unknown system calls returned ENOSYS");
-        runtime
-            .task
-            .note_unknown_calls(process.unknown.iter().map(|(n, c)| (*n, *c)));
-    }
+    let status = process.end_status.unwrap_or(Status::Signaled(9));
+    let unknown = std::mem::take(&mut process.unknown);
     for fd in process.fds.drain() {
         fastpath::release(&mut process, &fd.file);
     }
     process.mm.release(&vm.physical);
+    process.meter_memory();
+    let pid = process.pid;
+    let tree = Arc::clone(&process.tree);
     drop(process);
-    runtime.domain.finish_task(&runtime.task, outcome);
+    runtime.shared.release_vfork();
+    let (reaped, ended) = tree.process_ended(pid, status, outcome, &unknown);
+    vm.processes_ended(reaped + ended.released);
+    if let Some((outcome, unknown)) = ended.task {
+        let task = &runtime.task;
+        if !unknown.is_empty() {
+            tracing::info!(domain = %task.domain.id, task = %task.record.id, unknown_syscalls = ?unknown, "unknown system calls returned ENOSYS");
+            task.record.note_unknown_calls(unknown);
+        }
+        task.domain.finish_task(&task.record, outcome);
+    }
 }
 
 /// FUTEX_WAIT: sleeps (outside the lock) if the word at `address` still holds `expected`.

@@ -126,12 +126,21 @@ impl Guest {
         }
     }
 
-    pub fn file(mut self, path: &str, data: &[u8]) -> Guest {
+    pub fn file(self, path: &str, data: &[u8]) -> Guest {
+        self.file_with_mode(path, data, 0o644)
+    }
+
+    /// A file the task may execute (mode 0755).
+    pub fn executable(self, path: &str, data: &[u8]) -> Guest {
+        self.file_with_mode(path, data, 0o755)
+    }
+
+    fn file_with_mode(mut self, path: &str, data: &[u8], mode: u32) -> Guest {
         let file = payload(data.to_vec());
         self.task.files.push(TaskFile {
             path: path.into(),
             sha256: file.sha256.clone(),
-            mode: 0o644,
+            mode,
         });
         if !self.payloads.iter().any(|p| p.sha256 == file.sha256) {
             self.payloads.push(file);
@@ -204,7 +213,13 @@ pub async fn run(manager: &VmTaskManager, domain: &str, task: &str, guest: &Gues
         let left = deadline.saturating_duration_since(Instant::now());
         let event = tokio::time::timeout(left, events.next())
             .await
-            .unwrap_or_else(|_| panic!("task {task} did not end within {END_WAIT:?}"))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "task {task} did not end within {END_WAIT:?}; its stdout so far: {:?}, stderr: {:?}",
+                    String::from_utf8_lossy(&stdout),
+                    String::from_utf8_lossy(&stderr)
+                )
+            })
             .expect("stream open")
             .expect("event");
         match event.event {

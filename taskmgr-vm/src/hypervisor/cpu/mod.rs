@@ -97,7 +97,7 @@ pub(crate) struct Vcpu {
 }
 
 /// Where a task starts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) struct StartState {
     pub(crate) cr3: u64,
     /// Every general register, RIP, RSP and RFLAGS included.
@@ -106,6 +106,9 @@ pub(crate) struct StartState {
     pub(crate) gdt_va: u64,
     /// The FS base (TLS) to start with.
     pub(crate) fs_base: u64,
+    /// The FPU state to start with (a forked child's, its parent's); the initial state if
+    /// `None`.
+    pub(crate) fpu: Option<Box<kvm_xsave>>,
 }
 
 impl StartState {
@@ -121,6 +124,7 @@ impl StartState {
             },
             gdt_va: GDT_VA,
             fs_base: 0,
+            fpu: None,
         }
     }
 }
@@ -220,7 +224,10 @@ impl Vcpu {
         sregs.idt.base = IDT_VA;
         sregs.idt.limit = u16::try_from(VECTORS * 16 - 1).unwrap_or(u16::MAX);
         self.fd.set_sregs(&sregs).map_err(kvm("KVM_SET_SREGS"))?;
-        self.reset_fpu()?;
+        match &start.fpu {
+            Some(fpu) => self.set_fpu(fpu)?,
+            None => self.reset_fpu()?,
+        }
         self.fd.set_regs(&start.regs).map_err(kvm("KVM_SET_REGS"))?;
         // A reused vCPU may still have its previous task's registers marked dirty in the
         // synced area (a result written for a call after which the task ended, so no KVM_RUN
@@ -293,6 +300,18 @@ impl Vcpu {
     /// The system registers (an ioctl: only for exceptions and FS base changes).
     pub(crate) fn sregs(&self) -> Result<kvm_sregs, CpuError> {
         self.fd.get_sregs().map_err(kvm("KVM_GET_SREGS"))
+    }
+
+    /// The FPU, SSE and AVX state (for a forked child to start with its parent's).
+    pub(crate) fn fpu(&self) -> Result<kvm_xsave, CpuError> {
+        self.fd.get_xsave().map_err(kvm("KVM_GET_XSAVE"))
+    }
+
+    /// Sets the FPU state from another vCPU of the same VM.
+    pub(crate) fn set_fpu(&mut self, xsave: &kvm_xsave) -> Result<(), CpuError> {
+        // SAFETY: `xsave` came from KVM_GET_XSAVE on a vCPU of this VM, so it is a complete
+        // area of the size and features this VM uses.
+        unsafe { self.fd.set_xsave(xsave) }.map_err(kvm("KVM_SET_XSAVE"))
     }
 
     /// Sets the FS base (`arch_prctl(ARCH_SET_FS)`): two ioctls.

@@ -65,6 +65,9 @@ pub struct DomainVm {
     pub(crate) path: SyscallPath,
     cpuid: CpuId,
     next_vcpu_id: Mutex<u64>,
+    /// Processes of all the domain's tasks, running or zombie (at most
+    /// [`crate::kernel::tree::PROCESSES_MAX`]).
+    processes: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for DomainVm {
@@ -117,6 +120,7 @@ impl DomainVm {
             cpuid,
             idle: Mutex::new(Vec::new()),
             next_vcpu_id: Mutex::new(0),
+            processes: std::sync::atomic::AtomicUsize::new(0),
             windows: Windows::new(windows_max, readonly),
         };
         let first = domain_vm.new_vcpu()?;
@@ -145,6 +149,27 @@ impl DomainVm {
     /// Returns a vCPU whose task has ended.
     pub(crate) fn give_back(&self, vcpu: Vcpu) {
         lock(&self.idle).push(vcpu);
+    }
+
+    /// Counts a new process of the domain, unless it holds
+    /// [`PROCESSES_MAX`](crate::kernel::tree::PROCESSES_MAX) already.
+    pub(crate) fn add_process(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.processes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                (count < crate::kernel::tree::PROCESSES_MAX).then_some(count + 1)
+            })
+            .is_ok()
+    }
+
+    /// `count` processes of the domain are gone (reaped, or their task ended).
+    pub(crate) fn processes_ended(&self, count: usize) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .processes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(count))
+            });
     }
 
     pub(crate) fn vm_fd(&self) -> &VmFd {

@@ -68,10 +68,11 @@ pub(crate) fn resolve_at(
     path_va: u64,
 ) -> Result<PathBuf, Errno> {
     let raw = process.read_cstr(path_va, PATH_BYTES_MAX)?;
-    resolve_bytes(process, dirfd, &raw)
+    resolve_at_bytes(process, dirfd, &raw)
 }
 
-fn resolve_bytes(process: &Process, dirfd: u64, raw: &[u8]) -> Result<PathBuf, Errno> {
+/// Resolves path bytes against `dirfd` to a path relative to the session root.
+pub(crate) fn resolve_at_bytes(process: &Process, dirfd: u64, raw: &[u8]) -> Result<PathBuf, Errno> {
     if raw.first() == Some(&b'/') {
         return FsContext::resolve(&process.fs.cwd, raw);
     }
@@ -115,7 +116,7 @@ pub(crate) fn openat(
     if flags & O_TMPFILE == O_TMPFILE {
         return Err(Errno::EOPNOTSUPP);
     }
-    let path = resolve_bytes(process, dirfd, &raw)?;
+    let path = resolve_at_bytes(process, dirfd, &raw)?;
     let access = flags & O_ACCMODE;
     if access == 3 {
         return Err(Errno::EINVAL);
@@ -416,7 +417,7 @@ fn stat_of_path(
     if let Some(device) = Device::at(&raw) {
         return Ok(Stat::device(S_IFCHR | 0o666, device.number()));
     }
-    let path = resolve_bytes(process, dirfd, &raw)?;
+    let path = resolve_at_bytes(process, dirfd, &raw)?;
     let metadata = if flags & AT_SYMLINK_NOFOLLOW != 0 {
         process.fs.root.symlink_metadata(&path)
     } else {
@@ -586,7 +587,7 @@ pub(crate) fn readlinkat(
     let target = if raw == PROC_SELF_EXE {
         process.exe_path.as_bytes().to_vec()
     } else {
-        let path = resolve_bytes(process, dirfd, &raw)?;
+        let path = resolve_at_bytes(process, dirfd, &raw)?;
         let target = process
             .fs
             .root

@@ -14,6 +14,7 @@ mod io;
 mod mem;
 mod pipes;
 mod poll;
+mod process;
 pub(crate) mod signal;
 pub(crate) mod table;
 mod time;
@@ -33,6 +34,8 @@ impl Errno {
     pub(crate) const EINTR: Errno = Errno(4);
     pub(crate) const EIO: Errno = Errno(5);
     pub(crate) const ENXIO: Errno = Errno(6);
+    pub(crate) const E2BIG: Errno = Errno(7);
+    pub(crate) const ENOEXEC: Errno = Errno(8);
     pub(crate) const EBADF: Errno = Errno(9);
     pub(crate) const ECHILD: Errno = Errno(10);
     pub(crate) const EAGAIN: Errno = Errno(11);
@@ -53,6 +56,7 @@ impl Errno {
     pub(crate) const ENAMETOOLONG: Errno = Errno(36);
     pub(crate) const ENOSYS: Errno = Errno(38);
     pub(crate) const ENOTEMPTY: Errno = Errno(39);
+    pub(crate) const ELOOP: Errno = Errno(40);
     pub(crate) const EOPNOTSUPP: Errno = Errno(95);
     pub(crate) const ETIMEDOUT: Errno = Errno(110);
 

@@ -16,6 +16,9 @@ fn ignored_by_default(signal: u64) -> bool {
 /// `sa_flags`: the handler returns through `sa_restorer` (libc always sets it).
 const SA_RESTORER: u64 = 0x0400_0000;
 const SIGKILL: u64 = 9;
+const SIGCHLD: u64 = 17;
+/// `sa_flags`: children that end are reaped without a wait.
+const SA_NOCLDWAIT: u64 = 2;
 const SIGSTOP: u64 = 19;
 /// Raised by a write to a pipe no one reads.
 pub(crate) const SIGPIPE: u64 = 13;
@@ -44,6 +47,7 @@ pub(crate) fn rt_sigaction(
             *slot = u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]));
         }
         process.signals.actions[index] = action;
+        publish_dispositions(process);
     }
     if old != 0 {
         let mut out = Vec::with_capacity(32);
@@ -103,51 +107,152 @@ pub(crate) fn sigaltstack(process: &mut Process, new: u64, old: u64) -> SysResul
     Ok(0)
 }
 
-/// `kill`, `tkill`, `tgkill`: only the task itself can be a target. The signal is made
-/// pending (unless ignored) and delivered as the call returns, or when it is unblocked.
+/// `kill`, `tkill`, `tgkill`: to this process, to another process of the task, to a
+/// process group, or to every other process (`kill(-1)`). A signal to this process is made
+/// pending (unless ignored) and delivered as the call returns, or when it is unblocked; one
+/// to another process is queued there and its threads kicked, so it is taken at once by a
+/// thread running guest code and interrupts a waiting one. SIGKILL ends its target.
 pub(crate) fn kill(process: &mut Process, number: u64, a: [u64; 6]) -> Flow {
     let (target, signal) = match number {
         62 | 200 => (a[0] as i32, a[1]),
         _ => (a[1] as i32, a[2]),
     };
-    let me = process.pid;
-    let targets_self = target == me
-        || (number == 62 && (target == 0 || target == -1 || target == -me))
-        || (number != 62 && process.threads.live.contains_key(&target));
-    if !targets_self {
-        return Flow::Return((-i64::from(Errno::ESRCH.0)) as u64);
-    }
     if signal > 64 {
         return Flow::Return((-i64::from(Errno::EINVAL.0)) as u64);
+    }
+    let me = process.pid;
+    let targets = match number {
+        62 => {
+            let mut targets = process.tree.kill_targets(me, target);
+            // kill(-1) reaches every process but the caller; kill of the caller's own group
+            // or pid includes it.
+            let includes_me = targets.iter().any(|shared| shared.pid == me);
+            targets.retain(|shared| shared.pid != me);
+            (targets, includes_me)
+        }
+        // tgkill(tgid, tid): the thread must be in that process; tkill(tid): any thread.
+        _ => {
+            let owner = process.tree.process_of(target);
+            let tgid_ok = number != 234 || owner.as_ref().is_some_and(|o| o.pid == a[0] as i32);
+            match owner {
+                Some(_) if !tgid_ok => (Vec::new(), false),
+                Some(owner) if owner.pid == me => (Vec::new(), true),
+                Some(owner) => (vec![owner], false),
+                None => (Vec::new(), false),
+            }
+        }
+    };
+    let (others, includes_me) = targets;
+    if others.is_empty() && !includes_me {
+        return Flow::Return((-i64::from(Errno::ESRCH.0)) as u64);
     }
     if signal == 0 {
         return Flow::Return(0);
     }
-    if signal == SIGKILL {
-        return Flow::Signaled(SIGKILL as i32);
-    }
     // SI_USER for kill, SI_TKILL for tkill and tgkill.
-    raise(process, signal, if number == 62 { 0 } else { -6 });
+    let code = if number == 62 { 0 } else { -6 };
+    for other in &others {
+        other.send(signal, code, me);
+    }
+    if includes_me {
+        if signal == SIGKILL {
+            return Flow::Signaled(SIGKILL as i32);
+        }
+        raise(process, signal, code);
+    }
     Flow::Return(0)
 }
 
 /// Makes `signal` (1 to 64, not SIGKILL) pending with `si_code` `code`, unless the task
 /// ignores it; it is delivered as the current call returns, or when it is unblocked.
 pub(crate) fn raise(process: &mut Process, signal: u64, code: i32) {
+    let me = process.pid;
+    raise_from(process, signal, code, me);
+}
+
+/// [`raise`] for a signal `sender` sent.
+pub(crate) fn raise_from(process: &mut Process, signal: u64, code: i32, sender: i32) {
     let handler = process.signals.actions[signal as usize][0];
     if handler == SIG_IGN || (handler == SIG_DFL && ignored_by_default(signal)) {
         return;
     }
     process.signals.pending |= 1 << (signal - 1);
     process.signals.codes[signal as usize] = code;
+    process.signals.senders[signal as usize] = sender;
 }
 
-/// After a system call: runs the lowest pending, unblocked signal's action. `None` to go on,
-/// or the signal the task dies of.
-pub(crate) fn deliver_pending(process: &mut Process, vcpu: &mut Vcpu) -> Option<i32> {
+/// Keeps what other processes see of the dispositions in step: which sent signals are
+/// dropped, and whether children are reaped without a wait.
+fn publish_dispositions(process: &Process) {
+    let mut ignored = 0u64;
+    for signal in 1..=64u64 {
+        let handler = process.signals.actions[signal as usize][0];
+        if handler == SIG_IGN || (handler == SIG_DFL && ignored_by_default(signal)) {
+            ignored |= 1 << (signal - 1);
+        }
+    }
+    use std::sync::atomic::Ordering;
+    process.shared.ignored.store(ignored, Ordering::Release);
+    let child = process.signals.actions[SIGCHLD as usize];
+    process.shared.auto_reap.store(
+        child[0] == SIG_IGN || child[1] & SA_NOCLDWAIT != 0,
+        Ordering::Release,
+    );
+}
+
+/// `execve`: handlers go back to SIG_DFL (ignored signals stay ignored); pending signals and
+/// the mask are kept.
+pub(crate) fn reset_for_exec(process: &mut Process) {
+    for action in process.signals.actions.iter_mut() {
+        if action[0] != SIG_IGN {
+            *action = [SIG_DFL, 0, 0, 0];
+        }
+    }
+    publish_dispositions(process);
+}
+
+/// `sa_flags`: a call the handler interrupts is made again.
+const SA_RESTART: u64 = 0x1000_0000;
+/// Calls Linux makes again after a handler with SA_RESTART: reads and writes that waited,
+/// and waits for children.
+const RESTARTABLE: [u64; 8] = [0, 1, 17, 18, 19, 20, 61, 247];
+
+/// Whether the blocked call `number`, cut short by the signal about to be delivered, is to
+/// be made again once its handler returns.
+pub(crate) fn restarts(process: &Process, number: u64) -> bool {
+    let deliverable = process.signals.pending & !(process.signals.mask & !sigframe::UNBLOCKABLE);
+    if deliverable == 0 || !RESTARTABLE.contains(&number) {
+        return false;
+    }
+    let signal = deliverable.trailing_zeros() as usize + 1;
+    let action = process.signals.actions[signal];
+    action[0] != SIG_DFL && action[0] != SIG_IGN && action[1] & SA_RESTART != 0
+}
+
+/// Where a pending signal is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum At {
+    /// As a system call returns (the vCPU is at the trampoline's return).
+    Syscall,
+    /// Wherever guest code was when the vCPU was kicked out.
+    Anywhere,
+}
+
+/// After a system call (or a kick): runs the lowest pending, unblocked signal's action.
+/// `None` to go on, or the signal the process dies of.
+pub(crate) fn deliver_pending(process: &mut Process, vcpu: &mut Vcpu, at: At) -> Option<i32> {
     let deliverable = process.signals.pending & !(process.signals.mask & !sigframe::UNBLOCKABLE);
     if deliverable == 0 {
         return None;
+    }
+    if at == At::Anywhere {
+        use crate::hypervisor::vm::layout::{USER_SYSTEM_BASE, USER_TOP};
+        let rip = vcpu.regs().rip;
+        if rip >= USER_SYSTEM_BASE || rip >= USER_TOP {
+            // In the trampoline (its save area is in use) or the kernel area: taken at the
+            // next system call instead.
+            return None;
+        }
     }
     let signal = deliverable.trailing_zeros() + 1;
     process.signals.pending &= !(1 << (signal - 1));
@@ -162,13 +267,13 @@ pub(crate) fn deliver_pending(process: &mut Process, vcpu: &mut Vcpu) -> Option<
             let info = sigframe::SigInfo {
                 signo,
                 code: process.signals.codes[signal as usize],
-                value: u64::from(process.pid as u32),
+                value: u64::from(process.signals.senders[signal as usize] as u32),
             };
-            if sigframe::deliver_at_syscall(process, vcpu, info) {
-                None
-            } else {
-                Some(11)
-            }
+            let delivered = match at {
+                At::Syscall => sigframe::deliver_at_syscall(process, vcpu, info),
+                At::Anywhere => sigframe::deliver_async(process, vcpu, info),
+            };
+            if delivered { None } else { Some(11) }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! (`docs/linux-system-calls.md`) and the capability report are all read from [`TABLE`]; a
 //! number with no row is unknown: it returns `ENOSYS` and is counted for the client.
 
-use super::{Errno, Flow, SysResult, fs, info, io, mem, pipes, poll, signal, time};
+use super::{Errno, Flow, SysResult, fs, info, io, mem, pipes, poll, process, signal, time};
 use crate::hypervisor::cpu::Vcpu;
 use crate::kernel::process::Process;
 use crate::kernel::wait::{Io, IoResult};
@@ -176,6 +176,12 @@ pub const TABLE: &[Syscall] = &[
     ),
     full(32, "dup", |p, _, a| done(fs::dup(p, a[0], None, 0))),
     full(33, "dup2", |p, _, a| done(fs::dup(p, a[0], Some(a[1]), 0))),
+    partial(
+        34,
+        "pause",
+        "ends only for a signal another process sends",
+        |p, _, _| may_wait(process::sigsuspend(p, 0, 0)),
+    ),
     full(35, "nanosleep", |p, _, a| time::sleep(p, 35, a)),
     full(39, "getpid", |p, _, _| done(Ok(p.pid as u64))),
     refused(
@@ -187,30 +193,35 @@ pub const TABLE: &[Syscall] = &[
     partial(
         56,
         "clone",
-        "threads only (CLONE_VM | CLONE_THREAD | CLONE_SIGHAND); a new process is EAGAIN",
+        "threads (CLONE_VM | CLONE_THREAD | CLONE_SIGHAND) and processes; CLONE_VM without \
+         CLONE_THREAD gives the child a copy of the memory, not the parent's own; shared \
+         descriptor tables and namespaces are EINVAL",
         |_, _, a| clone_flow(a),
     ),
-    refused(
-        57,
-        "fork",
-        Errno::EAGAIN,
-        "a domain runs one process (one address space)",
-    ),
-    refused(
+    full(57, "fork", |_, _, _| process::fork()),
+    partial(
         58,
         "vfork",
-        Errno::EAGAIN,
-        "a domain runs one process (one address space)",
+        "the parent waits for the child's execve or exit; the child runs on a copy of the \
+         parent's memory",
+        |_, _, _| process::vfork(),
     ),
-    refused(59, "execve", Errno::EACCES, "a task runs one program"),
-    full(60, "exit", |_, _, a| Flow::ExitThread(a[0] as i32)),
-    refused(61, "wait4", Errno::ECHILD, "there are no child processes"),
     partial(
-        62,
-        "kill",
-        "the task itself is the only target",
-        |p, _, a| signal::kill(p, 62, a),
+        59,
+        "execve",
+        "static ELF programs and #! scripts; a dynamically linked program is ENOENT (no \
+         interpreter), a process with several threads EAGAIN",
+        |p, v, a| process::execveat(p, v, [fs::AT_FDCWD, a[0], a[1], a[2], 0]),
     ),
+    full(60, "exit", |_, _, a| Flow::ExitThread(a[0] as i32)),
+    partial(
+        61,
+        "wait4",
+        "children never stop or continue (WUNTRACED and WCONTINUED report nothing); rusage \
+         is zero",
+        |p, _, a| may_wait(process::wait4(p, a[0], a[1], a[2], a[3])),
+    ),
+    full(62, "kill", |p, _, a| signal::kill(p, 62, a)),
     full(63, "uname", |p, _, a| done(info::uname(p, a[0]))),
     full(72, "fcntl", |p, _, a| done(fs::fcntl(p, a[0], a[1], a[2]))),
     partial(
@@ -301,25 +312,26 @@ pub const TABLE: &[Syscall] = &[
     }),
     partial(107, "geteuid", ROOT_ONLY, |_, _, _| done(Ok(0))),
     partial(108, "getegid", ROOT_ONLY, |_, _, _| done(Ok(0))),
-    partial(
-        109,
-        "setpgid",
-        "accepted: one process is its own group",
-        |_, _, _| done(Ok(0)),
-    ),
+    full(109, "setpgid", |p, _, a| done(process::setpgid(p, a[0], a[1]))),
     partial(
         110,
         "getppid",
-        "1: the domain is the task's parent",
-        |_, _, _| done(Ok(1)),
+        "1 for the task's first process: the domain is its parent",
+        |p, _, _| done(Ok(p.tree.parent(p.pid) as u64)),
     ),
-    partial(111, "getpgrp", OWN_GROUP, |p, _, _| done(Ok(p.pid as u64))),
-    partial(112, "setsid", OWN_GROUP, |p, _, _| done(Ok(p.pid as u64))),
+    full(111, "getpgrp", |p, _, _| done(process::group(p, 0, false))),
+    full(112, "setsid", |p, _, _| done(process::setsid(p))),
     partial(115, "getgroups", "no supplementary groups", |_, _, _| {
         done(Ok(0))
     }),
-    partial(121, "getpgid", OWN_GROUP, |p, _, _| done(Ok(p.pid as u64))),
-    partial(124, "getsid", OWN_GROUP, |p, _, _| done(Ok(p.pid as u64))),
+    full(121, "getpgid", |p, _, a| done(process::group(p, a[0], false))),
+    full(124, "getsid", |p, _, a| done(process::group(p, a[0], true))),
+    partial(
+        130,
+        "rt_sigsuspend",
+        "ends only for a signal another process sends or a handler a fault runs",
+        |p, _, a| may_wait(process::sigsuspend(p, a[0], a[1])),
+    ),
     full(131, "sigaltstack", |p, _, a| {
         done(signal::sigaltstack(p, a[0], a[1]))
     }),
@@ -341,7 +353,7 @@ pub const TABLE: &[Syscall] = &[
     partial(
         200,
         "tkill",
-        "the task's own threads are the only targets",
+        "a thread of another process gets the signal as its process",
         |p, _, a| signal::kill(p, 200, a),
     ),
     full(201, "time", |p, _, a| done(time::time(p, a[0]))),
@@ -375,8 +387,14 @@ pub const TABLE: &[Syscall] = &[
     partial(
         234,
         "tgkill",
-        "the task's own threads are the only targets",
+        "a thread of another process gets the signal as its process",
         |p, _, a| signal::kill(p, 234, a),
+    ),
+    partial(
+        247,
+        "waitid",
+        "children never stop or continue; rusage is zero",
+        |p, _, a| may_wait(process::waitid(p, a)),
     ),
     full(257, "openat", |p, _, a| {
         done(fs::openat(p, a[0], a[1], a[2], a[3]))
@@ -450,6 +468,12 @@ pub const TABLE: &[Syscall] = &[
     full(318, "getrandom", |p, _, a| {
         done(info::getrandom(p, a[0], a[1], a[2]))
     }),
+    partial(
+        322,
+        "execveat",
+        "as execve; AT_EMPTY_PATH (exec of a descriptor) is ENOENT",
+        |p, v, a| process::execveat(p, v, [a[0], a[1], a[2], a[3], a[4]]),
+    ),
     full(332, "statx", |p, _, a| {
         done(fs::statx(p, a[0], a[1], a[2], a[3], a[4]))
     }),
@@ -469,7 +493,6 @@ const HOST_MODES: &str =
 const OWNERSHIP: &str = "the domain has one user: accepted, and nothing changes";
 const ROOT_ONLY: &str = "0: the domain's only user is root";
 const SET_ROOT_ONLY: &str = "to 0 only; any other id EPERM";
-const OWN_GROUP: &str = "the task's own id: one process is its own group and session";
 
 /// Each number's row in [`TABLE`] (`u16::MAX`: none). Built at compile time, which also
 /// refuses a table out of order, with a number twice, or past [`NUMBER_END`].
@@ -638,7 +661,7 @@ mod tests {
 
     #[test]
     fn calls_that_only_fail_are_refused_not_supported() {
-        for name in ["fork", "vfork", "execve", "wait4", "sendfile", "rseq"] {
+        for name in ["sendfile", "rseq"] {
             let call = TABLE.iter().find(|call| call.name == name).expect(name);
             assert!(
                 matches!(call.support, Support::Refused(..)),

@@ -1,0 +1,212 @@
+//! `fork`, `vfork` and `clone` of a process: a child process of the task with its own copy
+//! of the caller's address space (see [`Mm::fork_copy`](crate::kernel::mm::Mm::fork_copy)),
+//! its open files (shared, as on Linux), its signal dispositions and mask, running the
+//! calling thread's registers on a vCPU and host thread of its own, returning 0.
+//!
+//! `vfork` (and `clone` with `CLONE_VFORK`) suspends the parent until the child calls
+//! `execve` or ends, as Linux does. The child runs on a copy, not on the parent's memory
+//! (`CLONE_VM` without `CLONE_THREAD` is treated as a copy): what `vfork` permits a child to
+//! do (call `execve` or `_exit`) behaves the same, but a child that writes to its parent's
+//! variables before it execs is not seen by the parent.
+
+use crate::hypervisor::cpu::StartState;
+use crate::hypervisor::cpu::Vcpu;
+use crate::hypervisor::fastpath;
+use crate::hypervisor::vm::layout::KernelSlot;
+use crate::kernel::process::{Process, ThreadInfo, Threads};
+use crate::kernel::syscalls::Errno;
+use crate::kernel::threads::{
+    self, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_PARENT_SETTID, CLONE_SETTLS,
+    CloneArgs, ProcessRuntime, USER_RFLAGS_MASK,
+};
+use crate::kernel::tree::ProcessShared;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+const CLONE_VFORK: u64 = 0x4000;
+/// `clone` flags a new process may have: the exit signal (low byte), `CLONE_VM` (a copy, see
+/// above), `CLONE_FS` (a copy too: the child's `chdir` is its own), `CLONE_VFORK`, TLS and
+/// the tid words. Anything else (shared descriptor tables, namespaces, ...) is EINVAL.
+const PROCESS_FLAGS: u64 = 0xff
+    | threads::CLONE_VM
+    | 0x200 // CLONE_FS
+    | CLONE_VFORK
+    | CLONE_SETTLS
+    | CLONE_PARENT_SETTID
+    | CLONE_CHILD_CLEARTID
+    | CLONE_CHILD_SETTID;
+
+/// A child made: its pid, and (for `vfork`) the child to wait for.
+#[derive(Debug)]
+pub(crate) struct Forked {
+    pub(crate) pid: i32,
+    pub(crate) vfork: Option<Arc<ProcessShared>>,
+}
+
+/// `fork` (57), `vfork` (58) and `clone` (56) without `CLONE_THREAD`, as `args`.
+pub(crate) fn fork(
+    runtime: &Arc<ProcessRuntime>,
+    process: &mut Process,
+    vcpu: &Vcpu,
+    args: CloneArgs,
+) -> Result<Forked, Errno> {
+    if args.flags & !PROCESS_FLAGS != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let vm = Arc::clone(&process.vm);
+    if !vm.add_process() {
+        return Err(Errno::EAGAIN);
+    }
+    let made = make_child(runtime, process, vcpu, args);
+    if made.is_err() {
+        vm.processes_ended(1);
+    }
+    made
+}
+
+fn make_child(
+    runtime: &Arc<ProcessRuntime>,
+    process: &mut Process,
+    vcpu: &Vcpu,
+    args: CloneArgs,
+) -> Result<Forked, Errno> {
+    let vm = Arc::clone(&process.vm);
+    // The fast path's windows belong to one address space, and its read positions would no
+    // longer be shared with the child: every file goes back through the VMM first.
+    for (_, file) in process.fds.all() {
+        fastpath::unwindow_all(process, &file);
+    }
+    let mm = process
+        .mm
+        .fork_copy(&vm.physical, &vm.shared)
+        .map_err(|_| Errno::ENOMEM)?;
+    let Some(pid) = process.tree.new_process_id() else {
+        mm.destroy(&vm.physical);
+        return Err(Errno::EAGAIN);
+    };
+    let fpu = vcpu.fpu();
+    let sregs = vcpu.sregs();
+    let (Ok(fpu), Ok(sregs)) = (fpu, sregs) else {
+        process.tree.thread_ended(pid);
+        mm.destroy(&vm.physical);
+        return Err(Errno::EAGAIN);
+    };
+    let child_vcpu = match vm.take_vcpu() {
+        Ok(child) => child,
+        Err(error) => {
+            tracing::warn!("cannot create a vCPU for a process: {error}");
+            process.tree.thread_ended(pid);
+            mm.destroy(&vm.physical);
+            return Err(Errno::EAGAIN);
+        }
+    };
+    let mut slot = KernelSlot::at(0);
+    slot.kstack_gpa = mm.kstack_gpa();
+    let mut info = ThreadInfo::new(slot, 0, process.signals.mask);
+    if args.flags & CLONE_CHILD_CLEARTID != 0 {
+        info.clear_child_tid = args.child_tid;
+    }
+    let shared = ProcessShared::new(pid);
+    let mut child = Process {
+        vm: Arc::clone(&vm),
+        mm,
+        fds: process.fds.fork_copy(),
+        fs: process.fs.clone(),
+        signals: process.signals.clone(),
+        output: process.output.clone(),
+        meter: Arc::clone(&process.meter),
+        exe_path: process.exe_path.clone(),
+        image: process.image.clone(),
+        release: process.release.clone(),
+        pid,
+        umask: process.umask,
+        boot: process.boot,
+        unknown: BTreeMap::new(),
+        threads: Threads {
+            live: BTreeMap::from([(pid, info)]),
+        },
+        tid: pid,
+        kstack: slot,
+        futexes: BTreeMap::new(),
+        ending: None,
+        resume: None,
+        end_status: None,
+        tree: Arc::clone(&process.tree),
+        shared: Arc::clone(&shared),
+        metered: 0,
+        program_bytes_max: process.program_bytes_max,
+    };
+    // Pending signals are the parent's alone; the mask and dispositions are inherited.
+    child.signals.pending = 0;
+    child.signals.restore_mask = None;
+    shared.ignored.store(
+        process.shared.ignored.load(std::sync::atomic::Ordering::Acquire),
+        std::sync::atomic::Ordering::Release,
+    );
+    shared.auto_reap.store(
+        process
+            .shared
+            .auto_reap
+            .load(std::sync::atomic::Ordering::Acquire),
+        std::sync::atomic::Ordering::Release,
+    );
+    let tid_bytes = pid.to_le_bytes();
+    let written = (args.flags & CLONE_CHILD_SETTID == 0
+        || child.write_user(args.child_tid, &tid_bytes).is_ok())
+        && (args.flags & CLONE_PARENT_SETTID == 0
+            || process.write_user(args.parent_tid, &tid_bytes).is_ok());
+    if !written {
+        process.tree.thread_ended(pid);
+        child.mm.release(&vm.physical);
+        vm.give_back(child_vcpu);
+        return Err(Errno::EFAULT);
+    }
+    child.meter_memory();
+    let mut regs = vcpu.regs();
+    regs.rax = 0;
+    regs.rip = regs.rcx;
+    regs.rflags = (regs.r11 & USER_RFLAGS_MASK) | 0x2;
+    if args.stack != 0 {
+        regs.rsp = args.stack;
+    }
+    let start = StartState {
+        cr3: child.mm.cr3(),
+        regs,
+        gdt_va: slot.gdt_va,
+        fs_base: if args.flags & CLONE_SETTLS != 0 {
+            args.tls
+        } else {
+            sregs.fs.base
+        },
+        fpu: Some(Box::new(fpu)),
+    };
+    let exit_signal = args.flags & 0xff;
+    process
+        .tree
+        .add_child(process.pid, exit_signal, Arc::clone(&shared));
+    let child_runtime = Arc::new(ProcessRuntime {
+        task: Arc::clone(&runtime.task),
+        process: Mutex::new(child),
+        shared: Arc::clone(&shared),
+    });
+    let spawned = std::thread::Builder::new()
+        .name("xeno-vcpu".to_owned())
+        .stack_size(threads::VCPU_THREAD_STACK_BYTES)
+        .spawn({
+            let child_runtime = Arc::clone(&child_runtime);
+            move || threads::thread_main(child_runtime, child_vcpu, pid, start, &|| {})
+        });
+    if let Err(error) = spawned {
+        // The vCPU went with the closure; the child's memory is given back here.
+        tracing::warn!("cannot start a process's host thread: {error}");
+        process.tree.remove_unstarted(pid);
+        let mut child = xeno_taskmgr_kit::lock(&child_runtime.process);
+        child.mm.release(&vm.physical);
+        child.meter_memory();
+        return Err(Errno::EAGAIN);
+    }
+    Ok(Forked {
+        pid,
+        vfork: (args.flags & CLONE_VFORK != 0).then_some(shared),
+    })
+}

@@ -1,0 +1,195 @@
+//! Processes in a Linux domain: fork, vfork, execve, wait, process groups and signals
+//! between processes, run by C programs and by Debian's busybox shell. Each program's
+//! output is compared byte for byte with the same binary run natively; hostile trees (fork
+//! bombs, zombie floods, exec loops, a tree left running) stay inside their own domain.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::*;
+use xeno_schemas::proto::common::v1::TaskState;
+
+/// Exercises fork, exec, wait and signals between processes; prints what it saw.
+const PROCESSES_C: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t got_usr1, got_chld;
+static void on_usr1(int s) { (void)s; got_usr1++; }
+static void on_chld(int s) { (void)s; got_chld++; }
+
+static void show(const char *what, int status) {
+    if (WIFEXITED(status)) printf("%s: exited %d\n", what, WEXITSTATUS(status));
+    else if (WIFSIGNALED(status)) printf("%s: killed by %d\n", what, WTERMSIG(status));
+    else printf("%s: status %#x\n", what, status);
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    if (argc > 1 && strcmp(argv[1], "child") == 0) {
+        printf("exec'd child: argv[2]=%s env X=%s ppid-is-parent=%d\n", argv[2], getenv("X"),
+               getppid() == atoi(argv[3]));
+        /* fd 5 was left open across exec, fd 6 was close-on-exec. */
+        printf("fd 5 %s, fd 6 %s\n", fcntl(5, F_GETFD) >= 0 ? "open" : "closed",
+               fcntl(6, F_GETFD) >= 0 ? "open" : "closed");
+        return 7;
+    }
+    /* 1. fork: separate memory, the child's exit status. */
+    int shared = 1;
+    pid_t pid = fork();
+    if (pid == 0) { shared = 2; _exit(shared * 10 + 3); }
+    int status;
+    pid_t got = waitpid(pid, &status, 0);
+    printf("fork: waited the right child %d, parent's copy %d\n", got == pid, shared);
+    show("child", status);
+
+    /* 2. A pipe from child to parent, and back. */
+    int up[2], down[2];
+    pipe(up); pipe(down);
+    pid = fork();
+    if (pid == 0) {
+        close(up[0]); close(down[1]);
+        char buf[64] = {0};
+        ssize_t n = read(down[0], buf, sizeof buf - 1);
+        dprintf(up[1], "child heard %zd bytes: %s", n, buf);
+        _exit(0);
+    }
+    close(up[1]); close(down[0]);
+    write(down[1], "ping\n", 5);
+    close(down[1]);
+    char buf[128] = {0};
+    ssize_t total = 0, n;
+    while ((n = read(up[0], buf + total, sizeof buf - 1 - total)) > 0) total += n;
+    printf("parent heard: %s", buf);
+    waitpid(pid, &status, 0);
+    show("pipe child", status);
+
+    /* 3. exec, with an argument, the environment, descriptors kept and closed. */
+    int keep = open("/dev/null", O_RDONLY);
+    dup2(keep, 5);
+    int drop = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    dup2(drop, 6);
+    fcntl(6, F_SETFD, FD_CLOEXEC);
+    char parent[16];
+    snprintf(parent, sizeof parent, "%d", getpid());
+    pid = fork();
+    if (pid == 0) {
+        char *args[] = {argv[0], "child", "hello", parent, NULL};
+        char *env[] = {"X=42", NULL};
+        execve("bin/procs", args, env);
+        printf("execve failed: %s\n", strerror(errno));
+        _exit(127);
+    }
+    waitpid(pid, &status, 0);
+    show("exec child", status);
+
+    /* 4. exec errors. */
+    char *none[] = {"x", NULL};
+    printf("exec of a missing file: %s\n", execve("/no/such", none, none) < 0 ? strerror(errno) : "?");
+    printf("exec of a plain file: %s\n", execve("data.txt", none, none) < 0 ? strerror(errno) : "?");
+
+    /* 5. vfork: the parent waits until the child execs. */
+    pid = vfork();
+    if (pid == 0) {
+        char *args[] = {argv[0], "child", "vforked", parent, NULL};
+        char *env[] = {"X=vf", NULL};
+        execve("bin/procs", args, env);
+        _exit(127);
+    }
+    waitpid(pid, &status, 0);
+    show("vfork child", status);
+
+    /* 6. Signals between processes: a handler in the child, SIGCHLD in the parent. */
+    signal(SIGCHLD, on_chld);
+    int ready[2];
+    pipe(ready);
+    pid = fork();
+    if (pid == 0) {
+        signal(SIGUSR1, on_usr1);
+        write(ready[1], "r", 1);
+        while (!got_usr1) pause();
+        _exit(got_usr1);
+    }
+    char r;
+    read(ready[0], &r, 1);
+    kill(pid, SIGUSR1);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    show("signalled child", status);
+    printf("SIGCHLD seen: %d\n", got_chld > 0);
+
+    /* 7. A child killed by a signal, and one spinning until SIGKILL. */
+    pid = fork();
+    if (pid == 0) { raise(SIGTERM); _exit(0); }
+    waitpid(pid, &status, 0);
+    show("terminated child", status);
+    pid = fork();
+    if (pid == 0) { for (;;) {} }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    show("spinning child", status);
+
+    /* 8. Groups and sessions, WNOHANG, ECHILD. */
+    pid = fork();
+    if (pid == 0) {
+        setpgid(0, 0);
+        printf("child leads its group: %d, session leader: %d\n", getpgid(0) == getpid(),
+               setsid() == getpid() && getsid(0) == getpid());
+        _exit(0);
+    }
+    waitpid(pid, &status, 0);
+    printf("WNOHANG with none left: %d, then %s\n", waitpid(-1, &status, WNOHANG),
+           waitpid(-1, &status, 0) < 0 ? strerror(errno) : "?");
+    /* 9. waitid, and an orphan adopted and reaped. */
+    pid = fork();
+    if (pid == 0) _exit(5);
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    waitid(P_PID, pid, &info, WEXITED);
+    printf("waitid: pid right %d, code %d, status %d\n", info.si_pid == pid, info.si_code,
+           info.si_status);
+    return 0;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fork_exec_wait_and_signals_behave_as_natively() {
+    let (Some(manager), Some(program)) = (manager(), musl_program("procs", PROCESSES_C)) else {
+        return;
+    };
+    // Natively: in a directory laid out as the session will be.
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir(dir.path().join("bin")).expect("bin");
+    let exe = dir.path().join("bin/procs");
+    std::fs::write(&exe, &program).expect("write");
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    std::fs::write(dir.path().join("data.txt"), b"text").expect("data");
+    let native_stdout = native_in_root(&exe, dir.path());
+    let domain = create(&manager, limits(0, 128), None).await;
+    let guest = Guest::new(&program, "/bin/procs", &[])
+        .executable("bin/procs", &program)
+        .file("data.txt", b"text");
+    let finished = run(&manager, &domain, "procs", &guest).await;
+    assert_eq!(finished.stdout_text(), native_stdout, "{:?}", finished.exit);
+    assert_eq!(finished.state(), TaskState::Exited, "{:?}", finished.exit);
+    assert!(
+        finished.exit.unknown_calls.is_empty(),
+        "{:?}",
+        finished.exit.unknown_calls
+    );
+    destroy(&manager, &domain).await;
+}
+
+/// Runs `exe` natively in `root` (laid out as the session), as `/bin/procs`.
+fn native_in_root(exe: &std::path::Path, root: &std::path::Path) -> String {
+    let (stdout, _) = native(exe, "/bin/procs", &[], root);
+    String::from_utf8_lossy(&stdout).into_owned()
+}
