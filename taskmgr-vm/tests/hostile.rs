@@ -270,38 +270,66 @@ async fn a_syscall_storm_is_served_counted_and_rate_limited() {
     destroy(&manager, &domain).await;
 }
 
+/// A fork bomb: every process forks for ever; a process that cannot fork waits. The first
+/// one reports how its fork failed and returns, which ends the task and every process in it.
 const FORK_BOMB_C: &str = r#"
 #include <errno.h>
 #include <stdio.h>
 #include <unistd.h>
 int main(void) {
-    int made = 0;
-    for (int i = 0; i < 1000; i++) {
+    pid_t root = getpid();
+    for (;;) {
         pid_t pid = fork();
-        if (pid < 0) { printf("fork failed: %s after %d\n", errno == EAGAIN ? "EAGAIN" : "other", made); return 0; }
-        if (pid == 0) return 0;
-        made++;
+        if (pid < 0) {
+            if (getpid() == root) {
+                printf("fork failed: %s\n", errno == EAGAIN ? "EAGAIN" : errno == ENOMEM ? "ENOMEM" : "other");
+                return 0;
+            }
+            pause();
+        }
     }
-    printf("forked %d\n", made);
-    return 1;
 }
 "#;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_fork_bomb_gets_eagain() {
+async fn a_fork_bomb_is_held_to_its_domain_and_leaves_nothing_behind() {
     let (Some(manager), Some(program)) = (manager(), musl_program("forkbomb", FORK_BOMB_C)) else {
         return;
     };
-    let domain = create(&manager, limits(0, 32), None).await;
+    let domain = create(&manager, limits(0, 256), None).await;
+    for round in 0..2 {
+        let finished = run(
+            &manager,
+            &domain,
+            &format!("bomb-{round}"),
+            &Guest::new(&program, "bomb", &[]),
+        )
+        .await;
+        // The domain's process maximum (or its memory) stopped it; the first process saw
+        // the failure and its end took the whole tree with it, so the next round can fork
+        // as many again.
+        assert_eq!(
+            finished.stdout_text(),
+            "fork failed: EAGAIN\n",
+            "round {round}: {:?}",
+            finished.exit
+        );
+        assert_eq!(finished.state(), TaskState::Exited, "{:?}", finished.exit);
+    }
+    let usage = destroy(&manager, &domain).await;
+    assert!(usage.memory_peak_bytes <= 256 << 20, "{usage:?}");
+    // Another session is untouched.
+    let other = create(&manager, limits(0, 32), None).await;
+    let Some(busybox) = busybox() else { return };
     let finished = run(
         &manager,
-        &domain,
-        "bomb",
-        &Guest::new(&program, "bomb", &[]),
+        &other,
+        "echo",
+        &Guest::new(&busybox, "sh", &["-c", "echo fine | cat"]),
     )
     .await;
-    assert_eq!(finished.stdout_text(), "fork failed: EAGAIN after 0\n");
-    destroy(&manager, &domain).await;
+    assert_eq!(finished.stdout_text(), "fine\n");
+    destroy(&manager, &other).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -193,3 +193,129 @@ fn native_in_root(exe: &std::path::Path, root: &std::path::Path) -> String {
     let (stdout, _) = native(exe, "/bin/procs", &[], root);
     String::from_utf8_lossy(&stdout).into_owned()
 }
+
+/// A shell script of the kinds real ones are made of: command substitution, `&&` and `||`,
+/// subshells, a background job and `wait`, `trap` on EXIT, `timeout`, `xargs -P2`, a
+/// compressed archive made and unpacked through a pipe, `find | xargs sha256sum`.
+const SCRIPT: &str = r#"set -e
+echo "start $(echo nested $(echo deeper))"
+x=$( (echo sub; echo shell) | wc -l)
+echo "lines: $x"
+true && echo and-ok
+false || echo or-ok
+( cd /tmp 2>/dev/null || cd /; echo "in subshell" )
+trap 'echo trapped exit' EXIT
+sleep 0.2 &
+bg=$!
+echo "background started"
+wait $bg
+echo "waited: $?"
+set +e
+timeout 1 sleep 5
+echo "timeout: $?"
+seq 1 20 | xargs -P2 -n5 echo | sort
+mkdir -p tree/a/b
+echo one > tree/a/x.txt
+echo two > tree/a/b/y.txt
+tar czf archive.tgz tree
+rm -r tree
+gzip -dc archive.tgz | tar x
+find tree -type f | sort | xargs sha256sum
+f() { echo "function $1"; return 3; }
+f arg; echo "returned $?"
+for i in 1 2 3; do printf '%s,' $i; done; echo
+case foo in f*) echo matched;; esac
+sh -c 'exit 9'; echo "sh -c: $?"
+exec sh -c 'echo exec replaced the shell; exit 4'
+echo not reached
+"#;
+
+/// Runs busybox `args` natively in a directory holding `files`, with only PWD in its
+/// environment (as a task gets): (stdout, exit status).
+fn native_busybox(args: &[&str], files: &[(&str, &[u8])]) -> (String, i32) {
+    let dir = tempfile::tempdir().expect("dir");
+    for (path, data) in files {
+        std::fs::write(dir.path().join(path), data).expect("write");
+    }
+    let output = std::process::Command::new("/bin/busybox")
+        .args(args)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PWD", dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("native busybox");
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        output.status.code().unwrap_or(-1),
+    )
+}
+
+/// Runs busybox `args` in a fresh domain holding `files`: (stdout, exit status, the end).
+async fn domain_busybox(
+    manager: &xeno_taskmgr_vm::VmTaskManager,
+    busybox: &[u8],
+    args: &[&str],
+    files: &[(&str, &[u8])],
+) -> (String, i32, xeno_schemas::proto::common::v1::TaskExit) {
+    let mut guest = Guest::new(busybox, args[0], &args[1..]);
+    for (path, data) in files {
+        guest = guest.file(path, data);
+    }
+    // busybox `tar z` runs `gzip` from PATH (natively, Debian's own /bin/gzip): here it is
+    // busybox again, as a file of the session.
+    guest = guest.executable("bin/gzip", busybox);
+    let domain = create(manager, limits(0, 256), None).await;
+    let started = Instant::now();
+    let finished = run(manager, &domain, "sh", &guest).await;
+    eprintln!(
+        "{args:?} took {:?} in the domain; stderr: {}",
+        started.elapsed(),
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    destroy(manager, &domain).await;
+    let code = finished.exit.exit_code;
+    (finished.stdout_text(), code, finished.exit)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busybox_pipeline_sorts_as_natively() {
+    let (Some(manager), Some(busybox)) = (manager(), busybox()) else {
+        return;
+    };
+    let args = ["sh", "-c", "seq 1 100000 | sort -rn | head -3"];
+    let (expected, expected_code) = native_busybox(&args, &[]);
+    assert_eq!(expected, "100000\n99999\n99998\n");
+    let (stdout, code, exit) = domain_busybox(&manager, &busybox, &args, &[]).await;
+    assert_eq!(stdout, expected, "{exit:?}");
+    assert_eq!(code, expected_code, "{exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shell_script_runs_as_natively() {
+    let (Some(manager), Some(busybox)) = (manager(), busybox()) else {
+        return;
+    };
+    let files: &[(&str, &[u8])] = &[("script.sh", SCRIPT.as_bytes())];
+    let args = ["sh", "script.sh"];
+    let (expected, expected_code) = native_busybox(&args, files);
+    assert!(expected.contains("exec replaced the shell"), "{expected}");
+    assert_eq!(expected_code, 4);
+    let (stdout, code, exit) = domain_busybox(&manager, &busybox, &args, files).await;
+    assert_eq!(stdout, expected, "{exit:?}");
+    assert_eq!(code, expected_code, "{exit:?}");
+    assert!(exit.unknown_calls.is_empty(), "{:?}", exit.unknown_calls);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn adhoc() {
+    let (Some(manager), Some(busybox)) = (manager(), busybox()) else {
+        return;
+    };
+    let script = std::env::var("XENO_ADHOC_SH").unwrap_or_default();
+    let args = ["sh", "-c", script.as_str()];
+    let (expected, expected_code) = native_busybox(&args, &[]);
+    let (stdout, code, exit) = domain_busybox(&manager, &busybox, &args, &[]).await;
+    eprintln!("native {expected_code}: {expected}\ndomain {code}: {stdout}\n{exit:?}");
+}

@@ -17,10 +17,10 @@ use crate::hypervisor::fastpath;
 use crate::hypervisor::vm::layout::{PAGE_SIZE, SYSCALL_EXIT_GPA};
 use crate::kernel::control::TaskControl;
 use crate::kernel::fault::{self, FaultAction, FaultSignal, signal_name};
+use crate::kernel::fork;
 use crate::kernel::process::{Process, Waiter};
 use crate::kernel::rate::{Admission, CpuGate};
 use crate::kernel::sigframe;
-use crate::kernel::fork;
 use crate::kernel::syscalls::signal::At;
 use crate::kernel::syscalls::{self, Errno, Flow};
 use crate::kernel::threads::{self, ProcessRuntime};
@@ -617,7 +617,10 @@ fn syscall(runtime: &Arc<ProcessRuntime>, process: &mut Process, vcpu: &mut Vcpu
             Step::Continue
         }
         Flow::Clone(args) => match fork::fork(runtime, process, vcpu, args) {
-            Ok(fork::Forked { pid, vfork: Some(child) }) => Step::Vfork(child, pid),
+            Ok(fork::Forked {
+                pid,
+                vfork: Some(child),
+            }) => Step::Vfork(child, pid),
             Ok(fork::Forked { pid, vfork: None }) => {
                 vcpu.regs_mut().rax = pid as u64;
                 Step::Continue

@@ -17,8 +17,8 @@ use crate::kernel::files::{FsContext, PATH_BYTES_MAX};
 use crate::kernel::process::Process;
 use crate::kernel::syscalls::{Errno, fs};
 use crate::loading::loader;
-use cap_std::fs::{MetadataExt, OpenOptions};
 use bytes::Bytes;
+use cap_std::fs::{MetadataExt, OpenOptions};
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -228,7 +228,10 @@ mod tests {
 
     #[test]
     fn shebang_lines_split_as_linux_splits_them() {
-        assert_eq!(shebang(b"#!/bin/sh\necho"), Some((b"/bin/sh".to_vec(), None)));
+        assert_eq!(
+            shebang(b"#!/bin/sh\necho"),
+            Some((b"/bin/sh".to_vec(), None))
+        );
         assert_eq!(
             shebang(b"#! /usr/bin/env  python3 -u \n"),
             Some((b"/usr/bin/env".to_vec(), Some(b"python3 -u".to_vec())))

@@ -16,8 +16,8 @@ use crate::hypervisor::vm::layout::KernelSlot;
 use crate::kernel::process::{Process, ThreadInfo, Threads};
 use crate::kernel::syscalls::Errno;
 use crate::kernel::threads::{
-    self, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_PARENT_SETTID, CLONE_SETTLS,
-    CloneArgs, ProcessRuntime, USER_RFLAGS_MASK,
+    self, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_PARENT_SETTID, CLONE_SETTLS, CloneArgs,
+    ProcessRuntime, USER_RFLAGS_MASK,
 };
 use crate::kernel::tree::ProcessShared;
 use std::collections::BTreeMap;
@@ -140,7 +140,10 @@ fn make_child(
     child.signals.pending = 0;
     child.signals.restore_mask = None;
     shared.ignored.store(
-        process.shared.ignored.load(std::sync::atomic::Ordering::Acquire),
+        process
+            .shared
+            .ignored
+            .load(std::sync::atomic::Ordering::Acquire),
         std::sync::atomic::Ordering::Release,
     );
     shared.auto_reap.store(

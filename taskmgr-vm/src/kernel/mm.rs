@@ -265,9 +265,7 @@ impl Mm {
                         physical.free(&mut vec![fresh]);
                         return Err(NoMemory);
                     }
-                    if let Err(error) =
-                        tables.set(physical, va, fresh | (entry & !ADDRESS_MASK))
-                    {
+                    if let Err(error) = tables.set(physical, va, fresh | (entry & !ADDRESS_MASK)) {
                         physical.free(&mut vec![fresh]);
                         return Err(error);
                     }

@@ -149,10 +149,11 @@ impl PageTables {
         if self.root == 0 {
             return;
         }
-        let mut frames = Vec::new();
-        collect(physical, self.root, 3, &mut frames);
-        frames.push(self.root);
-        physical.free(&mut frames);
+        let (mut tables, mut pages) = (Vec::new(), Vec::new());
+        collect(physical, self.root, 3, &mut tables, &mut pages);
+        tables.push(self.root);
+        physical.free(&mut pages);
+        physical.free_tables(&mut tables);
         self.root = 0;
     }
 }
@@ -180,27 +181,41 @@ fn walk(
                 visit(va, entry)?;
             }
         } else if entry & PRESENT != 0 {
-            walk(physical, entry & ADDRESS_MASK, level - 1, va, start, end, visit)?;
+            walk(
+                physical,
+                entry & ADDRESS_MASK,
+                level - 1,
+                va,
+                start,
+                end,
+                visit,
+            )?;
         }
     }
     Ok(())
 }
 
-/// Gathers the frames under `table` (a table at `level`, 3 = PML4): sub-tables, and the owned
-/// frames of its leaves.
-fn collect(physical: &Physical, table: u64, level: u32, frames: &mut Vec<u64>) {
+/// Gathers the frames under `table` (a table at `level`, 3 = PML4): its sub-tables, and the
+/// owned frames of its leaves.
+fn collect(
+    physical: &Physical,
+    table: u64,
+    level: u32,
+    tables: &mut Vec<u64>,
+    pages: &mut Vec<u64>,
+) {
     for slot in 0..ENTRIES {
         let Some(entry) = physical.ram.read_u64(table + slot * 8) else {
             continue;
         };
         if level == 0 {
             if entry & OWNED != 0 {
-                frames.push(entry & ADDRESS_MASK);
+                pages.push(entry & ADDRESS_MASK);
             }
         } else if entry & PRESENT != 0 {
             let child = entry & ADDRESS_MASK;
-            collect(physical, child, level - 1, frames);
-            frames.push(child);
+            collect(physical, child, level - 1, tables, pages);
+            tables.push(child);
         }
     }
 }

@@ -16,11 +16,11 @@ use crate::kernel::mm::Mm;
 use crate::kernel::output::Output;
 use crate::kernel::syscalls::Errno;
 use crate::kernel::tree::{ProcessShared, Status, Tree};
-use xeno_taskmgr_kit::Outcome;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32};
 use std::time::Instant;
+use xeno_taskmgr_kit::Outcome;
 use xeno_taskmgr_kit::metering::TaskMeter;
 
 /// Most distinct unknown system call numbers a task's log keeps counts for.

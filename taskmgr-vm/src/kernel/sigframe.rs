@@ -121,10 +121,7 @@ fn push_frame(process: &mut Process, info: SigInfo, interrupted: &Interrupted) -
     // At the handler's first instruction RSP + 8 is 16-byte aligned, as after a call.
     let frame = ((sp + 8) & !15) - 8;
     // After `rt_sigsuspend` the handler returns to the mask from before the call.
-    let saved = process
-        .signals
-        .restore_mask
-        .unwrap_or(process.signals.mask);
+    let saved = process.signals.restore_mask.unwrap_or(process.signals.mask);
     let mut bytes = Vec::with_capacity(FRAME_BYTES as usize);
     bytes.extend_from_slice(&restorer.to_le_bytes());
     bytes.extend_from_slice(&[0u8; 40]); // uc_flags, uc_link, uc_stack (none)

@@ -58,7 +58,7 @@ impl Status {
     /// `si_code` and `si_status` of the `siginfo` `waitid` and SIGCHLD carry.
     pub(crate) fn siginfo(self) -> (i32, i32) {
         match self {
-            Status::Exited(code) => (1, code), // CLD_EXITED
+            Status::Exited(code) => (1, code),       // CLD_EXITED
             Status::Signaled(signal) => (2, signal), // CLD_KILLED
         }
     }
@@ -364,6 +364,10 @@ impl Tree {
             .processes
             .get(&parent)
             .map_or((ROOT_PID, ROOT_PID), |entry| (entry.pgid, entry.sid));
+        if inner.root_end.is_some() {
+            // The root ended while this child was being made: it goes with the rest.
+            shared.send(SIGKILL, 0, ROOT_PARENT);
+        }
         inner.processes.insert(
             shared.pid,
             Entry {
@@ -622,8 +626,7 @@ mod tests {
         assert_eq!(tree.wait(ROOT_PID, Which::Any, false), Found::Running);
         assert_eq!(tree.wait(b, Which::Any, false), Found::None);
         let none = BTreeMap::new();
-        let (reaped, ended) =
-            tree.process_ended(a, Status::Exited(3), Outcome::Exited(3), &none);
+        let (reaped, ended) = tree.process_ended(a, Status::Exited(3), Outcome::Exited(3), &none);
         assert_eq!((reaped, ended.task.is_none()), (0, true));
         assert_eq!(tree.parent(b), ROOT_PID, "adopted by the root");
         assert_eq!(
@@ -644,8 +647,7 @@ mod tests {
         let tree = Tree::new(ProcessShared::new(ROOT_PID));
         let a = child(&tree, ROOT_PID);
         let none = BTreeMap::new();
-        let (_, ended) =
-            tree.process_ended(ROOT_PID, Status::Exited(0), Outcome::Exited(0), &none);
+        let (_, ended) = tree.process_ended(ROOT_PID, Status::Exited(0), Outcome::Exited(0), &none);
         assert!(ended.task.is_none(), "a child still runs");
         let (_, ended) = tree.process_ended(
             a,
@@ -669,7 +671,11 @@ mod tests {
         assert_eq!(tree.set_group(a, ROOT_PID, a), Err(3), "not its child");
         let b = child(&tree, ROOT_PID);
         assert_eq!(tree.new_session(b), Ok(b));
-        assert_eq!(tree.set_group(ROOT_PID, b, ROOT_PID), Err(1), "other session");
+        assert_eq!(
+            tree.set_group(ROOT_PID, b, ROOT_PID),
+            Err(1),
+            "other session"
+        );
         assert_eq!(tree.kill_targets(ROOT_PID, -a).len(), 1);
         assert_eq!(tree.kill_targets(ROOT_PID, -1).len(), 2);
     }

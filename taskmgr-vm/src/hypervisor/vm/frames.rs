@@ -1,6 +1,14 @@
 //! The domain's physical frame allocator: a bitmap over guest RAM, shared by the domain's
 //! tasks (their page tables and pages), so `MemoryMB` bounds them together.
 //!
+//! A frame that held a page table is not free again at once: it is *quarantined* until KVM
+//! has dropped its shadow of it (see `physical.rs`). KVM's shadow MMU keeps a shadow page
+//! for every guest page table it has walked and trusts it while the guest does not write
+//! the table; the VMM writes tables from the host, which KVM never sees. A freed table
+//! frame reused as another process's table would be walked through the old shadow (another
+//! process's translations), and one reused as a page would keep being write-protected
+//! (stores into it emulated, and an AVX store cannot be: "emulation failed").
+//!
 //! Invariant: a free frame reads as zero. RAM starts zeroed, and a freed frame is discarded
 //! (MADV_DONTNEED) before it is marked free, so an allocation never needs to clear it and
 //! never leaks one task's data to the next.
@@ -19,6 +27,8 @@ pub(crate) struct Frames {
     in_use: u64,
     /// Word to start the next search at.
     hint: usize,
+    /// Freed page-table frames, still marked used in `used`, waiting for KVM to forget them.
+    quarantine: Vec<u64>,
 }
 
 impl Frames {
@@ -38,11 +48,47 @@ impl Frames {
             total,
             in_use: 0,
             hint: 0,
+            quarantine: Vec::new(),
         }
     }
 
+    /// Frames free now or once the quarantine is released.
     pub(crate) fn free_count(&self) -> u64 {
         self.total - self.in_use
+    }
+
+    /// Frames in quarantine.
+    pub(crate) fn quarantined(&self) -> usize {
+        self.quarantine.len()
+    }
+
+    /// Frees page-table frames into quarantine (their contents discarded now).
+    pub(crate) fn free_tables(&mut self, gpas: &[u64], ram: &GuestRam) {
+        for &gpa in gpas {
+            ram.discard(gpa, PAGE_SIZE);
+        }
+        self.in_use -= gpas.len() as u64;
+        self.quarantine.extend_from_slice(gpas);
+    }
+
+    /// Takes the quarantined frames out, to be released once KVM has forgotten them.
+    pub(crate) fn take_quarantine(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.quarantine)
+    }
+
+    /// Puts frames taken with [`Frames::take_quarantine`] back, still quarantined.
+    pub(crate) fn requarantine(&mut self, gpas: Vec<u64>) {
+        self.quarantine.extend(gpas);
+    }
+
+    /// Makes frames taken with [`Frames::take_quarantine`] free.
+    pub(crate) fn release(&mut self, gpas: &[u64]) {
+        for &gpa in gpas {
+            let frame = gpa >> PAGE_SHIFT;
+            let (index, bit) = ((frame / WORD_BITS) as usize, frame % WORD_BITS);
+            self.used[index] &= !(1 << bit);
+            self.hint = self.hint.min(index);
+        }
     }
 
     /// A zeroed frame's guest-physical address, or `None` when RAM is full.
@@ -116,5 +162,20 @@ mod tests {
         let mut back = [0u8; 6];
         assert!(ram.read(again, &mut back));
         assert_eq!(back, [0; 6], "a reused frame reads as zero");
+    }
+
+    #[test]
+    fn a_freed_page_table_frame_waits_in_quarantine() {
+        let ram = GuestRam::new(8 * PAGE_SIZE).expect("ram");
+        let mut frames = Frames::new(ram.bytes());
+        let table = frames.alloc().expect("table");
+        frames.free_tables(&[table], &ram);
+        assert_eq!(frames.free_count(), 8);
+        let pages: Vec<u64> = std::iter::from_fn(|| frames.alloc()).collect();
+        assert_eq!(pages.len(), 7);
+        assert!(!pages.contains(&table), "not reused while quarantined");
+        let held = frames.take_quarantine();
+        frames.release(&held);
+        assert_eq!(frames.alloc(), Some(table));
     }
 }

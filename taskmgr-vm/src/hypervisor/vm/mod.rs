@@ -111,6 +111,10 @@ impl DomainVm {
         })?;
         let readonly = vm.check_extension(kvm_ioctls::Cap::ReadonlyMem);
         let physical = Physical::new(ram, Instant::now());
+        physical.attach(&vm).map_err(|error| VmError::Kvm {
+            call: "dup of the VM descriptor",
+            error: kvm_ioctls::Error::new(error.raw_os_error().unwrap_or(libc::EBADF)),
+        })?;
         let shared = SharedPages::build(&physical, path).ok_or(VmError::TooSmall)?;
         let domain_vm = DomainVm {
             vm,

@@ -8,11 +8,26 @@ use std::time::Instant;
 use xeno_taskmgr_kit::lock;
 use xeno_taskmgr_kit::metering::MemoryMeter;
 
+/// `KVM_SET_NR_MMU_PAGES` and `KVM_GET_NR_MMU_PAGES` (`_IO(KVMIO, 0x44)`, `0x45`).
+const KVM_SET_NR_MMU_PAGES: libc::c_ulong = 0xae44;
+const KVM_GET_NR_MMU_PAGES: libc::c_ulong = 0xae45;
+/// The fewest shadow pages KVM keeps (KVM_MIN_ALLOC_MMU_PAGES): asking for this many makes it
+/// zap the rest.
+const MMU_PAGES_MIN: libc::c_ulong = 64;
+/// Most freed page-table frames held in quarantine before KVM is made to forget them (a
+/// flush makes every process of the domain rebuild its translations, about 7 µs a page, so
+/// it is batched; 8 MiB at most, a sixteenth of the RAM for small domains).
+const QUARANTINE_MAX: usize = 2048;
+
 #[derive(Debug)]
 pub(crate) struct Physical {
     pub(crate) ram: GuestRam,
     frames: Mutex<Frames>,
     meter: Mutex<MemoryMeter>,
+    /// The VM (a duplicate of its descriptor), to make KVM drop its shadow page tables.
+    vm: std::sync::OnceLock<std::os::fd::OwnedFd>,
+    /// Flushes are one at a time (and counted, for tests and the log).
+    flushes: Mutex<u64>,
 }
 
 impl Physical {
@@ -22,14 +37,98 @@ impl Physical {
             ram,
             frames: Mutex::new(frames),
             meter: Mutex::new(MemoryMeter::new(now)),
+            vm: std::sync::OnceLock::new(),
+            flushes: Mutex::new(0),
         }
+    }
+
+    /// Gives the allocator its VM, so that quarantined page-table frames can be released.
+    /// Without one (unit tests) they stay quarantined.
+    pub(crate) fn attach(&self, vm: &kvm_ioctls::VmFd) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `vm` is an open VM descriptor, borrowed only for the duplication.
+        let fd =
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(vm.as_raw_fd()) }.try_clone_to_owned()?;
+        let _ = self.vm.set(fd);
+        Ok(())
     }
 
     /// A zeroed frame, or `None` when the domain's RAM is used up.
     pub(crate) fn alloc(&self) -> Option<u64> {
-        let gpa = lock(&self.frames).alloc()?;
+        let gpa = match lock(&self.frames).alloc() {
+            Some(gpa) => gpa,
+            None => {
+                // Out of free frames: release the quarantine, if it holds any, and retry.
+                if !self.flush() {
+                    return None;
+                }
+                lock(&self.frames).alloc()?
+            }
+        };
         lock(&self.meter).grow(super::layout::PAGE_SIZE, Instant::now());
         Some(gpa)
+    }
+
+    /// Frees frames that held page tables: into quarantine, released in batches once KVM has
+    /// dropped every shadow page table (see `frames.rs`).
+    pub(crate) fn free_tables(&self, gpas: &mut Vec<u64>) {
+        if gpas.is_empty() {
+            return;
+        }
+        let count = gpas.len() as u64;
+        let full = {
+            let mut frames = lock(&self.frames);
+            frames.free_tables(gpas, &self.ram);
+            frames.quarantined() >= QUARANTINE_MAX.min((frames.free_count() / 16).max(64) as usize)
+        };
+        lock(&self.meter).release(count * super::layout::PAGE_SIZE, Instant::now());
+        gpas.clear();
+        if full {
+            self.flush();
+        }
+    }
+
+    /// Makes KVM zap every shadow page table (it rebuilds what running processes use from
+    /// their tables, the truth), then frees the frames quarantined before it began. Whether
+    /// any frame was freed.
+    fn flush(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let Some(vm) = self.vm.get() else {
+            return false;
+        };
+        let mut flushes = lock(&self.flushes);
+        let held = lock(&self.frames).take_quarantine();
+        if held.is_empty() {
+            return false;
+        }
+        let fd = vm.as_raw_fd();
+        // SAFETY: KVM_GET_NR_MMU_PAGES and KVM_SET_NR_MMU_PAGES take an integer argument (no
+        // memory) on a VM descriptor this struct owns.
+        let zapped = unsafe {
+            let current = libc::ioctl(fd, KVM_GET_NR_MMU_PAGES, 0);
+            current > 0
+                && libc::ioctl(fd, KVM_SET_NR_MMU_PAGES, MMU_PAGES_MIN) == 0
+                && libc::ioctl(fd, KVM_SET_NR_MMU_PAGES, current as libc::c_ulong) == 0
+        };
+        if !zapped {
+            // KVM would still trust its shadows of these frames: they stay out of use.
+            tracing::warn!(
+                "KVM_SET_NR_MMU_PAGES failed ({}); {} page-table frames stay quarantined",
+                std::io::Error::last_os_error(),
+                held.len()
+            );
+            lock(&self.frames).requarantine(held);
+            return false;
+        }
+        *flushes += 1;
+        lock(&self.frames).release(&held);
+        true
+    }
+
+    /// How many times KVM was made to forget its shadow page tables.
+    #[cfg(test)]
+    pub(crate) fn flushes(&self) -> u64 {
+        *lock(&self.flushes)
     }
 
     /// Frees frames this domain allocated (and empties `gpas`).

@@ -72,7 +72,11 @@ pub(crate) fn resolve_at(
 }
 
 /// Resolves path bytes against `dirfd` to a path relative to the session root.
-pub(crate) fn resolve_at_bytes(process: &Process, dirfd: u64, raw: &[u8]) -> Result<PathBuf, Errno> {
+pub(crate) fn resolve_at_bytes(
+    process: &Process,
+    dirfd: u64,
+    raw: &[u8],
+) -> Result<PathBuf, Errno> {
     if raw.first() == Some(&b'/') {
         return FsContext::resolve(&process.fs.cwd, raw);
     }

@@ -312,7 +312,9 @@ pub const TABLE: &[Syscall] = &[
     }),
     partial(107, "geteuid", ROOT_ONLY, |_, _, _| done(Ok(0))),
     partial(108, "getegid", ROOT_ONLY, |_, _, _| done(Ok(0))),
-    full(109, "setpgid", |p, _, a| done(process::setpgid(p, a[0], a[1]))),
+    full(109, "setpgid", |p, _, a| {
+        done(process::setpgid(p, a[0], a[1]))
+    }),
     partial(
         110,
         "getppid",
@@ -324,7 +326,9 @@ pub const TABLE: &[Syscall] = &[
     partial(115, "getgroups", "no supplementary groups", |_, _, _| {
         done(Ok(0))
     }),
-    full(121, "getpgid", |p, _, a| done(process::group(p, a[0], false))),
+    full(121, "getpgid", |p, _, a| {
+        done(process::group(p, a[0], false))
+    }),
     full(124, "getsid", |p, _, a| done(process::group(p, a[0], true))),
     partial(
         130,
