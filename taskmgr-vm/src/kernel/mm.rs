@@ -245,7 +245,6 @@ impl Mm {
     }
 
     fn copy_into(&self, physical: &Physical, child: &mut Mm) -> Result<(), MmError> {
-        let mut page = [0u8; PAGE_SIZE as usize];
         for (&start, vma) in &self.vmas {
             if matches!(vma.backing, Backing::Window { .. }) {
                 continue;
@@ -259,9 +258,7 @@ impl Mm {
                         return Ok(());
                     }
                     let fresh = physical.alloc().ok_or(NoMemory)?;
-                    if !physical.ram.read(entry & ADDRESS_MASK, &mut page)
-                        || !physical.ram.write(fresh, &page)
-                    {
+                    if !physical.ram.copy_page(entry & ADDRESS_MASK, fresh) {
                         physical.free(&mut vec![fresh]);
                         return Err(NoMemory);
                     }

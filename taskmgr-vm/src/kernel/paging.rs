@@ -152,7 +152,8 @@ impl PageTables {
         let (mut tables, mut pages) = (Vec::new(), Vec::new());
         collect(physical, self.root, 3, &mut tables, &mut pages);
         tables.push(self.root);
-        physical.free(&mut pages);
+        // The tables go into quarantine, so nothing reaches these pages through them.
+        physical.free_unreachable(&mut pages);
         physical.free_tables(&mut tables);
         self.root = 0;
     }
@@ -168,14 +169,11 @@ fn walk(
     visit: &mut dyn FnMut(u64, u64) -> Result<(), NoMemory>,
 ) -> Result<(), NoMemory> {
     let span = 1u64 << (12 + 9 * level);
-    for slot in 0..ENTRIES {
-        let va = base + slot * span;
+    for (slot, entry) in entries(physical, table).into_iter().enumerate() {
+        let va = base + slot as u64 * span;
         if va >= end || va.checked_add(span).is_none_or(|top| top <= start) {
             continue;
         }
-        let Some(entry) = physical.ram.read_u64(table + slot * 8) else {
-            continue;
-        };
         if level == 0 {
             if entry != 0 {
                 visit(va, entry)?;
@@ -195,6 +193,19 @@ fn walk(
     Ok(())
 }
 
+/// The 512 entries of the table at `table`, read at once (one bounds-checked copy rather
+/// than 512); all zero if it cannot be read.
+fn entries(physical: &Physical, table: u64) -> [u64; ENTRIES as usize] {
+    let mut bytes = [0u8; PAGE_SIZE as usize];
+    let mut out = [0u64; ENTRIES as usize];
+    if physical.ram.read(table, &mut bytes) {
+        for (slot, chunk) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+            *slot = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        }
+    }
+    out
+}
+
 /// Gathers the frames under `table` (a table at `level`, 3 = PML4): its sub-tables, and the
 /// owned frames of its leaves.
 fn collect(
@@ -204,10 +215,7 @@ fn collect(
     tables: &mut Vec<u64>,
     pages: &mut Vec<u64>,
 ) {
-    for slot in 0..ENTRIES {
-        let Some(entry) = physical.ram.read_u64(table + slot * 8) else {
-            continue;
-        };
+    for entry in entries(physical, table) {
         if level == 0 {
             if entry & OWNED != 0 {
                 pages.push(entry & ADDRESS_MASK);

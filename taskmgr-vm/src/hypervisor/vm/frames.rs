@@ -62,10 +62,10 @@ impl Frames {
         self.quarantine.len()
     }
 
-    /// Frees page-table frames into quarantine (their contents discarded now).
+    /// Frees page-table frames into quarantine (zeroed now).
     pub(crate) fn free_tables(&mut self, gpas: &[u64], ram: &GuestRam) {
         for &gpa in gpas {
-            ram.discard(gpa, PAGE_SIZE);
+            zero(ram, gpa);
         }
         self.in_use -= gpas.len() as u64;
         self.quarantine.extend_from_slice(gpas);
@@ -108,6 +108,17 @@ impl Frames {
         None
     }
 
+    /// Frees the frames of an address space no vCPU can reach any more (its page tables are
+    /// in quarantine, so no translation KVM holds of these frames can be used): zeroed by a
+    /// write, which costs far less here than a discard (each is a host system call and a
+    /// KVM invalidation, tens of microseconds nested).
+    pub(crate) fn free_unreachable(&mut self, gpas: &mut [u64], ram: &GuestRam) {
+        for &gpa in gpas.iter() {
+            zero(ram, gpa);
+        }
+        self.mark_free(gpas);
+    }
+
     /// Frees frames (guest-physical addresses of frames this allocator gave out), discarding
     /// their contents first. Sorts `gpas` to discard contiguous runs with one call each.
     pub(crate) fn free(&mut self, gpas: &mut [u64], ram: &GuestRam) {
@@ -126,6 +137,10 @@ impl Frames {
         if let Some((start, end)) = run {
             ram.discard(start, end - start);
         }
+        self.mark_free(gpas);
+    }
+
+    fn mark_free(&mut self, gpas: &[u64]) {
         for &gpa in gpas.iter() {
             let frame = gpa >> PAGE_SHIFT;
             assert!(frame < self.total, "freed frame {gpa:#x} outside RAM");
@@ -138,6 +153,14 @@ impl Frames {
             self.in_use -= 1;
             self.hint = self.hint.min(index);
         }
+    }
+}
+
+/// Zeroes one frame with a write (the invariant: a free frame reads as zero).
+fn zero(ram: &GuestRam, gpa: u64) {
+    const ZEROS: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
+    if !ram.write(gpa, &ZEROS) {
+        ram.discard(gpa, PAGE_SIZE);
     }
 }
 

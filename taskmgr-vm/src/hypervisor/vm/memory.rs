@@ -42,6 +42,20 @@ impl GuestRam {
             .map_or(0, |region| region.as_ptr() as u64)
     }
 
+    /// Copies the page at `from` to the page at `to` (both page-aligned, inside RAM) in one
+    /// bounds-checked volatile copy; false if either is outside.
+    pub(crate) fn copy_page(&self, from: u64, to: u64) -> bool {
+        let len = PAGE_SIZE as usize;
+        let (Ok(source), Ok(target)) = (
+            self.memory.get_slice(GuestAddress(from), len),
+            self.memory.get_slice(GuestAddress(to), len),
+        ) else {
+            return false;
+        };
+        source.copy_to_volatile_slice(target);
+        true
+    }
+
     /// Reads the little-endian u64 at `gpa`, or `None` outside RAM.
     pub(crate) fn read_u64(&self, gpa: u64) -> Option<u64> {
         self.memory.read_obj::<u64>(GuestAddress(gpa)).ok()

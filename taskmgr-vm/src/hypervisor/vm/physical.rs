@@ -8,9 +8,12 @@ use std::time::Instant;
 use xeno_taskmgr_kit::lock;
 use xeno_taskmgr_kit::metering::MemoryMeter;
 
-/// `KVM_SET_NR_MMU_PAGES` and `KVM_GET_NR_MMU_PAGES` (`_IO(KVMIO, 0x44)`, `0x45`).
+/// `KVM_SET_NR_MMU_PAGES` (`_IO(KVMIO, 0x44)`; its getter is gone from current kernels).
 const KVM_SET_NR_MMU_PAGES: libc::c_ulong = 0xae44;
-const KVM_GET_NR_MMU_PAGES: libc::c_ulong = 0xae45;
+/// Shadow pages KVM may keep for a domain after a flush: KVM's own default is 2% of guest
+/// memory; this allows 4% of the RAM, plus room for the file windows' tables.
+const SHADOW_PAGES_PER_MILLE: u64 = 40;
+const SHADOW_PAGES_FOR_WINDOWS: u64 = 8192;
 /// The fewest shadow pages KVM keeps (KVM_MIN_ALLOC_MMU_PAGES): asking for this many makes it
 /// zap the rest.
 const MMU_PAGES_MIN: libc::c_ulong = 64;
@@ -69,6 +72,18 @@ impl Physical {
         Some(gpa)
     }
 
+    /// Frees the pages of an address space no vCPU can use any more (see
+    /// [`Frames::free_unreachable`]), and empties `gpas`.
+    pub(crate) fn free_unreachable(&self, gpas: &mut Vec<u64>) {
+        if gpas.is_empty() {
+            return;
+        }
+        let count = gpas.len() as u64;
+        lock(&self.frames).free_unreachable(gpas, &self.ram);
+        lock(&self.meter).release(count * super::layout::PAGE_SIZE, Instant::now());
+        gpas.clear();
+    }
+
     /// Frees frames that held page tables: into quarantine, released in batches once KVM has
     /// dropped every shadow page table (see `frames.rs`).
     pub(crate) fn free_tables(&self, gpas: &mut Vec<u64>) {
@@ -102,13 +117,12 @@ impl Physical {
             return false;
         }
         let fd = vm.as_raw_fd();
-        // SAFETY: KVM_GET_NR_MMU_PAGES and KVM_SET_NR_MMU_PAGES take an integer argument (no
-        // memory) on a VM descriptor this struct owns.
+        let usual = self.shadow_pages_max();
+        // SAFETY: KVM_SET_NR_MMU_PAGES takes an integer argument (no memory) on a VM
+        // descriptor this struct owns.
         let zapped = unsafe {
-            let current = libc::ioctl(fd, KVM_GET_NR_MMU_PAGES, 0);
-            current > 0
-                && libc::ioctl(fd, KVM_SET_NR_MMU_PAGES, MMU_PAGES_MIN) == 0
-                && libc::ioctl(fd, KVM_SET_NR_MMU_PAGES, current as libc::c_ulong) == 0
+            libc::ioctl(fd, KVM_SET_NR_MMU_PAGES, MMU_PAGES_MIN) == 0
+                && libc::ioctl(fd, KVM_SET_NR_MMU_PAGES, usual) == 0
         };
         if !zapped {
             // KVM would still trust its shadows of these frames: they stay out of use.
@@ -123,6 +137,13 @@ impl Physical {
         *flushes += 1;
         lock(&self.frames).release(&held);
         true
+    }
+
+    /// The shadow-page allowance set back after a flush.
+    fn shadow_pages_max(&self) -> libc::c_ulong {
+        let pages = self.ram.bytes() / super::layout::PAGE_SIZE;
+        (pages * SHADOW_PAGES_PER_MILLE / 1000 + SHADOW_PAGES_FOR_WINDOWS).max(MMU_PAGES_MIN as u64)
+            as libc::c_ulong
     }
 
     /// How many times KVM was made to forget its shadow page tables.
