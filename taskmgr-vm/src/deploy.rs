@@ -258,6 +258,8 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
         shared: Arc::clone(&shared),
         metered: 0,
         program_bytes_max,
+        real_timer: None,
+        posix_timers: BTreeMap::new(),
     };
     process.meter_memory();
     limits.deadline =

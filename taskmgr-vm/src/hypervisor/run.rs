@@ -116,9 +116,16 @@ pub(crate) fn run(
     }
     control.register(os_tid);
     runtime.shared.register(os_tid);
+    let shadow = runtime.task.domain.resources.physical.shadow();
+    if let Some(shadow) = shadow {
+        shadow.register(os_tid);
+    }
     let end = run_registered(
         runtime, vcpu, tid, start, &control, os_tid, &waiters, on_enter,
     );
+    if let Some(shadow) = shadow {
+        shadow.deregister(os_tid);
+    }
     runtime.shared.deregister(os_tid);
     control.deregister(os_tid);
     // A kick sent just before the thread was deregistered must not linger for its next use.
@@ -512,7 +519,18 @@ fn resume(
 
 /// One entry into the guest and the handling of its exit.
 fn step(runtime: &Arc<ProcessRuntime>, vcpu: &mut Vcpu, tid: i32) -> Step {
-    match vcpu.run() {
+    let exit = {
+        // A flush of KVM's shadow page tables waits for no vCPU to be inside KVM_RUN.
+        let _inside = runtime
+            .task
+            .domain
+            .resources
+            .physical
+            .shadow()
+            .map(|s| s.enter());
+        vcpu.run()
+    };
+    match exit {
         Exit::MmioWrite { gpa } if gpa & !(PAGE_SIZE - 1) == SYSCALL_EXIT_GPA => {
             let mut process = lock(&runtime.process);
             process.enter(tid);

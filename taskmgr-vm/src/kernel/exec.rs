@@ -126,6 +126,9 @@ pub(crate) fn execveat(
     process.tid = process.pid;
     process.kstack = slot;
     process.futexes.clear();
+    for (_, (timer, _)) in std::mem::take(&mut process.posix_timers) {
+        timer.disarm();
+    }
     process.exe_path = exe_path;
     process.image = image;
     crate::kernel::syscalls::signal::reset_for_exec(process);

@@ -23,6 +23,12 @@ pub(crate) enum Kind {
     Pipe(PipeEnd),
     /// An eventfd counter.
     Event(EventFd),
+    /// A timerfd: its timer adds its expirations to `event`, which reads take.
+    Timer {
+        event: Arc<EventFd>,
+        timer: Arc<crate::kernel::timers::Timer>,
+        clock: u64,
+    },
     /// The task's stdout or stderr.
     Output(OutputStream),
     /// A regular file (or anything else that is not a directory) of the session directory.

@@ -134,6 +134,8 @@ fn make_child(
         tree: Arc::clone(&process.tree),
         shared: Arc::clone(&shared),
         metered: 0,
+        real_timer: None,
+        posix_timers: BTreeMap::new(),
         program_bytes_max: process.program_bytes_max,
     };
     // Pending signals are the parent's alone; the mask and dispositions are inherited.

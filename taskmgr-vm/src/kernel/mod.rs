@@ -24,5 +24,6 @@ pub(crate) mod rate;
 pub(crate) mod sigframe;
 pub(crate) mod syscalls;
 pub(crate) mod threads;
+pub(crate) mod timers;
 pub(crate) mod tree;
 pub(crate) mod wait;

@@ -104,6 +104,10 @@ pub(crate) struct Process {
     pub(crate) metered: u64,
     /// Most bytes `execve` reads of a program (the task manager's `program_bytes_max`).
     pub(crate) program_bytes_max: u64,
+    /// ITIMER_REAL (`alarm`, `setitimer`), made at first use; it survives `execve`.
+    pub(crate) real_timer: Option<Arc<crate::kernel::timers::Timer>>,
+    /// POSIX timers by id, with their clock; deleted by `execve`.
+    pub(crate) posix_timers: BTreeMap<i32, (Arc<crate::kernel::timers::Timer>, u64)>,
 }
 
 /// A thread's place in `futex` waits: set when woken, and its vCPU thread to kick.
@@ -184,6 +188,16 @@ impl Process {
                 let (code, sender) = codes[signal as usize];
                 crate::kernel::syscalls::signal::raise_from(self, signal, code, sender);
             }
+        }
+    }
+
+    /// Stops every timer of the process (it ends).
+    pub(crate) fn disarm_timers(&mut self) {
+        if let Some(timer) = self.real_timer.take() {
+            timer.disarm();
+        }
+        for (_, (timer, _)) in std::mem::take(&mut self.posix_timers) {
+            timer.disarm();
         }
     }
 

@@ -245,6 +245,7 @@ fn leave(runtime: &ProcessRuntime, vcpu: Vcpu, tid: i32, end: ThreadEnd) {
     });
     let status = process.end_status.unwrap_or(Status::Signaled(9));
     let unknown = std::mem::take(&mut process.unknown);
+    process.disarm_timers();
     for fd in process.fds.drain() {
         fastpath::release(&mut process, &fd.file);
     }

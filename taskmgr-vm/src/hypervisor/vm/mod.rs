@@ -7,6 +7,7 @@ pub(crate) mod layout;
 pub(crate) mod memory;
 pub(crate) mod physical;
 pub(crate) mod selftest;
+pub(crate) mod shadow;
 pub(crate) mod system;
 pub(crate) mod windows;
 
@@ -111,10 +112,11 @@ impl DomainVm {
         })?;
         let readonly = vm.check_extension(kvm_ioctls::Cap::ReadonlyMem);
         let physical = Physical::new(ram, Instant::now());
-        physical.attach(&vm).map_err(|error| VmError::Kvm {
+        let shadow = shadow::Shadow::new(&vm, region).map_err(|error| VmError::Kvm {
             call: "dup of the VM descriptor",
             error: kvm_ioctls::Error::new(error.raw_os_error().unwrap_or(libc::EBADF)),
         })?;
+        physical.attach(shadow);
         let shared = SharedPages::build(&physical, path).ok_or(VmError::TooSmall)?;
         let domain_vm = DomainVm {
             vm,

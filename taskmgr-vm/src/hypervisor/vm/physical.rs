@@ -3,33 +3,25 @@
 
 use super::frames::Frames;
 use super::memory::GuestRam;
+use super::shadow::Shadow;
 use std::sync::Mutex;
 use std::time::Instant;
 use xeno_taskmgr_kit::lock;
 use xeno_taskmgr_kit::metering::MemoryMeter;
 
-/// `KVM_SET_NR_MMU_PAGES` (`_IO(KVMIO, 0x44)`; its getter is gone from current kernels).
-const KVM_SET_NR_MMU_PAGES: libc::c_ulong = 0xae44;
-/// Shadow pages KVM may keep for a domain after a flush: KVM's own default is 2% of guest
-/// memory; this allows 4% of the RAM, plus room for the file windows' tables.
-const SHADOW_PAGES_PER_MILLE: u64 = 40;
-const SHADOW_PAGES_FOR_WINDOWS: u64 = 8192;
-/// The fewest shadow pages KVM keeps (KVM_MIN_ALLOC_MMU_PAGES): asking for this many makes it
-/// zap the rest.
-const MMU_PAGES_MIN: libc::c_ulong = 64;
 /// Most freed page-table frames held in quarantine before KVM is made to forget them (a
-/// flush makes every process of the domain rebuild its translations, about 7 µs a page, so
-/// it is batched; 8 MiB at most, a sixteenth of the RAM for small domains).
+/// flush pauses the domain and makes every process of it rebuild its translations, about
+/// 7 µs a page, so it is batched; 8 MiB at most, a sixteenth of the RAM for small domains).
 const QUARANTINE_MAX: usize = 2048;
 
 #[derive(Debug)]
 pub(crate) struct Physical {
+    /// How KVM is made to drop its shadow page tables (dropped before the RAM it maps).
+    shadow: std::sync::OnceLock<Shadow>,
     pub(crate) ram: GuestRam,
     frames: Mutex<Frames>,
     meter: Mutex<MemoryMeter>,
-    /// The VM (a duplicate of its descriptor), to make KVM drop its shadow page tables.
-    vm: std::sync::OnceLock<std::os::fd::OwnedFd>,
-    /// Flushes are one at a time (and counted, for tests and the log).
+    /// Flushes are one at a time (and counted, for the log).
     flushes: Mutex<u64>,
 }
 
@@ -40,20 +32,20 @@ impl Physical {
             ram,
             frames: Mutex::new(frames),
             meter: Mutex::new(MemoryMeter::new(now)),
-            vm: std::sync::OnceLock::new(),
+            shadow: std::sync::OnceLock::new(),
             flushes: Mutex::new(0),
         }
     }
 
-    /// Gives the allocator its VM, so that quarantined page-table frames can be released.
-    /// Without one (unit tests) they stay quarantined.
-    pub(crate) fn attach(&self, vm: &kvm_ioctls::VmFd) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd;
-        // SAFETY: `vm` is an open VM descriptor, borrowed only for the duplication.
-        let fd =
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(vm.as_raw_fd()) }.try_clone_to_owned()?;
-        let _ = self.vm.set(fd);
-        Ok(())
+    /// Gives the allocator its VM's flush, so that quarantined page-table frames can be
+    /// released. Without one (unit tests) they stay quarantined.
+    pub(crate) fn attach(&self, shadow: Shadow) {
+        let _ = self.shadow.set(shadow);
+    }
+
+    /// The domain's shadow-table flush, once attached.
+    pub(crate) fn shadow(&self) -> Option<&Shadow> {
+        self.shadow.get()
     }
 
     /// A zeroed frame, or `None` when the domain's RAM is used up.
@@ -103,12 +95,11 @@ impl Physical {
         }
     }
 
-    /// Makes KVM zap every shadow page table (it rebuilds what running processes use from
-    /// their tables, the truth), then frees the frames quarantined before it began. Whether
-    /// any frame was freed.
+    /// Makes KVM drop every shadow page table (running processes rebuild theirs from their
+    /// tables, the truth), then frees the frames quarantined before it began. Whether any
+    /// frame was freed.
     fn flush(&self) -> bool {
-        use std::os::fd::AsRawFd;
-        let Some(vm) = self.vm.get() else {
+        let Some(shadow) = self.shadow.get() else {
             return false;
         };
         let mut flushes = lock(&self.flushes);
@@ -116,40 +107,19 @@ impl Physical {
         if held.is_empty() {
             return false;
         }
-        let fd = vm.as_raw_fd();
-        let usual = self.shadow_pages_max();
-        // SAFETY: KVM_SET_NR_MMU_PAGES takes an integer argument (no memory) on a VM
-        // descriptor this struct owns.
-        let zapped = unsafe {
-            libc::ioctl(fd, KVM_SET_NR_MMU_PAGES, MMU_PAGES_MIN) == 0
-                && libc::ioctl(fd, KVM_SET_NR_MMU_PAGES, usual) == 0
-        };
-        if !zapped {
+        if !shadow.flush() {
             // KVM would still trust its shadows of these frames: they stay out of use.
-            tracing::warn!(
-                "KVM_SET_NR_MMU_PAGES failed ({}); {} page-table frames stay quarantined",
-                std::io::Error::last_os_error(),
-                held.len()
-            );
             lock(&self.frames).requarantine(held);
             return false;
         }
         *flushes += 1;
+        tracing::debug!(
+            flushes = *flushes,
+            released = held.len(),
+            "KVM's shadow page tables flushed; quarantined page-table frames released"
+        );
         lock(&self.frames).release(&held);
         true
-    }
-
-    /// The shadow-page allowance set back after a flush.
-    fn shadow_pages_max(&self) -> libc::c_ulong {
-        let pages = self.ram.bytes() / super::layout::PAGE_SIZE;
-        (pages * SHADOW_PAGES_PER_MILLE / 1000 + SHADOW_PAGES_FOR_WINDOWS).max(MMU_PAGES_MIN as u64)
-            as libc::c_ulong
-    }
-
-    /// How many times KVM was made to forget its shadow page tables.
-    #[cfg(test)]
-    pub(crate) fn flushes(&self) -> u64 {
-        *lock(&self.flushes)
     }
 
     /// Frees frames this domain allocated (and empties `gpas`).

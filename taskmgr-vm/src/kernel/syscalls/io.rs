@@ -64,10 +64,15 @@ pub(crate) fn read(process: &mut Process, fd: u64, buf: u64, count: u64) -> IoRe
                 ReadOutcome::Empty => return wait_or_again(waiter, 0),
             }
         }
-        Kind::Event(event) => {
+        Kind::Event(_) | Kind::Timer { .. } => {
             if count < 8 {
                 return Err(Errno::EINVAL);
             }
+            let event = match &file.kind {
+                Kind::Timer { event, .. } => event,
+                Kind::Event(event) => event,
+                _ => return Err(Errno::EBADF),
+            };
             let waiter = waiter_for(process, &file);
             match event.take(waiter.as_ref()) {
                 Some(value) => value.to_le_bytes().to_vec(),
@@ -109,6 +114,7 @@ fn write_data(process: &mut Process, fd: u64, data: &[u8], progress: u64) -> IoR
             data.len() as u64
         }
         Kind::Dir { .. } => return Err(Errno::EISDIR),
+        Kind::Timer { .. } => return Err(Errno::EINVAL),
         Kind::Event(event) => {
             let value = data
                 .get(..8)
@@ -326,7 +332,7 @@ pub(crate) fn lseek(process: &mut Process, fd: u64, offset: u64, whence: u64) ->
             }
         }
         Kind::Device(_) => Ok(0),
-        Kind::Output(_) | Kind::Pipe(_) | Kind::Event(_) => Err(Errno::ESPIPE),
+        Kind::Output(_) | Kind::Pipe(_) | Kind::Event(_) | Kind::Timer { .. } => Err(Errno::ESPIPE),
     }
 }
 

@@ -18,6 +18,7 @@ mod process;
 pub(crate) mod signal;
 pub(crate) mod table;
 mod time;
+mod timers;
 
 use crate::hypervisor::cpu::Vcpu;
 use crate::kernel::process::Process;

@@ -53,6 +53,12 @@ fn revents(process: &Process, fd: i32, events: i16, waiter: Option<&Arc<Waiter>>
                 (true, false) => 0,
             }
         }
+        Kind::Timer { event, .. } => {
+            if let Some(waiter) = waiter {
+                event.wait(false, waiter);
+            }
+            if event.readiness().0 { readable } else { 0 }
+        }
         Kind::Event(event) => {
             if let Some(waiter) = waiter {
                 event.wait(false, waiter);

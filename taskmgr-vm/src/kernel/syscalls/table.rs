@@ -3,7 +3,9 @@
 //! (`docs/linux-system-calls.md`) and the capability report are all read from [`TABLE`]; a
 //! number with no row is unknown: it returns `ENOSYS` and is counted for the client.
 
-use super::{Errno, Flow, SysResult, fs, info, io, mem, pipes, poll, process, signal, time};
+use super::{
+    Errno, Flow, SysResult, fs, info, io, mem, pipes, poll, process, signal, time, timers,
+};
 use crate::hypervisor::cpu::Vcpu;
 use crate::kernel::process::Process;
 use crate::kernel::wait::{Io, IoResult};
@@ -19,6 +21,10 @@ pub enum Support {
     /// (it is not counted as unknown).
     Refused(i32, &'static str),
 }
+
+const ITIMER_REAL_ONLY: &str =
+    "ITIMER_REAL only; ITIMER_VIRTUAL and ITIMER_PROF (CPU-time timers) are EINVAL";
+const TIMER_CLOCKS: &str = "REALTIME, MONOTONIC and BOOTTIME clocks; CPU-time clocks are EINVAL";
 
 /// Runs one call: the process, the vCPU it came from and its six argument registers.
 pub(crate) type Handler = fn(&mut Process, &mut Vcpu, [u64; 6]) -> Flow;
@@ -183,6 +189,13 @@ pub const TABLE: &[Syscall] = &[
         |p, _, _| may_wait(process::sigsuspend(p, 0, 0)),
     ),
     full(35, "nanosleep", |p, _, a| time::sleep(p, 35, a)),
+    partial(36, "getitimer", ITIMER_REAL_ONLY, |p, _, a| {
+        done(timers::getitimer(p, a[0], a[1]))
+    }),
+    full(37, "alarm", |p, _, a| done(timers::alarm(p, a[0]))),
+    partial(38, "setitimer", ITIMER_REAL_ONLY, |p, _, a| {
+        done(timers::setitimer(p, a[0], a[1], a[2]))
+    }),
     full(39, "getpid", |p, _, _| done(Ok(p.pid as u64))),
     refused(
         40,
@@ -380,6 +393,21 @@ pub const TABLE: &[Syscall] = &[
         }
         done(Ok(tid as u64))
     }),
+    partial(222, "timer_create", TIMER_CLOCKS, |p, _, a| {
+        done(timers::timer_create(p, a[0], a[1], a[2]))
+    }),
+    full(223, "timer_settime", |p, _, a| {
+        done(timers::timer_settime(p, a[0], a[1], a[2], a[3]))
+    }),
+    full(224, "timer_gettime", |p, _, a| {
+        done(timers::timer_gettime(p, a[0], a[1]))
+    }),
+    full(225, "timer_getoverrun", |p, _, a| {
+        done(timers::timer_getoverrun(p, a[0]))
+    }),
+    full(226, "timer_delete", |p, _, a| {
+        done(timers::timer_delete(p, a[0]))
+    }),
     full(228, "clock_gettime", |p, _, a| {
         done(time::clock_gettime(p, a[0], a[1]))
     }),
@@ -452,7 +480,16 @@ pub const TABLE: &[Syscall] = &[
     full(280, "utimensat", |p, _, a| {
         done(fs::utimensat(p, a[0], a[1], a[2], a[3]))
     }),
+    partial(283, "timerfd_create", TIMER_CLOCKS, |p, _, a| {
+        done(timers::timerfd_create(p, a[0], a[1]))
+    }),
     full(284, "eventfd", |p, _, a| done(pipes::eventfd(p, a[0], 0))),
+    full(286, "timerfd_settime", |p, _, a| {
+        done(timers::timerfd_settime(p, a[0], a[1], a[2], a[3]))
+    }),
+    full(287, "timerfd_gettime", |p, _, a| {
+        done(timers::timerfd_gettime(p, a[0], a[1]))
+    }),
     full(290, "eventfd2", |p, _, a| {
         done(pipes::eventfd(p, a[0], a[1]))
     }),

@@ -7,7 +7,7 @@ use crate::kernel::process::Process;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use xeno_taskmgr_kit::metering::thread_cpu_ns;
 
-const NANOS_PER_SECOND: u64 = 1_000_000_000;
+pub(crate) const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
 fn realtime_ns() -> u64 {
     SystemTime::now()
@@ -22,7 +22,7 @@ fn monotonic_ns(process: &Process) -> u64 {
     u64::try_from(process.boot.elapsed().as_nanos()).unwrap_or(u64::MAX) + NANOS_PER_SECOND
 }
 
-fn clock_ns(process: &Process, clock: u64) -> Result<u64, Errno> {
+pub(crate) fn clock_ns(process: &Process, clock: u64) -> Result<u64, Errno> {
     match clock as u32 as i32 {
         0 | 5 | 8 | 11 => Ok(realtime_ns()), // REALTIME, _COARSE, _ALARM, TAI
         1 | 4 | 6 | 7 | 9 => Ok(monotonic_ns(process)), // MONOTONIC, _RAW, _COARSE, BOOTTIME, _ALARM

@@ -1,0 +1,144 @@
+//! Timers in a Linux domain: `alarm`, `setitimer`, POSIX timers and `timerfd` fire while
+//! their process runs, sleeps or waits, exactly as they do natively (the same program's
+//! output is compared byte for byte), and an alarm nobody handles ends the process.
+
+mod support;
+
+use std::os::unix::process::ExitStatusExt;
+use support::*;
+use xeno_schemas::proto::common::v1::TaskState;
+
+const TIMERS_C: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t alarms, ticks, usr1;
+static void on_alarm(int s) { (void)s; alarms++; }
+static void on_tick(int s) { (void)s; ticks++; }
+static void on_usr1(int s, siginfo_t *info, void *uc) { (void)s; (void)uc; usr1 += info->si_code == SI_TIMER; }
+
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    /* 1. alarm interrupts a blocking read with its handler (no SA_RESTART): EINTR. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    sigaction(SIGALRM, &sa, NULL);
+    int p[2];
+    pipe(p);
+    printf("alarm returns %u first\n", alarm(1));
+    char c;
+    ssize_t n = read(p[0], &c, 1);
+    printf("read: %zd %s, alarms %d\n", n, n < 0 ? strerror(errno) : "", alarms);
+    printf("alarm(5) then alarm(0) returns %u\n", (alarm(5), alarm(0)));
+
+    /* 2. setitimer every 20 ms while spinning: the handler runs in the middle of user code. */
+    sa.sa_handler = on_tick;
+    sigaction(SIGALRM, &sa, NULL);
+    struct itimerval every = {{0, 20000}, {0, 20000}}, off = {{0, 0}, {0, 0}}, left;
+    setitimer(ITIMER_REAL, &every, NULL);
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    do { clock_gettime(CLOCK_MONOTONIC, &now); }
+    while (ticks < 5 && now.tv_sec - start.tv_sec < 5);
+    getitimer(ITIMER_REAL, &left);
+    setitimer(ITIMER_REAL, &off, NULL);
+    printf("ticks reached 5: %d, interval kept %ld us\n", ticks >= 5, (long)left.it_interval.tv_usec);
+    printf("ITIMER_VIRTUAL: %s\n", setitimer(ITIMER_VIRTUAL, &every, NULL) == 0 ? "armed" : strerror(errno));
+    setitimer(ITIMER_VIRTUAL, &off, NULL);
+
+    /* 3. A POSIX timer sending SIGUSR1 wakes nanosleep. */
+    sa.sa_handler = NULL;
+    sa.sa_sigaction = on_usr1;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGUSR1, &sa, NULL);
+    timer_t timer;
+    struct sigevent ev;
+    memset(&ev, 0, sizeof ev);
+    ev.sigev_notify = SIGEV_SIGNAL;
+    ev.sigev_signo = SIGUSR1;
+    printf("timer_create: %d\n", timer_create(CLOCK_MONOTONIC, &ev, &timer));
+    struct itimerspec once = {{0, 0}, {0, 50 * 1000 * 1000}};
+    timer_settime(timer, 0, &once, NULL);
+    struct timespec long_sleep = {5, 0};
+    int slept = nanosleep(&long_sleep, NULL);
+    printf("nanosleep: %d %s, usr1 by timer %d\n", slept, slept ? strerror(errno) : "", usr1);
+    timer_delete(timer);
+    printf("timer_delete again: %s\n", timer_delete(timer) < 0 ? strerror(errno) : "?");
+
+    /* 4. timerfd: three expirations of 10 ms, read through poll. */
+    int tfd = timerfd_create(CLOCK_MONOTONIC, 0);
+    struct itimerspec periodic = {{0, 10 * 1000 * 1000}, {0, 10 * 1000 * 1000}};
+    timerfd_settime(tfd, 0, &periodic, NULL);
+    uint64_t total = 0;
+    while (total < 3) {
+        struct pollfd pfd = {tfd, POLLIN, 0};
+        poll(&pfd, 1, 2000);
+        uint64_t count;
+        if (read(tfd, &count, 8) == 8) total += count;
+    }
+    printf("timerfd counted at least 3: %d\n", total >= 3);
+    struct itimerspec disarm = {{0, 0}, {0, 0}};
+    timerfd_settime(tfd, 0, &disarm, NULL);
+    int nb = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK);
+    uint64_t count;
+    printf("unarmed nonblocking read: %s\n", read(nb, &count, 8) < 0 ? strerror(errno) : "?");
+    printf("timerfd write: %s\n", write(nb, &count, 8) < 0 ? strerror(errno) : "?");
+
+    /* 5. An alarm nobody handles ends the process while it sleeps. */
+    signal(SIGALRM, SIG_DFL);
+    alarm(1);
+    sleep(10);
+    printf("not reached\n");
+    return 0;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alarms_interval_timers_posix_timers_and_timerfds_fire_as_natively() {
+    let (Some(manager), Some(program)) = (manager(), musl_program("timers", TIMERS_C)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let exe = dir.path().join("timers");
+    std::fs::write(&exe, &program).expect("write");
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let output = std::process::Command::new(&exe)
+        .output()
+        .expect("native run");
+    assert_eq!(output.status.signal(), Some(14), "natively SIGALRM ends it");
+    let expected = String::from_utf8_lossy(&output.stdout).into_owned();
+    let domain = create(&manager, limits(0, 64), None).await;
+    let finished = run(
+        &manager,
+        &domain,
+        "timers",
+        &Guest::new(&program, "timers", &[]),
+    )
+    .await;
+    // ITIMER_VIRTUAL is the one line that differs: natively it arms, here it is EINVAL.
+    let expected = expected.replace("ITIMER_VIRTUAL: armed", "ITIMER_VIRTUAL: Invalid argument");
+    assert_eq!(finished.stdout_text(), expected, "{:?}", finished.exit);
+    assert_eq!(finished.state(), TaskState::Failed, "{:?}", finished.exit);
+    assert!(
+        finished.exit.reason.contains("signal 14 (SIGALRM)"),
+        "{:?}",
+        finished.exit
+    );
+    assert!(
+        finished.exit.unknown_calls.is_empty(),
+        "{:?}",
+        finished.exit.unknown_calls
+    );
+    destroy(&manager, &domain).await;
+}
