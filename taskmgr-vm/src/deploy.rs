@@ -7,6 +7,7 @@ use crate::config::VmConfig;
 use crate::error::Error;
 use crate::hypervisor::run::RunLimits;
 use crate::hypervisor::vm::layout::KernelSlot;
+use crate::kernel::exec;
 use crate::kernel::fds::FdTable;
 use crate::kernel::files::{self, FsContext};
 use crate::kernel::output::Output;
@@ -179,21 +180,15 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
     } = launch;
     let vm = Arc::clone(&domain.resources);
     let prepared = (|| {
-        let loaded = loader::load(&vm, &image, &argv, &envp, exe_path.as_bytes())
+        let root = files::scratch_dir(&domain.scratch)?;
+        let interpreter = |name: &str| exec::interpreter_of(&root, name, program_bytes_max);
+        let loaded = loader::load(&vm, &image, &argv, &envp, exe_path.as_bytes(), &interpreter)
             .map_err(|error| Error::Invalid(format!("cannot load the executable: {error}")))?;
         let vcpu = match vm.take_vcpu() {
             Ok(vcpu) => vcpu,
             Err(error) => {
                 loaded.mm.destroy(&vm.physical);
                 return Err(Error::Exhausted(format!("cannot create a vCPU: {error}")));
-            }
-        };
-        let root = match files::scratch_dir(&domain.scratch) {
-            Ok(root) => root,
-            Err(error) => {
-                loaded.mm.destroy(&vm.physical);
-                vm.give_back(vcpu);
-                return Err(error);
             }
         };
         if !vm.add_process() {

@@ -69,7 +69,7 @@ pub(crate) fn execveat(
             exe_path = Some(process.exe_path.clone());
             process.image.clone()
         } else {
-            read_program(process, &path)?
+            read_program(&process.fs.root, &path, process.program_bytes_max)?
         };
         let Some((interpreter, argument)) = shebang(&image) else {
             break image;
@@ -94,15 +94,19 @@ pub(crate) fn execveat(
     let exe_path = exe_path
         .unwrap_or_else(|| String::from_utf8_lossy(&FsContext::session_path(&path)).into_owned());
     let vm = std::sync::Arc::clone(&process.vm);
-    let loaded = loader::load(&vm, &image, &argv, &envp, exe_path.as_bytes()).map_err(|error| {
-        tracing::debug!("execve of {exe_path}: {error}");
-        match error {
-            loader::LoadError::Elf(crate::ElfError::Dynamic(_)) => Errno::ENOENT,
-            loader::LoadError::NoMemory => Errno::ENOMEM,
-            loader::LoadError::ArgsTooBig(_) => Errno::E2BIG,
-            loader::LoadError::Elf(_) | loader::LoadError::Layout => Errno::ENOEXEC,
-        }
-    })?;
+    let root = std::sync::Arc::clone(&process.fs.root);
+    let max = process.program_bytes_max;
+    let interpreter = |name: &str| interpreter_of(&root, name, max);
+    let loaded = loader::load(&vm, &image, &argv, &envp, exe_path.as_bytes(), &interpreter)
+        .map_err(|error| {
+            tracing::debug!("execve of {exe_path}: {error}");
+            match error {
+                loader::LoadError::Elf(crate::ElfError::Dynamic(_)) => Errno::ENOENT,
+                loader::LoadError::NoMemory => Errno::ENOMEM,
+                loader::LoadError::ArgsTooBig(_) => Errno::E2BIG,
+                loader::LoadError::Elf(_) | loader::LoadError::Layout => Errno::ENOEXEC,
+            }
+        })?;
     // Past the point of no return: the old program is gone whatever happens now.
     for (number, fd) in process.fds.take_cloexec() {
         fastpath::close_window(process, number, &fd.file);
@@ -174,10 +178,16 @@ fn read_strings(process: &mut Process, mut va: u64) -> Result<Vec<Vec<u8>>, Errn
     }
 }
 
+/// The dynamic loader a program names (an absolute path in the session), as the loader asks
+/// for it.
+pub(crate) fn interpreter_of(root: &cap_std::fs::Dir, name: &str, max: u64) -> Option<Bytes> {
+    let path = FsContext::resolve(std::path::Path::new(""), name.as_bytes()).ok()?;
+    read_program(root, &path, max).ok()
+}
+
 /// The program at `path` (relative to the session root): a regular file with an execute bit,
-/// at most the task manager's program size.
-fn read_program(process: &Process, path: &PathBuf) -> Result<Bytes, Errno> {
-    let root = &process.fs.root;
+/// at most `max` bytes.
+fn read_program(root: &cap_std::fs::Dir, path: &PathBuf, max: u64) -> Result<Bytes, Errno> {
     let metadata = root.metadata(path).map_err(|e| Errno::from_io(&e))?;
     if !metadata.is_file() || metadata.mode() & 0o111 == 0 {
         return Err(Errno::EACCES);
@@ -185,7 +195,6 @@ fn read_program(process: &Process, path: &PathBuf) -> Result<Bytes, Errno> {
     let file = root
         .open_with(path, OpenOptions::new().read(true))
         .map_err(|e| Errno::from_io(&e))?;
-    let max = process.program_bytes_max;
     let mut image = Vec::new();
     file.take(max + 1)
         .read_to_end(&mut image)

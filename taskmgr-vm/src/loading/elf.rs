@@ -1,10 +1,11 @@
-//! Reading a static x86-64 ELF executable: its header, program headers and loadable
-//! segments. Everything is bounds-checked against the file: the bytes come from a client.
+//! Reading an x86-64 ELF executable: its header, program headers, loadable segments and the
+//! interpreter it asks for. Everything is bounds-checked against the file: the bytes come
+//! from a client.
 //!
 //! Accepted: `ET_EXEC` (linked at a fixed address, such as Debian's busybox at 0x400000) and
-//! `ET_DYN` without `PT_INTERP` (static-PIE, loaded at `ELF_DYN_BASE`). Refused, with the
-//! reason: anything else, including dynamically linked executables, which need an
-//! interpreter the domain does not have.
+//! `ET_DYN` (position independent: a static-PIE or dynamically linked program, or a dynamic
+//! loader itself). A `PT_INTERP` names the dynamic loader the program needs, which the loader
+//! maps beside it. Refused, with the reason: anything else.
 
 use thiserror::Error;
 
@@ -32,11 +33,14 @@ pub enum ElfError {
     /// Not an ELF file, or not one for this machine.
     #[error("not an x86-64 ELF executable: {0}")]
     NotElf(&'static str),
-    /// A dynamically linked executable.
+    /// A dynamically linked executable whose interpreter is not in the session.
     #[error(
-        "dynamically linked executables are not supported (it asks for the interpreter {0:?}); link it statically"
+        "it is dynamically linked and its interpreter {0:?} is not in the session (link it statically, or ship the interpreter and its libraries)"
     )]
     Dynamic(String),
+    /// An interpreter that is itself dynamically linked, or not position independent.
+    #[error("the interpreter {0:?} is not a dynamic loader (ET_DYN without PT_INTERP)")]
+    BadInterpreter(String),
     /// A header or segment outside the file, or an impossible layout.
     #[error("malformed ELF: {0}")]
     Malformed(&'static str),
@@ -66,6 +70,8 @@ pub(crate) struct Executable {
     pub(crate) phnum: u16,
     /// Whether PT_GNU_STACK asks for an executable stack.
     pub(crate) exec_stack: bool,
+    /// The dynamic loader `PT_INTERP` names, if any.
+    pub(crate) interpreter: Option<String>,
 }
 
 fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
@@ -128,6 +134,7 @@ pub(crate) fn parse(file: &[u8]) -> Result<Executable, ElfError> {
         phdr_vaddr: 0,
         phnum,
         exec_stack: false,
+        interpreter: None,
     };
     let mut phdr_vaddr = None;
     let mut at = usize::try_from(phoff).map_err(|_| ElfError::Malformed("offset"))?;
@@ -153,7 +160,10 @@ pub(crate) fn parse(file: &[u8]) -> Result<Executable, ElfError> {
                             .to_owned()
                     })
                     .unwrap_or_default();
-                return Err(ElfError::Dynamic(name));
+                if name.is_empty() {
+                    return Err(ElfError::Malformed("empty PT_INTERP"));
+                }
+                executable.interpreter = Some(name);
             }
             PT_PHDR => phdr_vaddr = Some(vaddr),
             PT_GNU_STACK => executable.exec_stack = flags & 1 != 0,

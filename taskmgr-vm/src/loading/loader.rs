@@ -1,7 +1,9 @@
 //! Loading a task: its executable's segments into a fresh address space, its heap, its stack
-//! with argv, envp and the auxiliary vector, and the registers it starts with. Nothing of the
-//! executable runs before its entry point: there is no interpreter and no loader code in the
-//! guest.
+//! with argv, envp and the auxiliary vector, and the registers it starts with. A dynamically
+//! linked program's interpreter (the dynamic loader its `PT_INTERP` names, read from the
+//! session) is mapped too, below the mmap area, and the task starts there with `AT_BASE`
+//! and `AT_ENTRY` telling it where it and the program are: the loader then maps the
+//! libraries itself, through `openat` and `mmap`, as on Linux.
 
 use crate::hypervisor::cpu::StartState;
 use crate::hypervisor::vm::DomainVm;
@@ -102,27 +104,79 @@ fn segment_pages(executable: &elf::Executable, bias: u64) -> Result<BTreeMap<u64
     Ok(pages)
 }
 
-/// Loads `image` with `argv` and `envp` into a new address space of `vm`.
-pub(crate) fn load(
-    vm: &DomainVm,
-    image: &[u8],
-    argv: &[Vec<u8>],
-    envp: &[Vec<u8>],
-    execfn: &[u8],
-) -> Result<Loaded, LoadError> {
-    let executable = elf::parse(image)?;
+/// A program's dynamic loader: its bytes and where it goes.
+struct Interpreter<'a> {
+    executable: elf::Executable,
+    image: &'a [u8],
+    bias: u64,
+}
+
+/// Where a position-independent image of `executable` is placed so that its lowest page is
+/// at `base`.
+fn bias_for(executable: &elf::Executable, base: u64) -> u64 {
     let lowest = executable
         .segments
         .iter()
         .map(|segment| segment.vaddr)
         .min()
         .unwrap_or(0);
+    base - page_floor(lowest)
+}
+
+/// Bytes from the lowest to the end of the highest page of `executable`'s segments.
+fn span(executable: &elf::Executable) -> Option<u64> {
+    let low = executable.segments.iter().map(|s| s.vaddr).min()?;
+    let high = executable
+        .segments
+        .iter()
+        .map(|s| s.vaddr.checked_add(s.mem_size))
+        .try_fold(0u64, |top, end| end.map(|end| top.max(end)))?;
+    page_ceil(high).map(|high| high - page_floor(low))
+}
+
+/// Loads `image` with `argv` and `envp` into a new address space of `vm`. A dynamically
+/// linked `image`'s interpreter is asked of `interpreter` by the path it names (`None`: it is
+/// not there).
+pub(crate) fn load(
+    vm: &DomainVm,
+    image: &[u8],
+    argv: &[Vec<u8>],
+    envp: &[Vec<u8>],
+    execfn: &[u8],
+    interpreter: &dyn Fn(&str) -> Option<bytes::Bytes>,
+) -> Result<Loaded, LoadError> {
+    let executable = elf::parse(image)?;
     let bias = if executable.pie {
-        ELF_DYN_BASE - page_floor(lowest)
+        bias_for(&executable, ELF_DYN_BASE)
     } else {
         0
     };
-    let mmap_top = STACK_TOP - STACK_BYTES_MAX - STACK_GAP_BYTES;
+    let mut mmap_top = STACK_TOP - STACK_BYTES_MAX - STACK_GAP_BYTES;
+    let interp_image;
+    let interp = match &executable.interpreter {
+        None => None,
+        Some(name) => {
+            interp_image = interpreter(name).ok_or_else(|| ElfError::Dynamic(name.clone()))?;
+            let loader = elf::parse(&interp_image)?;
+            if !loader.pie || loader.interpreter.is_some() {
+                return Err(ElfError::BadInterpreter(name.clone()).into());
+            }
+            // Just below the mmap area, which then starts below it (as Linux maps ld.so).
+            let size = span(&loader).ok_or(LoadError::Layout)?;
+            let base = page_floor(
+                mmap_top
+                    .checked_sub(size + PAGE_SIZE)
+                    .ok_or(LoadError::Layout)?,
+            );
+            mmap_top = base;
+            let bias = bias_for(&loader, base);
+            Some(Interpreter {
+                executable: loader,
+                image: &interp_image,
+                bias,
+            })
+        }
+    };
     let pages = segment_pages(&executable, bias)?;
     if pages
         .keys()
@@ -133,17 +187,32 @@ pub(crate) fn load(
     }
     let physical = &vm.physical;
     let mut mm = Mm::new(physical, &vm.shared, mmap_top)?;
-    match build(
-        vm,
-        &mut mm,
-        &executable,
-        bias,
-        &pages,
-        image,
-        argv,
-        envp,
-        execfn,
-    ) {
+    let built = (|| {
+        map_segments(vm, &mut mm, &executable, bias, &pages, image)?;
+        if let Some(interp) = &interp {
+            let pages = segment_pages(&interp.executable, interp.bias)?;
+            map_segments(
+                vm,
+                &mut mm,
+                &interp.executable,
+                interp.bias,
+                &pages,
+                interp.image,
+            )?;
+        }
+        build(
+            vm,
+            &mut mm,
+            &executable,
+            bias,
+            &pages,
+            interp.as_ref(),
+            argv,
+            envp,
+            execfn,
+        )
+    })();
+    match built {
         Ok(start) => Ok(Loaded { mm, start }),
         Err(error) => {
             mm.destroy(physical);
@@ -152,18 +221,15 @@ pub(crate) fn load(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build(
+/// Maps and fills the segments of `executable` (its pages given by [`segment_pages`]).
+fn map_segments(
     vm: &DomainVm,
     mm: &mut Mm,
     executable: &elf::Executable,
     bias: u64,
     pages: &BTreeMap<u64, u32>,
     image: &[u8],
-    argv: &[Vec<u8>],
-    envp: &[Vec<u8>],
-    execfn: &[u8],
-) -> Result<StartState, LoadError> {
+) -> Result<(), LoadError> {
     let physical = &vm.physical;
     // Runs of pages with the same protection become one area each.
     let mut run: Option<(u64, u64, u32)> = None;
@@ -194,6 +260,22 @@ fn build(
         let bytes = image.get(from..from + len).ok_or(LoadError::Layout)?;
         copy_in(vm, mm, segment.vaddr + bias, bytes)?;
     }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    vm: &DomainVm,
+    mm: &mut Mm,
+    executable: &elf::Executable,
+    bias: u64,
+    pages: &BTreeMap<u64, u32>,
+    interp: Option<&Interpreter<'_>>,
+    argv: &[Vec<u8>],
+    envp: &[Vec<u8>],
+    execfn: &[u8],
+) -> Result<StartState, LoadError> {
+    let physical = &vm.physical;
     let heap = pages
         .keys()
         .next_back()
@@ -222,6 +304,7 @@ fn build(
         phdr: executable.phdr_vaddr + bias,
         phnum: u64::from(executable.phnum),
         entry: executable.entry + bias,
+        base: interp.map_or(0, |interp| interp.bias),
         hwcap: hwcap(),
         random,
         uid: 0,
@@ -230,11 +313,12 @@ fn build(
     let stack = stack::build(STACK_TOP, argv, envp, execfn, &info)
         .map_err(|too_big| LoadError::ArgsTooBig(too_big.0))?;
     copy_in(vm, mm, stack.rsp, &stack.bytes)?;
-    Ok(StartState::first(
-        mm.cr3(),
-        executable.entry + bias,
-        stack.rsp,
-    ))
+    // A dynamically linked program starts in its loader, which finds it through AT_ENTRY.
+    let first = match interp {
+        Some(interp) => interp.executable.entry + interp.bias,
+        None => executable.entry + bias,
+    };
+    Ok(StartState::first(mm.cr3(), first, stack.rsp))
 }
 
 /// Writes `bytes` at `va` into pages the address space owns, whatever their protection.

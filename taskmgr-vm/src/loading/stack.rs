@@ -35,6 +35,8 @@ pub(crate) struct StackInfo {
     pub(crate) phdr: u64,
     pub(crate) phnum: u64,
     pub(crate) entry: u64,
+    /// Where the program's interpreter is loaded (AT_BASE); 0 without one.
+    pub(crate) base: u64,
     /// CPUID.1:EDX, as Linux reports it in AT_HWCAP.
     pub(crate) hwcap: u64,
     pub(crate) random: [u8; 16],
@@ -93,7 +95,7 @@ pub(crate) fn build(
         (AT_PHENT, u64::from(crate::loading::elf::PHENT_SIZE)),
         (AT_PHNUM, info.phnum),
         (AT_PAGESZ, 4096),
-        (AT_BASE, 0),
+        (AT_BASE, info.base),
         (AT_FLAGS, 0),
         (AT_ENTRY, info.entry),
         (AT_UID, info.uid),
