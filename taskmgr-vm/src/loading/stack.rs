@@ -145,6 +145,7 @@ mod tests {
             phdr: 0x400040,
             phnum: 9,
             entry: 0x401000,
+            base: 0x7fff_1000_0000,
             hwcap: 0x178bfbff,
             random: [7; 16],
             uid: 0,
@@ -173,6 +174,8 @@ mod tests {
         assert_eq!(string(word(4)), "A=1");
         assert_eq!(word(5), 0);
         assert_eq!((word(6), word(7)), (AT_PHDR, 0x400040));
+        // AT_BASE, the fifth entry, tells a dynamic loader where it was put.
+        assert_eq!((word(14), word(15)), (AT_BASE, 0x7fff_1000_0000));
         assert_eq!(stack.rsp + stack.bytes.len() as u64, top);
     }
 }
