@@ -10,8 +10,12 @@
 //! - Host memory per domain beyond its guest RAM.
 //! - 20 domains at once, each held to its CPU rate.
 //!
+//! - Processes: fork + exit + wait, fork + execve of busybox + wait, pipe throughput in
+//!   64 KiB writes, and a 20-stage busybox shell pipeline.
+//!
 //! Run: `cargo bench -p xeno-taskmgr-vm --bench domains` (needs /dev/kvm, busybox-static,
-//! musl-tools and qemu-user; what is missing is skipped with a note).
+//! musl-tools and qemu-user; what is missing is skipped with a note); `XENO_BENCH=processes`
+//! runs the processes section alone.
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -158,11 +162,35 @@ impl Bench {
         argv0: &str,
         args: &[&str],
     ) -> (Duration, Vec<u8>, Usage) {
+        self.run_with(domain, task, program, argv0, args, &[]).await
+    }
+
+    /// [`Bench::run`] with executable files placed in the session first.
+    async fn run_with(
+        &self,
+        domain: &str,
+        task: &str,
+        program: &Payload,
+        argv0: &str,
+        args: &[&str],
+        files: &[(&str, &Payload)],
+    ) -> (Duration, Vec<u8>, Usage) {
         let mut description = TaskDescription::new(Program::Executable {
             sha256: program.sha256.clone(),
         });
         description.argv0 = Some(argv0.into());
         description.args = args.iter().map(|a| (*a).to_owned()).collect();
+        let mut payloads = vec![program.clone()];
+        for (path, file) in files {
+            description.files.push(xeno_schemas::documents::TaskFile {
+                path: (*path).into(),
+                sha256: file.sha256.clone(),
+                mode: 0o755,
+            });
+            if !payloads.iter().any(|p| p.sha256 == file.sha256) {
+                payloads.push((*file).clone());
+            }
+        }
         let mut events = self
             .manager
             .stream_output(Request::new(pb::StreamOutputRequest {
@@ -179,7 +207,7 @@ impl Bench {
                 domain_id: domain.into(),
                 task_id: task.into(),
                 task_xml: description.to_xml(),
-                payloads: vec![program.clone()],
+                payloads,
             }))
             .await
             .expect("deploy");
@@ -353,6 +381,13 @@ async fn main() {
     };
     let busybox_path = PathBuf::from("/bin/busybox");
     let busybox = std::fs::read(&busybox_path).ok().map(payload);
+    // XENO_BENCH=processes runs that section alone.
+    if std::env::var("XENO_BENCH").as_deref() == Ok("processes") {
+        if let (Some(procs), Some(busybox)) = (build(dir, "procs", PROCS_C), &busybox) {
+            processes(&mut bench, dir, &procs, busybox).await;
+        }
+        return;
+    }
 
     // CPU-bound.
     if let Some(compute) = build(dir, "compute", COMPUTE_C) {
@@ -723,4 +758,133 @@ async fn main() {
                 .join(" ")
         );
     }
+
+    // Processes: fork, exec, pipes, a shell pipeline.
+    if let (Some(procs), Some(busybox)) = (build(dir, "procs", PROCS_C), &busybox) {
+        processes(&mut bench, dir, &procs, busybox).await;
+    }
+}
+
+/// fork + exit + wait, fork + execve of busybox + wait, and pipe throughput, each timed
+/// inside the program (the same code natively, under qemu-user and in a domain).
+const PROCS_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec / 1e9; }
+int main(int argc, char **argv) {
+    long n = atol(argv[2]);
+    double start = now();
+    if (strcmp(argv[1], "fork") == 0) {
+        for (long i = 0; i < n; i++) { pid_t p = fork(); if (p == 0) _exit(0); waitpid(p, NULL, 0); }
+        printf("%.1f us per fork+exit+wait\n", (now() - start) / n * 1e6);
+    } else if (strcmp(argv[1], "exec") == 0) {
+        for (long i = 0; i < n; i++) {
+            pid_t p = fork();
+            if (p == 0) { execl("bb", "true", (char *)NULL); _exit(127); }
+            int status; waitpid(p, &status, 0);
+            if (status != 0) { printf("exec failed\n"); return 1; }
+        }
+        printf("%.1f us per fork+execve(busybox true)+wait\n", (now() - start) / n * 1e6);
+    } else {
+        int fd[2]; pipe(fd);
+        static char buf[65536];
+        pid_t p = fork();
+        if (p == 0) { close(fd[0]); for (long i = 0; i < n * 16; i++) write(fd[1], buf, sizeof buf); _exit(0); }
+        close(fd[1]);
+        long total = 0, got;
+        while ((got = read(fd[0], buf, sizeof buf)) > 0) total += got;
+        waitpid(p, NULL, 0);
+        printf("%.0f MB/s through a pipe (%ld MiB in 64 KiB writes)\n", total / (now() - start) / 1e6, total >> 20);
+    }
+    return 0;
+}
+"#;
+
+async fn processes(bench: &mut Bench, dir: &Path, procs: &Path, busybox: &Payload) {
+    std::fs::write(dir.join("bb"), &busybox.data).expect("busybox copy");
+    std::fs::set_permissions(dir.join("bb"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let program = payload(std::fs::read(procs).expect("procs"));
+    let domain = bench.domain(0, 256, None).await;
+    let line = |out: &[u8]| String::from_utf8_lossy(out).trim().to_owned();
+    println!("Processes (each timed inside the program; best of 3):");
+    for (mode, count) in [("fork", "2000"), ("exec", "300"), ("pipe", "16")] {
+        let args = [mode, count];
+        let native_out = (0..3)
+            .map(|_| native(procs, "procs", &args, dir).1)
+            .min_by(|a, b| first_number(a).total_cmp(&first_number(b)))
+            .unwrap_or_default();
+        let qemu_out = (0..3)
+            .filter_map(|_| qemu(procs, "procs", &args, dir).map(|(_, out)| out))
+            .min_by(|a, b| first_number(a).total_cmp(&first_number(b)));
+        let mut best: Option<(Vec<u8>, Usage)> = None;
+        for round in 0..3 {
+            let (_, out, usage) = bench
+                .run_with(&domain, &format!("procs-{mode}-{round}"), &program, "procs", &args, &[("bb", busybox)])
+                .await;
+            let better = best.as_ref().is_none_or(|(old, _)| {
+                let (new, old) = (first_number(&out), first_number(old));
+                if mode == "pipe" { new > old } else { new < old }
+            });
+            if better {
+                best = Some((out, usage));
+            }
+        }
+        let (out, usage) = best.expect("three rounds");
+        let per_op = usage.syscalls as f64 / count.parse::<f64>().unwrap_or(1.0);
+        println!("  {mode:<5} native  {}", line(&native_out));
+        println!(
+            "        domain  {}  ({per_op:.1} VMM-served system calls per operation)",
+            line(&out)
+        );
+        match qemu_out {
+            Some(out) => println!(
+                "        qemu    {}{}",
+                line(&out),
+                if mode == "exec" { "  (qemu-user runs the exec'd busybox natively)" } else { "" }
+            ),
+            None => println!("        qemu    (not available)"),
+        }
+    }
+    // A 20-stage shell pipeline, whole task.
+    let stages = std::iter::repeat_n("cat", 20).collect::<Vec<_>>().join(" | ");
+    let script = format!("seq 1 20000 | {stages} | wc -l");
+    let (native_time, native_out) = best_of(3, || native(Path::new("/bin/busybox"), "sh", &["-c", &script], dir));
+    let mut domain_best = Duration::MAX;
+    for round in 0..3 {
+        let (time, out, _) = bench
+            .run(&domain, &format!("pipeline-{round}"), busybox, "sh", &["-c", &script])
+            .await;
+        assert_eq!(out, native_out, "the pipeline counted something else");
+        domain_best = domain_best.min(time);
+    }
+    let qemu_time = (0..3)
+        .filter_map(|_| qemu(Path::new("/bin/busybox"), "sh", &["-c", &script], dir))
+        .map(|(time, _)| time)
+        .min();
+    println!("  sh -c 'seq 1 20000 | cat x20 | wc -l', whole run:");
+    println!("        native  {}", ms(native_time));
+    println!(
+        "        domain  {}  ({:.2}x native; from DeployTask to the end)",
+        ms(domain_best),
+        domain_best.as_secs_f64() / native_time.as_secs_f64()
+    );
+    if let Some(q) = qemu_time {
+        println!("        qemu    {}  (its children exec natively)", ms(q));
+    }
+    bench.destroy(&domain).await;
+    println!();
+}
+
+/// The first number a line of output starts with (the measurement), or NaN.
+fn first_number(out: &[u8]) -> f64 {
+    String::from_utf8_lossy(out)
+        .split_whitespace()
+        .next()
+        .and_then(|word| word.parse().ok())
+        .unwrap_or(f64::NAN)
 }
