@@ -806,8 +806,11 @@ int main(int argc, char **argv) {
 
 async fn processes(bench: &mut Bench, dir: &Path, procs: &Path, busybox: &Payload) {
     std::fs::write(dir.join("bb"), &busybox.data).expect("busybox copy");
-    std::fs::set_permissions(dir.join("bb"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    std::fs::set_permissions(
+        dir.join("bb"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
     let program = payload(std::fs::read(procs).expect("procs"));
     let domain = bench.domain(0, 256, None).await;
     let line = |out: &[u8]| String::from_utf8_lossy(out).trim().to_owned();
@@ -824,7 +827,14 @@ async fn processes(bench: &mut Bench, dir: &Path, procs: &Path, busybox: &Payloa
         let mut best: Option<(Vec<u8>, Usage)> = None;
         for round in 0..3 {
             let (_, out, usage) = bench
-                .run_with(&domain, &format!("procs-{mode}-{round}"), &program, "procs", &args, &[("bb", busybox)])
+                .run_with(
+                    &domain,
+                    &format!("procs-{mode}-{round}"),
+                    &program,
+                    "procs",
+                    &args,
+                    &[("bb", busybox)],
+                )
                 .await;
             let better = best.as_ref().is_none_or(|(old, _)| {
                 let (new, old) = (first_number(&out), first_number(old));
@@ -845,19 +855,33 @@ async fn processes(bench: &mut Bench, dir: &Path, procs: &Path, busybox: &Payloa
             Some(out) => println!(
                 "        qemu    {}{}",
                 line(&out),
-                if mode == "exec" { "  (qemu-user runs the exec'd busybox natively)" } else { "" }
+                if mode == "exec" {
+                    "  (qemu-user runs the exec'd busybox natively)"
+                } else {
+                    ""
+                }
             ),
             None => println!("        qemu    (not available)"),
         }
     }
     // A 20-stage shell pipeline, whole task.
-    let stages = std::iter::repeat_n("cat", 20).collect::<Vec<_>>().join(" | ");
+    let stages = std::iter::repeat_n("cat", 20)
+        .collect::<Vec<_>>()
+        .join(" | ");
     let script = format!("seq 1 20000 | {stages} | wc -l");
-    let (native_time, native_out) = best_of(3, || native(Path::new("/bin/busybox"), "sh", &["-c", &script], dir));
+    let (native_time, native_out) = best_of(3, || {
+        native(Path::new("/bin/busybox"), "sh", &["-c", &script], dir)
+    });
     let mut domain_best = Duration::MAX;
     for round in 0..3 {
         let (time, out, _) = bench
-            .run(&domain, &format!("pipeline-{round}"), busybox, "sh", &["-c", &script])
+            .run(
+                &domain,
+                &format!("pipeline-{round}"),
+                busybox,
+                "sh",
+                &["-c", &script],
+            )
             .await;
         assert_eq!(out, native_out, "the pipeline counted something else");
         domain_best = domain_best.min(time);

@@ -53,27 +53,40 @@
 //!   frame from the task's ring-0 stack, backs a stack page on first touch, redoes a faulted
 //!   fast-path copy, runs the task's handler for the signal Linux would send, or ends the task
 //!   with it ("killed by signal 11 (SIGSEGV): page fault: write of 0x8 at 0x401136").
-//! - **Memory** (`kernel/mm.rs`, `kernel/paging.rs`, `hypervisor/vm/frames.rs`). The domain's RAM is shared by its
-//!   tasks through one frame allocator, so `MemoryMB` bounds the domain as a whole. Pages are
-//!   backed when mapped (the stack grows on demand), so exhaustion is `ENOMEM` from the call
-//!   that asked. A freed frame is discarded (MADV_DONTNEED: zero on reuse, host memory given
-//!   back, every translation of it invalidated by KVM's MMU notifier); a page whose access is
-//!   lowered moves to a fresh frame for the same reason (the VMM writes page tables from the
-//!   host, which KVM's shadow MMU does not see). The VMM checks every guest pointer against
-//!   the task's own page tables with ring-3 permissions and reads or writes only inside the
-//!   RAM mapping, through vm-memory's bounds-checked accessors.
+//! - **Memory** (`kernel/mm.rs`, `kernel/paging.rs`, `hypervisor/vm/frames.rs`,
+//!   `hypervisor/vm/shadow.rs`). The domain's RAM is shared by its processes through one frame
+//!   allocator, so `MemoryMB` bounds the domain as a whole. Pages are backed when mapped (the
+//!   stack grows on demand), so exhaustion is `ENOMEM` from the call that asked. The VMM writes
+//!   page tables from the host, which KVM's shadow MMU does not see, so three rules hold: a
+//!   page freed from a live address space is discarded (MADV_DONTNEED: zero on reuse, every
+//!   translation of it invalidated by KVM's MMU notifier); a page whose access is lowered moves
+//!   to a fresh frame; and a frame that held a page table waits in quarantine until a batched
+//!   flush has made KVM drop every shadow table (the domain pauses, its RAM slot is
+//!   re-registered), so no process ever walks another's stale translations. The VMM checks
+//!   every guest pointer against the process's own page tables with ring-3 permissions and
+//!   reads or writes only inside the RAM mapping, through vm-memory's bounds-checked accessors.
 //! - **CPU** (`kernel/rate.rs`, `hypervisor/run.rs`, `hypervisor/cpu/signal.rs`). `cpu_msps` is a token bucket per domain,
 //!   enforced by the VMM itself without cgroups: before entering the guest a vCPU thread arms
 //!   a timer on its own CPU-time clock for the budget the bucket holds (at most one slice), so
 //!   the host kernel kicks it out of KVM_RUN with a real-time signal when it is spent; the
 //!   thread's CPU time (guest time included) is charged exactly, so the long-run rate is exact
 //!   (150 ms/s measured at 150.3 over 10 s). Stop and destroy use the same kick.
-//! - **Tasks and address spaces** (`deploy.rs`; the task and domain records are the kit's). Each task runs on its
-//!   own vCPU thread, on a vCPU taken from the domain's pool, in an address space of its own:
-//!   fresh page tables in the session's VM. Measured against a fresh VM per task, a task in
-//!   the session's VM starts in 4.0-4.7 ms p50 (whole `busybox echo hello`) against 5.0-5.4 ms
-//!   for create-VM-and-run; the session's VM also makes `MemoryMB` one allowance for all the
-//!   session's tasks, which separate VMs could not share.
+//! - **Tasks, processes and address spaces** (`deploy.rs`, `kernel/tree.rs`,
+//!   `kernel/fork.rs`, `kernel/exec.rs`). A task is the process tree one DeployTask starts, in
+//!   a pid namespace of its own (its first process is pid 2; its parent, "1", is the domain).
+//!   Each process has an address space of its own (fresh page tables in the session's VM) and
+//!   its threads run on vCPUs of the domain's pool, each on a host thread. `fork`, `vfork` and
+//!   `clone` of a process copy the parent's pages into fresh frames (not copy-on-write: a
+//!   write-protected parent page would stay writable through KVM's shadow translations, and
+//!   each fault would be a 55 µs exit); `execve` loads a static or dynamically linked ELF
+//!   program (its `PT_INTERP` loader read from the session) or a `#!` script; `wait4` and
+//!   `waitid` reap zombies; signals go between processes (`kill`, `tkill`, `tgkill`, and
+//!   SIGCHLD), taken at once by running code and cutting waits short (SA_RESTART honoured).
+//!   Orphans go to the first process; when it ends, the rest of the tree is killed and the task
+//!   ends once no process is left. At most 256 processes (running
+//!   or zombie; `PROCESSES_MAX` in `kernel/tree.rs`) per domain bound a fork bomb there. Measured against a fresh VM per task, a task
+//!   in the session's VM starts in 4.0-4.7 ms p50 (whole `busybox echo hello`) against
+//!   5.0-5.4 ms for create-VM-and-run.
 //! - **Files** (`kernel/files.rs`, `kernel/syscalls/fs.rs`). The session's scratch directory is `/`: every
 //!   path is resolved lexically (`..` stops at the root) and then opened through cap-std
 //!   beneath the directory, which refuses any way out (absolute or escaping symlinks).
@@ -86,22 +99,26 @@
 //!
 //! ## What is not supported (yet)
 //!
-//! - One address space per task: `clone` of a thread (the flags `pthread_create` uses) runs it
-//!   on a further vCPU of the domain in the same address space, with `futex` (`kernel/threads.rs`,
-//!   at most 64 threads per task, and the read fast path off once a task has a second
-//!   thread); `fork`, `vfork` and any other `clone` fail with `EAGAIN`, `execve` with
-//!   `EACCES`. Its threads talk through pipes (Linux's 16-page queue, atomic writes up to
-//!   `PIPE_BUF`, `EPIPE` and `SIGPIPE`), eventfds, and `poll`, `ppoll`, `select` and `pselect6`
-//!   over every kind of descriptor; a blocked call waits outside the process lock and ends
-//!   when the task is stopped, destroyed or past its wall-clock limit (`kernel/wait.rs`).
-//!   `/dev` has `null`, `zero`, `full`, `random` and `urandom`; `/dev/stdin`, `/dev/stdout`,
-//!   `/dev/stderr`, `/dev/fd/N` and `/proc/self/fd/N` open the descriptor they name (sharing
-//!   its open file, as `dup` does, where Linux would reopen a regular file with its own
-//!   offset), and `/dev/tty` is `ENXIO`: there is no controlling terminal.
-//! - Signals are the task's, masks each thread's: handlers run (`kernel/sigframe.rs`) for
-//!   signals a task sends itself and for faults, with masks, `SA_NODEFER`, `SA_RESETHAND` and
-//!   `rt_sigreturn`; there are no alternate signal stacks, the frame carries no FPU state, and
-//!   a signal does not interrupt another thread's blocked call.
+//! - Processes: `vfork` and `clone(CLONE_VM)` without `CLONE_THREAD` give the child a copy of
+//!   the parent's memory, not the parent's own; a process with several threads cannot
+//!   `execve` (`EAGAIN`); children never stop or continue (job control). Threads:
+//!   at most 64 per process, and the read fast path is off once a process has a second
+//!   thread. Pipes follow Linux's 16-page queue (atomic writes up to `PIPE_BUF`, `EPIPE` and
+//!   `SIGPIPE`); eventfds, timerfds and `poll`, `ppoll`, `select` and `pselect6` work over every
+//!   kind of descriptor; `epoll` is not there yet. A blocked call waits outside the process lock
+//!   and ends when the task is stopped, destroyed or past its wall-clock limit, or for a signal
+//!   (`kernel/wait.rs`). `/dev` has `null`, `zero`, `full`, `random` and `urandom`;
+//!   `/dev/stdin`, `/dev/stdout`, `/dev/stderr`, `/dev/fd/N` and `/proc/self/fd/N` open the
+//!   descriptor they name (sharing its open file, as `dup` does, where Linux would reopen a
+//!   regular file with its own offset), and `/dev/tty` is `ENXIO`: there is no controlling
+//!   terminal. `/proc` is `self/exe` and `self/fd` only.
+//! - Timers: `alarm`, `setitimer` (ITIMER_REAL), POSIX timers and `timerfd` on the wall and
+//!   monotonic clocks (`kernel/timers.rs`); CPU-time timers are `EINVAL`.
+//! - Signals: dispositions are a process's, masks each thread's; handlers run
+//!   (`kernel/sigframe.rs`) with masks, `SA_NODEFER`, `SA_RESETHAND`, `SA_RESTART` and
+//!   `rt_sigreturn`; there are no alternate signal stacks and the frame carries no FPU state. A
+//!   signal another process sends reaches the process as a whole (any thread that does not
+//!   block it, and only a waiting thread's own wait is cut short).
 //! - Kernel images ([`DomainKind::KernelImage`]) are refused with UNIMPLEMENTED.
 //! - `disk_mb` and `net_kbps` are not enforced: there is no quota on the scratch directory and
 //!   no network at all.
