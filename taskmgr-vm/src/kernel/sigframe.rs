@@ -4,11 +4,13 @@
 //! with `(signo, &info, &uc)`; `rt_sigreturn` reads the context back.
 //!
 //! Signals are delivered at two points: when a system call returns (a signal the task sent
-//! itself, or one it has just unblocked), and at a fault (SIGSEGV, SIGILL, SIGFPE, ... with a
-//! handler installed). Floating-point state is not saved in the frame (`fpstate` is null):
-//! handlers called at a system call see the caller-saved registers clobbered, as any function
-//! call would; a handler interrupting a fault that returns to the faulting code keeps the
-//! FPU state it left. Alternate signal stacks are not supported (`sigaltstack` reports none).
+//! itself, or one it has just unblocked), at a fault (SIGSEGV, SIGILL, SIGFPE, ... with a
+//! handler installed), and wherever guest code was when another process's signal (or a
+//! timer's) kicked its vCPU out. The frame holds the FPU, SSE and AVX state as Linux lays it
+//! out (an XSAVE area with its `fpx_sw_bytes` magic, `uc_mcontext.fpregs` pointing at it),
+//! and `rt_sigreturn` puts it back, so a handler cannot disturb the floating-point registers
+//! of the code it interrupted. Alternate signal stacks are not supported (`sigaltstack`
+//! reports none).
 //!
 //! Everything read back from the frame is untrusted: RFLAGS keeps only the flags ring 3 may
 //! set, and a return address outside the user half ends the task with SIGSEGV.
@@ -37,6 +39,19 @@ const SIGINFO: u64 = UC + 304;
 const FRAME_BYTES: u64 = SIGINFO + 128;
 /// RFLAGS bits a task may have restored (arithmetic flags, TF, DF, AC, ID): never IOPL.
 const USER_RFLAGS_MASK: u64 = 0x25_4dd5;
+/// The XSAVE area a frame holds: legacy x87/SSE (512 bytes), the XSAVE header (64), AVX
+/// (256): the features the domain enables (XCR0 = 7).
+const XSTATE_BYTES: u64 = 832;
+/// XCR0 of every vCPU: x87, SSE, AVX.
+const XFEATURES: u64 = 7;
+/// `fpx_sw_bytes.magic1` and the magic after the area (`FP_XSTATE_MAGIC1`, `_MAGIC2`).
+const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
+const FP_XSTATE_MAGIC2: u32 = 0x4650_5845;
+/// Where `fpregs` is in the mcontext (after 18 registers, the selectors and 4 words).
+const MCONTEXT_FPREGS: u64 = 184;
+/// MXCSR bits a restore may set (the rest make XRSTOR fault).
+const MXCSR_MASK: u32 = 0xffff;
+
 /// SIGKILL and SIGSTOP can be neither blocked nor handled.
 pub(crate) const UNBLOCKABLE: u64 = (1 << 8) | (1 << 18);
 
@@ -111,13 +126,45 @@ fn mcontext(interrupted: &Interrupted, mask: u64) -> Vec<u8> {
     out
 }
 
-/// Builds the frame for `info` on the interrupted stack and returns (frame address, handler,
-/// whether it wants siginfo), updating the mask; `None` if the stack cannot take it.
-fn push_frame(process: &mut Process, info: SigInfo, interrupted: &Interrupted) -> Option<u64> {
+/// The vCPU's FPU state as the XSAVE area a frame holds, with Linux's software bytes, and
+/// the magic word that follows it.
+fn xstate_bytes(vcpu: &Vcpu) -> Option<Vec<u8>> {
+    let xsave = vcpu.fpu().ok()?;
+    let mut bytes: Vec<u8> = xsave
+        .region
+        .iter()
+        .flat_map(|word| word.to_le_bytes())
+        .take(XSTATE_BYTES as usize)
+        .collect();
+    // fpx_sw_bytes in the legacy area's software-reserved bytes (464..512).
+    bytes[464..468].copy_from_slice(&FP_XSTATE_MAGIC1.to_le_bytes());
+    bytes[468..472].copy_from_slice(&((XSTATE_BYTES + 4) as u32).to_le_bytes());
+    bytes[472..480].copy_from_slice(&XFEATURES.to_le_bytes());
+    bytes[480..484].copy_from_slice(&(XSTATE_BYTES as u32).to_le_bytes());
+    bytes.extend_from_slice(&FP_XSTATE_MAGIC2.to_le_bytes());
+    Some(bytes)
+}
+
+/// Builds the frame for `info` on the interrupted stack, with the vCPU's FPU state below
+/// it, and returns its address, updating the mask; `None` if the stack cannot take it.
+fn push_frame(
+    process: &mut Process,
+    vcpu: &Vcpu,
+    info: SigInfo,
+    interrupted: &Interrupted,
+) -> Option<u64> {
     let index = usize::try_from(info.signo).ok()?;
     let action = *process.signals.actions.get(index)?;
     let (flags, restorer, action_mask) = (action[1], action[2], action[3]);
-    let sp = interrupted.regs.rsp.checked_sub(RED_ZONE + FRAME_BYTES)?;
+    let xstate = xstate_bytes(vcpu)?;
+    // The XSAVE area, 64-byte aligned, under the red zone; the frame under it.
+    let fpstate = interrupted
+        .regs
+        .rsp
+        .checked_sub(RED_ZONE + xstate.len() as u64)?
+        & !63;
+    process.write_user(fpstate, &xstate).ok()?;
+    let sp = fpstate.checked_sub(FRAME_BYTES)?;
     // At the handler's first instruction RSP + 8 is 16-byte aligned, as after a call.
     let frame = ((sp + 8) & !15) - 8;
     // After `rt_sigsuspend` the handler returns to the mask from before the call.
@@ -125,7 +172,10 @@ fn push_frame(process: &mut Process, info: SigInfo, interrupted: &Interrupted) -
     let mut bytes = Vec::with_capacity(FRAME_BYTES as usize);
     bytes.extend_from_slice(&restorer.to_le_bytes());
     bytes.extend_from_slice(&[0u8; 40]); // uc_flags, uc_link, uc_stack (none)
-    bytes.extend_from_slice(&mcontext(interrupted, saved));
+    let mut context = mcontext(interrupted, saved);
+    let at = MCONTEXT_FPREGS as usize;
+    context[at..at + 8].copy_from_slice(&fpstate.to_le_bytes());
+    bytes.extend_from_slice(&context);
     bytes.extend_from_slice(&saved.to_le_bytes());
     let mut siginfo = [0u8; 128];
     siginfo[0..4].copy_from_slice(&info.signo.to_le_bytes());
@@ -162,7 +212,7 @@ pub(crate) fn deliver_at_syscall(process: &mut Process, vcpu: &mut Vcpu, info: S
         cr2: 0,
     };
     let handler = process.signals.actions[info.signo as usize][0];
-    let Some(frame) = push_frame(process, info, &interrupted) else {
+    let Some(frame) = push_frame(process, vcpu, info, &interrupted) else {
         return false;
     };
     let path = process.vm.path;
@@ -197,7 +247,7 @@ pub(crate) fn deliver_async(process: &mut Process, vcpu: &mut Vcpu, info: SigInf
         cr2: 0,
     };
     let handler = process.signals.actions[info.signo as usize][0];
-    let Some(frame) = push_frame(process, info, &interrupted) else {
+    let Some(frame) = push_frame(process, vcpu, info, &interrupted) else {
         return false;
     };
     let out = vcpu.regs_mut();
@@ -232,7 +282,7 @@ pub(crate) fn deliver_at_fault(
         cr2: if trapno == 14 { info.value } else { 0 },
     };
     let handler = process.signals.actions[info.signo as usize][0];
-    let Some(frame) = push_frame(process, info, &interrupted) else {
+    let Some(frame) = push_frame(process, vcpu, info, &interrupted) else {
         return false;
     };
     let error_words = u64::from(crate::hypervisor::vm::system::has_error_code(trapno));
@@ -281,6 +331,14 @@ pub(crate) fn sigreturn(process: &mut Process, vcpu: &mut Vcpu) -> bool {
     if rip >= USER_TOP {
         return false;
     }
+    let fpstate = u64::from_le_bytes(
+        raw[MCONTEXT_FPREGS as usize..MCONTEXT_FPREGS as usize + 8]
+            .try_into()
+            .unwrap_or([0; 8]),
+    );
+    if fpstate != 0 && !restore_fpu(process, vcpu, fpstate) {
+        return false;
+    }
     process.signals.mask = mask & !UNBLOCKABLE;
     let rflags = (word(17) & USER_RFLAGS_MASK) | 0x2;
     let path = process.vm.path;
@@ -298,6 +356,29 @@ pub(crate) fn sigreturn(process: &mut Process, vcpu: &mut Vcpu) -> bool {
         out.r11 = rflags;
     }
     true
+}
+
+/// Puts back the FPU state of the frame's XSAVE area at `va` (untrusted: only the features
+/// the domain enables, and only valid MXCSR bits). False if it cannot be read or restored
+/// (the process then dies of SIGSEGV, as on Linux).
+fn restore_fpu(process: &mut Process, vcpu: &mut Vcpu, va: u64) -> bool {
+    let Ok(bytes) = process.read_user(va, XSTATE_BYTES as usize) else {
+        return false;
+    };
+    let Ok(mut xsave) = vcpu.fpu() else {
+        return false;
+    };
+    for (index, chunk) in bytes.chunks_exact(4).enumerate() {
+        xsave.region[index] = u32::from_le_bytes(chunk.try_into().unwrap_or([0; 4]));
+    }
+    // MXCSR (word 6) and MXCSR_MASK (word 7); the XSAVE header: XSTATE_BV (word 128) within
+    // the enabled features, XCOMP_BV (words 130-131) zero (the standard format).
+    xsave.region[6] &= MXCSR_MASK;
+    xsave.region[128] &= XFEATURES as u32;
+    xsave.region[129] = 0;
+    xsave.region[130] = 0;
+    xsave.region[131] = 0;
+    vcpu.set_fpu(&xsave).is_ok()
 }
 
 const _: () = assert!(FRAME_BYTES == 440 && MCONTEXT == 48 && SIGMASK == 304);
