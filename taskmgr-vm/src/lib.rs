@@ -116,7 +116,7 @@
 //!   monotonic clocks (`kernel/timers.rs`); CPU-time timers are `EINVAL`.
 //! - Signals: dispositions are a process's, masks each thread's; handlers run
 //!   (`kernel/sigframe.rs`) with masks, `SA_NODEFER`, `SA_RESETHAND`, `SA_RESTART` and
-//!   `rt_sigreturn`; there are no alternate signal stacks and the frame carries no FPU state. A
+//!   `rt_sigreturn`, alternate signal stacks (SA_ONSTACK) and the FPU state in the frame. A
 //!   signal another process sends reaches the process as a whole (any thread that does not
 //!   block it, and only a waiting thread's own wait is cut short).
 //! - Kernel images ([`DomainKind::KernelImage`]) are refused with UNIMPLEMENTED.

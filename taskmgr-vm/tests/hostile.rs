@@ -567,3 +567,62 @@ async fn a_file_resized_through_another_descriptor_reads_as_on_linux() {
     );
     destroy(&manager, &domain).await;
 }
+
+/// A stack overflow caught by a SIGSEGV handler on an alternate stack (what Rust's runtime
+/// and many others install): the handler runs there and sees it is on it.
+const ALTSTACK_C: &str = r#"
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+static void on_segv(int s, siginfo_t *info, void *uc) {
+    (void)s; (void)info; (void)uc;
+    stack_t now;
+    sigaltstack(NULL, &now);
+    const char *m = (now.ss_flags & SS_ONSTACK) ? "caught on the alternate stack\n" : "not on it\n";
+    write(1, m, strlen(m));
+    _exit(3);
+}
+static int recurse(int n) { volatile char buf[1024]; buf[0] = (char)n; return recurse(n + 1) + buf[0]; }
+int main(void) {
+    stack_t ss = {malloc(65536), 0, 65536};
+    printf("too small: %d\n", sigaltstack(&(stack_t){malloc(100), 0, 100}, NULL));
+    sigaltstack(&ss, NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigaction(SIGSEGV, &sa, NULL);
+    stack_t old;
+    sigaltstack(NULL, &old);
+    printf("alternate stack of %zu bytes, flags %d\n", old.ss_size, old.ss_flags);
+    fflush(stdout);
+    return recurse(0);
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stack_overflow_is_caught_on_an_alternate_stack_as_natively() {
+    let (Some(manager), Some(program)) = (manager(), musl_program("altstack", ALTSTACK_C)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let exe = dir.path().join("altstack");
+    std::fs::write(&exe, &program).expect("write");
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let (expected, code) = native(&exe, "altstack", &[], dir.path());
+    assert_eq!(code, 3);
+    let domain = create(&manager, limits(0, 64), None).await;
+    let finished = run(
+        &manager,
+        &domain,
+        "alt",
+        &Guest::new(&program, "altstack", &[]),
+    )
+    .await;
+    assert_eq!(finished.stdout, expected, "{:?}", finished.exit);
+    assert_eq!(finished.exit.exit_code, 3, "{:?}", finished.exit);
+    destroy(&manager, &domain).await;
+}

@@ -122,6 +122,8 @@ pub(crate) fn execveat(
         info.slot = slot;
         info.slot_index = 0;
         info.clear_child_tid = 0;
+        // The new program starts with no alternate signal stack, as on Linux.
+        info.altstack = None;
         process.threads.live.insert(process.pid, info);
     }
     if tid != process.pid {

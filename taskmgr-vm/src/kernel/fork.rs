@@ -103,6 +103,12 @@ fn make_child(
     let mut slot = KernelSlot::at(0);
     slot.kstack_gpa = mm.kstack_gpa();
     let mut info = ThreadInfo::new(slot, 0, process.signals.mask);
+    // The child keeps the calling thread's alternate signal stack (at the same address).
+    info.altstack = process
+        .threads
+        .live
+        .get(&process.tid)
+        .and_then(|caller| caller.altstack);
     if args.flags & CLONE_CHILD_CLEARTID != 0 {
         info.clear_child_tid = args.child_tid;
     }

@@ -133,6 +133,24 @@ pub(crate) struct ThreadInfo {
     pub(crate) mask: u64,
     /// Likewise its `Signals::restore_mask`.
     pub(crate) restore_mask: Option<u64>,
+    /// Its alternate signal stack (`sigaltstack`), if it has one.
+    pub(crate) altstack: Option<AltStack>,
+}
+
+/// An alternate signal stack: `[sp, sp + size)`, and whether it is disarmed while in use
+/// (SS_AUTODISARM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AltStack {
+    pub(crate) sp: u64,
+    pub(crate) size: u64,
+    pub(crate) autodisarm: bool,
+}
+
+impl AltStack {
+    /// Whether `rsp` is on it.
+    pub(crate) fn holds(&self, rsp: u64) -> bool {
+        rsp > self.sp && rsp <= self.sp.saturating_add(self.size)
+    }
 }
 
 impl ThreadInfo {
@@ -146,6 +164,7 @@ impl ThreadInfo {
             io_waiter: Arc::new(Waiter::default()),
             mask,
             restore_mask: None,
+            altstack: None,
         }
     }
 }

@@ -9,8 +9,8 @@
 //! timer's) kicked its vCPU out. The frame holds the FPU, SSE and AVX state as Linux lays it
 //! out (an XSAVE area with its `fpx_sw_bytes` magic, `uc_mcontext.fpregs` pointing at it),
 //! and `rt_sigreturn` puts it back, so a handler cannot disturb the floating-point registers
-//! of the code it interrupted. Alternate signal stacks are not supported (`sigaltstack`
-//! reports none).
+//! of the code it interrupted. A handler installed with SA_ONSTACK runs on the thread's
+//! alternate stack (`sigaltstack`), as a stack-overflow handler must.
 //!
 //! Everything read back from the frame is untrusted: RFLAGS keeps only the flags ring 3 may
 //! set, and a return address outside the user half ends the task with SIGSEGV.
@@ -25,6 +25,11 @@ use kvm_bindings::kvm_regs;
 const SA_SIGINFO: u64 = 4;
 const SA_RESTORER: u64 = 0x0400_0000;
 const SA_NODEFER: u64 = 0x4000_0000;
+const SA_ONSTACK: u64 = 0x0800_0000;
+/// `ss_flags` as `uc_stack` reports them.
+const SS_ONSTACK: u32 = 1;
+const SS_DISABLE: u32 = 2;
+const SS_AUTODISARM: u32 = 1 << 31;
 const SA_RESETHAND: u64 = 0x8000_0000;
 /// The handlers that mean "default" and "ignore".
 pub(crate) const SIG_DFL: u64 = 0;
@@ -157,12 +162,40 @@ fn push_frame(
     let action = *process.signals.actions.get(index)?;
     let (flags, restorer, action_mask) = (action[1], action[2], action[3]);
     let xstate = xstate_bytes(vcpu)?;
-    // The XSAVE area, 64-byte aligned, under the red zone; the frame under it.
-    let fpstate = interrupted
-        .regs
-        .rsp
-        .checked_sub(RED_ZONE + xstate.len() as u64)?
-        & !63;
+    // On the thread's alternate stack if the handler asks for it (SA_ONSTACK) and the thread
+    // is not on it already; else below the interrupted stack's red zone.
+    let tid = process.tid;
+    let altstack = process
+        .threads
+        .live
+        .get(&tid)
+        .and_then(|info| info.altstack);
+    let rsp = interrupted.regs.rsp;
+    let (top, uc_stack) = match altstack {
+        Some(stack) if flags & SA_ONSTACK != 0 && !stack.holds(rsp) => {
+            if stack.autodisarm
+                && let Some(info) = process.threads.live.get_mut(&tid)
+            {
+                info.altstack = None;
+            }
+            let flags = if stack.autodisarm { SS_AUTODISARM } else { 0 };
+            (
+                stack.sp.checked_add(stack.size)?,
+                (stack.sp, flags, stack.size),
+            )
+        }
+        Some(stack) => (
+            rsp.checked_sub(RED_ZONE)?,
+            (
+                stack.sp,
+                if stack.holds(rsp) { SS_ONSTACK } else { 0 },
+                stack.size,
+            ),
+        ),
+        None => (rsp.checked_sub(RED_ZONE)?, (0, SS_DISABLE, 0)),
+    };
+    // The XSAVE area, 64-byte aligned; the frame under it.
+    let fpstate = top.checked_sub(xstate.len() as u64)? & !63;
     process.write_user(fpstate, &xstate).ok()?;
     let sp = fpstate.checked_sub(FRAME_BYTES)?;
     // At the handler's first instruction RSP + 8 is 16-byte aligned, as after a call.
@@ -171,7 +204,12 @@ fn push_frame(
     let saved = process.signals.restore_mask.unwrap_or(process.signals.mask);
     let mut bytes = Vec::with_capacity(FRAME_BYTES as usize);
     bytes.extend_from_slice(&restorer.to_le_bytes());
-    bytes.extend_from_slice(&[0u8; 40]); // uc_flags, uc_link, uc_stack (none)
+    bytes.extend_from_slice(&[0u8; 16]); // uc_flags, uc_link
+    let (stack_sp, stack_flags, stack_size) = uc_stack;
+    bytes.extend_from_slice(&stack_sp.to_le_bytes());
+    bytes.extend_from_slice(&stack_flags.to_le_bytes());
+    bytes.extend_from_slice(&[0u8; 4]);
+    bytes.extend_from_slice(&stack_size.to_le_bytes());
     let mut context = mcontext(interrupted, saved);
     let at = MCONTEXT_FPREGS as usize;
     context[at..at + 8].copy_from_slice(&fpstate.to_le_bytes());

@@ -94,15 +94,67 @@ pub(crate) fn rt_sigreturn(process: &mut Process, vcpu: &mut Vcpu) -> Flow {
     }
 }
 
-pub(crate) fn sigaltstack(process: &mut Process, new: u64, old: u64) -> SysResult {
-    if new != 0 {
-        process.read_user(new, 24)?;
-    }
+/// `ss_flags` of `sigaltstack`.
+const SS_ONSTACK: u32 = 1;
+const SS_DISABLE: u32 = 2;
+const SS_AUTODISARM: u32 = 1 << 31;
+/// The smallest alternate stack Linux accepts (MINSIGSTKSZ).
+const MINSIGSTKSZ: u64 = 2048;
+
+/// `sigaltstack(new, old)` for the calling thread, whose stack pointer is `rsp`.
+pub(crate) fn sigaltstack(process: &mut Process, rsp: u64, new: u64, old: u64) -> SysResult {
+    let tid = process.tid;
+    let current = process
+        .threads
+        .live
+        .get(&tid)
+        .and_then(|info| info.altstack);
+    let on_it = current.is_some_and(|stack| stack.holds(rsp));
+    let wanted = if new != 0 {
+        let raw = process.read_user(new, 24)?;
+        let sp = u64::from_le_bytes(raw[0..8].try_into().unwrap_or([0; 8]));
+        let flags = u32::from_le_bytes(raw[8..12].try_into().unwrap_or([0; 4]));
+        let size = u64::from_le_bytes(raw[16..24].try_into().unwrap_or([0; 8]));
+        if flags & !(SS_DISABLE | SS_ONSTACK | SS_AUTODISARM) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if on_it {
+            return Err(Errno::EPERM);
+        }
+        if flags & SS_DISABLE != 0 {
+            Some(None)
+        } else if size < MINSIGSTKSZ {
+            return Err(Errno::ENOMEM);
+        } else {
+            Some(Some(crate::kernel::process::AltStack {
+                sp,
+                size,
+                autodisarm: flags & SS_AUTODISARM != 0,
+            }))
+        }
+    } else {
+        None
+    };
     if old != 0 {
-        // SS_DISABLE: no alternate stack.
         let mut out = [0u8; 24];
-        out[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let (sp, size, flags) = match current {
+            Some(stack) => (
+                stack.sp,
+                stack.size,
+                if on_it { SS_ONSTACK } else { 0 }
+                    | if stack.autodisarm { SS_AUTODISARM } else { 0 },
+            ),
+            None => (0, 0, SS_DISABLE),
+        };
+        out[0..8].copy_from_slice(&sp.to_le_bytes());
+        out[8..12].copy_from_slice(&flags.to_le_bytes());
+        out[16..24].copy_from_slice(&size.to_le_bytes());
         process.write_user(old, &out)?;
+    }
+    if let Some(stack) = wanted
+        && let Some(info) = process.threads.live.get_mut(&tid)
+    {
+        info.altstack = stack;
     }
     Ok(0)
 }

@@ -349,8 +349,8 @@ pub const TABLE: &[Syscall] = &[
         "ends only for a signal another process sends or a handler a fault runs",
         |p, _, a| may_wait(process::sigsuspend(p, a[0], a[1])),
     ),
-    full(131, "sigaltstack", |p, _, a| {
-        done(signal::sigaltstack(p, a[0], a[1]))
+    full(131, "sigaltstack", |p, v, a| {
+        done(signal::sigaltstack(p, v.regs().rsp, a[0], a[1]))
     }),
     full(137, "statfs", |p, _, a| done(fs::statfs(p, a[1]))),
     full(138, "fstatfs", |p, _, a| done(fs::statfs(p, a[1]))),
