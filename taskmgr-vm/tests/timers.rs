@@ -16,6 +16,7 @@ const TIMERS_C: &str = r#"
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -88,6 +89,22 @@ int main(void) {
     struct timespec long_sleep = {5, 0};
     int slept = nanosleep(&long_sleep, NULL);
     printf("nanosleep: %d %s, usr1 by timer %d\n", slept, slept ? strerror(errno) : "", usr1);
+    /* ppoll with a signal mask: SIGUSR1, blocked otherwise, is let in for the wait only. */
+    sigset_t blocked, during;
+    sigemptyset(&blocked);
+    sigaddset(&blocked, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &blocked, NULL);
+    sigemptyset(&during);
+    timer_settime(timer, 0, &once, NULL);
+    struct timespec two = {2, 0};
+    int polled = ppoll(NULL, 0, &two, &during);
+    printf("ppoll with a mask: %d %s, usr1 by timer %d\n", polled, polled ? strerror(errno) : "", usr1);
+    sigset_t after;
+    sigprocmask(SIG_BLOCK, NULL, &after);
+    printf("SIGUSR1 blocked again after: %d\n", sigismember(&after, SIGUSR1));
+    printf("ppoll with a bad sigset size: %s\n",
+           syscall(SYS_ppoll, NULL, 0, &two, &during, 3) < 0 ? strerror(errno) : "?");
+    sigprocmask(SIG_UNBLOCK, &blocked, NULL);
     timer_delete(timer);
     printf("timer_delete again: %s\n", timer_delete(timer) < 0 ? strerror(errno) : "?");
 

@@ -165,9 +165,38 @@ pub(crate) fn poll(process: &mut Process, fds: u64, count: u64, timeout_ms: u64)
 }
 
 /// `ppoll(fds, nfds, timeout, sigmask, size)`.
-pub(crate) fn ppoll(process: &mut Process, fds: u64, count: u64, timeout: u64) -> IoResult {
+pub(crate) fn ppoll(process: &mut Process, a: [u64; 6]) -> IoResult {
+    let [fds, count, timeout, sigmask, size, _] = a;
     let timeout = timespec(process, timeout)?;
-    poll_fds(process, fds, count, timeout)
+    with_mask(process, sigmask, size, |process| {
+        poll_fds(process, fds, count, timeout)
+    })
+}
+
+/// Runs a wait with the signal mask at `sigmask` (if not null) in place of the thread's, as
+/// `ppoll` and `pselect6` do: the mask holds while the call waits, and goes back when it
+/// returns (after a signal, when its handler returns: the frame saves the thread's own).
+fn with_mask(
+    process: &mut Process,
+    sigmask: u64,
+    size: u64,
+    call: impl FnOnce(&mut Process) -> IoResult,
+) -> IoResult {
+    if sigmask != 0 && process.signals.restore_mask.is_none() {
+        if size != 8 {
+            return Err(Errno::EINVAL);
+        }
+        let mask = process.read_u64(sigmask)?;
+        process.signals.restore_mask = Some(process.signals.mask);
+        process.signals.mask = mask & !crate::kernel::sigframe::UNBLOCKABLE;
+    }
+    let result = call(process);
+    if !matches!(result, Ok(Io::Wait(_)))
+        && let Some(mask) = process.signals.restore_mask.take()
+    {
+        process.signals.mask = mask;
+    }
+    result
 }
 
 /// The descriptors set in the `fd_set` at `va` among the first `nfds`.
@@ -255,5 +284,17 @@ pub(crate) fn select(process: &mut Process, a: [u64; 6]) -> IoResult {
 /// `struct timespec`.
 pub(crate) fn pselect(process: &mut Process, a: [u64; 6]) -> IoResult {
     let timeout = timespec(process, a[4])?;
-    select_fds(process, a[0], [a[1], a[2], a[3]], timeout)
+    // The sixth argument points at { const sigset_t *ss; size_t ss_len; }.
+    let (sigmask, size) = if a[5] == 0 {
+        (0, 8)
+    } else {
+        let raw = process.read_user(a[5], 16)?;
+        (
+            u64::from_le_bytes(raw[..8].try_into().unwrap_or([0; 8])),
+            u64::from_le_bytes(raw[8..].try_into().unwrap_or([0; 8])),
+        )
+    };
+    with_mask(process, sigmask, size, |process| {
+        select_fds(process, a[0], [a[1], a[2], a[3]], timeout)
+    })
 }

@@ -459,18 +459,12 @@ pub const TABLE: &[Syscall] = &[
     full(269, "faccessat", |p, _, a| {
         done(fs::faccessat(p, a[0], a[1], a[2]))
     }),
-    partial(
-        270,
-        "pselect6",
-        "the signal mask is not applied during the wait; the timeout is not updated",
-        |p, _, a| may_wait(poll::pselect(p, a)),
-    ),
-    partial(
-        271,
-        "ppoll",
-        "the signal mask is not applied during the wait; the timeout is not updated",
-        |p, _, a| may_wait(poll::ppoll(p, a[0], a[1], a[2])),
-    ),
+    partial(270, "pselect6", "the timeout is not updated", |p, _, a| {
+        may_wait(poll::pselect(p, a))
+    }),
+    partial(271, "ppoll", "the timeout is not updated", |p, _, a| {
+        may_wait(poll::ppoll(p, a))
+    }),
     partial(
         273,
         "set_robust_list",
