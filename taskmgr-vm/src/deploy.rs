@@ -237,6 +237,8 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
         meter: Arc::clone(&task.meter),
         exe_path,
         image,
+        cmdline: crate::kernel::process::nul_joined(&argv),
+        environ: crate::kernel::process::nul_joined(&envp),
         release: domain.settings.version.clone(),
         pid: ROOT_PID,
         umask: 0o022,

@@ -111,7 +111,10 @@
 //!   `/dev/stdin`, `/dev/stdout`, `/dev/stderr`, `/dev/fd/N` and `/proc/self/fd/N` open the
 //!   descriptor they name (sharing its open file, as `dup` does, where Linux would reopen a
 //!   regular file with its own offset), and `/dev/tty` is `ENXIO`: there is no controlling
-//!   terminal. `/proc` is `self/exe` and `self/fd` only.
+//!   terminal. `/proc` (`kernel/procfs.rs`) has the process's own `stat`, `status`, `cmdline`,
+//!   `environ`, `maps`, `exe`, `cwd` and `fd/`, and `cpuinfo`, `meminfo`, `uptime`, `loadavg`,
+//!   `stat`, `filesystems` and `mounts` with the domain's figures; other processes' entries
+//!   are not there yet.
 //! - Timers: `alarm`, `setitimer` (ITIMER_REAL), POSIX timers and `timerfd` on the wall and
 //!   monotonic clocks (`kernel/timers.rs`); CPU-time timers are `EINVAL`.
 //! - Signals: dispositions are a process's, masks each thread's; handlers run

@@ -137,7 +137,7 @@ int main(void) {
     try_open("/etc/passwd");
     try_open("../etc/passwd");
     try_open("../../../../../../etc/passwd");
-    try_open("/proc/self/maps");
+    try_open("/proc/1/maps");
     symlink("/etc/passwd", "escape");
     try_open("escape");
     symlink("../../../../etc/passwd", "escape2");
@@ -177,7 +177,7 @@ async fn files_stay_inside_the_session_directory() {
         "/etc/passwd",
         "../etc/passwd",
         "../../../../../../etc/passwd",
-        "/proc/self/maps",
+        "/proc/1/maps",
         "escape",
         "escape2",
     ]) {

@@ -137,6 +137,8 @@ pub(crate) fn execveat(
     }
     process.exe_path = exe_path;
     process.image = image;
+    process.cmdline = crate::kernel::process::nul_joined(&argv);
+    process.environ = crate::kernel::process::nul_joined(&envp);
     crate::kernel::syscalls::signal::reset_for_exec(process);
     let started = vcpu.start(loaded.start);
     // The vCPU no longer uses the old tables: their frames can go (and with them every

@@ -123,6 +123,8 @@ fn make_child(
         meter: Arc::clone(&process.meter),
         exe_path: process.exe_path.clone(),
         image: process.image.clone(),
+        cmdline: process.cmdline.clone(),
+        environ: process.environ.clone(),
         release: process.release.clone(),
         pid,
         umask: process.umask,

@@ -209,6 +209,28 @@ impl Mm {
         self.fast_page_gpa
     }
 
+    /// Bytes of address space its areas cover (VmSize).
+    pub(crate) fn mapped_bytes(&self) -> u64 {
+        self.vmas.iter().map(|(start, vma)| vma.end - start).sum()
+    }
+
+    /// Its areas as `/proc/self/maps` lists them: (start, end, protection, whether it is the
+    /// stack); the fast path's file windows are the VMM's, not the program's, and are left out.
+    pub(crate) fn areas(&self) -> Vec<(u64, u64, u32, bool)> {
+        self.vmas
+            .iter()
+            .filter(|(_, vma)| vma.backing == Backing::Anonymous)
+            .map(|(start, vma)| {
+                (
+                    *start,
+                    vma.end,
+                    vma.prot,
+                    vma.end == crate::hypervisor::vm::layout::STACK_TOP,
+                )
+            })
+            .collect()
+    }
+
     /// Bytes of pages this address space owns.
     pub(crate) fn bytes_owned(&self) -> u64 {
         self.pages_owned * PAGE_SIZE

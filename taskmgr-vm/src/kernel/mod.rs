@@ -20,6 +20,7 @@ pub(crate) mod output;
 pub(crate) mod paging;
 pub(crate) mod pipe;
 pub(crate) mod process;
+pub(crate) mod procfs;
 pub(crate) mod rate;
 pub(crate) mod sigframe;
 pub(crate) mod syscalls;

@@ -72,6 +72,10 @@ pub(crate) struct Process {
     /// The program it runs, which `execve("/proc/self/exe")` runs again (a deployed program
     /// need not be a file of the session).
     pub(crate) image: bytes::Bytes,
+    /// Its arguments and environment as `/proc/self/cmdline` and `environ` show them (each
+    /// string followed by a NUL).
+    pub(crate) cmdline: Vec<u8>,
+    pub(crate) environ: Vec<u8>,
     /// What `uname` reports as the release: the domain's version.
     pub(crate) release: String,
     /// Process id the task sees (its own namespace: 1 is not used, as init would be).
@@ -173,6 +177,16 @@ impl ThreadInfo {
 #[derive(Debug, Default)]
 pub(crate) struct Threads {
     pub(crate) live: BTreeMap<i32, ThreadInfo>,
+}
+
+/// Strings each followed by a NUL, as `/proc/<pid>/cmdline` shows them.
+pub(crate) fn nul_joined(strings: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for string in strings {
+        out.extend_from_slice(string);
+        out.push(0);
+    }
+    out
 }
 
 impl Process {

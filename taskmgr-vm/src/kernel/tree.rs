@@ -391,6 +391,17 @@ impl Tree {
         inner.threads.remove(&pid);
     }
 
+    /// (processes running, processes in all, zombies included), for `/proc/loadavg`.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let inner = lock(&self.inner);
+        (inner.running, inner.processes.len())
+    }
+
+    /// The newest id handed out, for `/proc/loadavg`.
+    pub(crate) fn last_id(&self) -> i32 {
+        lock(&self.inner).next_id - 1
+    }
+
     /// The parent of `pid` as `getppid` reports it.
     pub(crate) fn parent(&self, pid: i32) -> i32 {
         lock(&self.inner)

@@ -47,9 +47,6 @@ const STAT_BYTES: usize = 144;
 /// Size of `struct statx`.
 const STATX_BYTES: usize = 256;
 
-/// The special path whose link is the task's executable.
-const PROC_SELF_EXE: &[u8] = b"/proc/self/exe";
-
 /// A directory's entries as `getdents64` returns them, and how far it has read.
 pub(crate) struct Listing {
     entries: Vec<(Vec<u8>, u64, u8)>,
@@ -93,6 +90,18 @@ pub(crate) fn resolve_at_bytes(
     }
 }
 
+/// A generated file's contents as a host file of their own (an anonymous memory file), so
+/// that reads, seeks and `fstat` work on it as on any file.
+fn generated_file(data: &[u8]) -> Result<std::fs::File, Errno> {
+    use std::io::{Seek, Write};
+    let fd = rustix::fs::memfd_create(c"xenoserve-proc", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|errno| Errno(errno.raw_os_error()))?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(data).map_err(|e| Errno::from_io(&e))?;
+    file.rewind().map_err(|e| Errno::from_io(&e))?;
+    Ok(file)
+}
+
 pub(crate) fn openat(
     process: &mut Process,
     dirfd: u64,
@@ -116,6 +125,14 @@ pub(crate) fn openat(
     if raw == devices::TTY {
         // No controlling terminal, as Linux answers a process without one.
         return Err(Errno::ENXIO);
+    }
+    if let Some(data) = crate::kernel::procfs::generate(process, &raw) {
+        if flags & O_ACCMODE != 0 {
+            return Err(Errno::EACCES);
+        }
+        let file = generated_file(&data)?;
+        let file = OpenFile::new(Kind::File(file), flags & (O_ACCMODE | SETFL_MASK));
+        return process.fds.insert(Fd { file, cloexec });
     }
     if flags & O_TMPFILE == O_TMPFILE {
         return Err(Errno::EOPNOTSUPP);
@@ -588,8 +605,8 @@ pub(crate) fn readlinkat(
     size: u64,
 ) -> SysResult {
     let raw = process.read_cstr(path_va, PATH_BYTES_MAX)?;
-    let target = if raw == PROC_SELF_EXE {
-        process.exe_path.as_bytes().to_vec()
+    let target = if let Some(target) = crate::kernel::procfs::link(process, &raw) {
+        target
     } else {
         let path = resolve_at_bytes(process, dirfd, &raw)?;
         let target = process

@@ -1,0 +1,184 @@
+//! The files of `/proc` programs read, generated when opened from the domain's own figures
+//! (its memory, its CPU, its processes), never the host's: `self` (and the process's own
+//! pid) with `stat`, `status`, `cmdline`, `environ`, `maps` and `mounts`, and `cpuinfo`,
+//! `meminfo`, `uptime`, `loadavg`, `stat`, `filesystems` and `mounts`. `/proc/self/exe` and
+//! `/proc/self/cwd` are links (`readlink`), `/proc/self/fd/N` names a descriptor
+//! (`devices.rs`).
+
+use crate::hypervisor::vm::layout::PAGE_SIZE;
+use crate::kernel::files::FsContext;
+use crate::kernel::process::Process;
+use std::fmt::Write;
+
+/// The mounts a domain shows: its session directory as `/`, and `/proc`.
+const MOUNTS: &str =
+    "xenoserve / xenoserve rw,relatime 0 0\nproc /proc proc rw,nosuid,nodev,noexec,relatime 0 0\n";
+/// The file systems a domain knows.
+const FILESYSTEMS: &str = "nodev\tproc\n\txenoserve\n";
+
+/// The path under `/proc/self/` (or `/proc/<own pid>/`) that `raw` names, if it does.
+fn own(process: &Process, raw: &[u8]) -> Option<Vec<u8>> {
+    let rest = raw.strip_prefix(b"/proc/")?;
+    let (first, tail) = match rest.iter().position(|byte| *byte == b'/') {
+        Some(at) => (&rest[..at], &rest[at + 1..]),
+        None => (rest, &b""[..]),
+    };
+    let pid = process.pid.to_string();
+    (first == b"self" || first == pid.as_bytes() || first == b"thread-self").then(|| tail.to_vec())
+}
+
+/// The link `raw` names under `/proc/self`, if it is one (`exe`, `cwd`).
+pub(crate) fn link(process: &Process, raw: &[u8]) -> Option<Vec<u8>> {
+    match own(process, raw)?.as_slice() {
+        b"exe" => Some(process.exe_path.as_bytes().to_vec()),
+        b"cwd" => Some(FsContext::session_path(&process.fs.cwd)),
+        b"root" => Some(b"/".to_vec()),
+        _ => None,
+    }
+}
+
+/// The contents of the generated file `raw` names, or `None` if it names none.
+pub(crate) fn generate(process: &Process, raw: &[u8]) -> Option<Vec<u8>> {
+    if let Some(tail) = own(process, raw) {
+        return match tail.as_slice() {
+            b"stat" => Some(stat(process).into_bytes()),
+            b"status" => Some(status(process).into_bytes()),
+            b"cmdline" => Some(process.cmdline.clone()),
+            b"environ" => Some(process.environ.clone()),
+            b"maps" => Some(maps(process).into_bytes()),
+            b"mounts" => Some(MOUNTS.as_bytes().to_vec()),
+            b"comm" => Some(format!("{}\n", comm(process)).into_bytes()),
+            _ => None,
+        };
+    }
+    let now = process.boot.elapsed();
+    let uptime = now.as_secs_f64() + 1.0;
+    Some(match raw {
+        b"/proc/cpuinfo" => cpuinfo().into_bytes(),
+        b"/proc/meminfo" => meminfo(process).into_bytes(),
+        b"/proc/uptime" => format!("{uptime:.2} {uptime:.2}\n").into_bytes(),
+        b"/proc/loadavg" => {
+            let (running, total) = process.tree.counts();
+            format!(
+                "0.00 0.00 0.00 {running}/{total} {}\n",
+                process.tree.last_id()
+            )
+            .into_bytes()
+        }
+        b"/proc/stat" => {
+            let (running, total) = process.tree.counts();
+            let ticks = (now.as_millis() / 10) as u64;
+            let btime = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs())
+                .saturating_sub(now.as_secs() + 1);
+            format!(
+                "cpu  {ticks} 0 0 0 0 0 0 0 0 0\ncpu0 {ticks} 0 0 0 0 0 0 0 0 0\nbtime {btime}\nprocesses {total}\nprocs_running {running}\nprocs_blocked 0\n"
+            )
+            .into_bytes()
+        }
+        b"/proc/filesystems" => FILESYSTEMS.as_bytes().to_vec(),
+        b"/proc/mounts" => MOUNTS.as_bytes().to_vec(),
+        _ => return None,
+    })
+}
+
+/// The program's name as `comm` holds it (the last part of argv[0], 15 bytes at most).
+fn comm(process: &Process) -> String {
+    let first = process
+        .cmdline
+        .split(|byte| *byte == 0)
+        .next()
+        .unwrap_or(b"");
+    let name = first.rsplit(|byte| *byte == b'/').next().unwrap_or(first);
+    String::from_utf8_lossy(&name[..name.len().min(15)]).into_owned()
+}
+
+fn stat(process: &Process) -> String {
+    let parent = process.tree.parent(process.pid);
+    let (pgid, sid) = process
+        .tree
+        .group_of(process.pid)
+        .unwrap_or((process.pid, process.pid));
+    let ticks = (process.meter.cpu_ns() / 10_000_000) as u64;
+    let vsize = process.mm.mapped_bytes();
+    let rss = process.mm.bytes_owned() / PAGE_SIZE;
+    format!(
+        "{} ({}) R {parent} {pgid} {sid} 0 -1 4194304 0 0 0 0 {ticks} 0 0 0 20 0 {} 0 0 {vsize} {rss} 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
+        process.pid,
+        comm(process),
+        process.threads.live.len(),
+    )
+}
+
+fn status(process: &Process) -> String {
+    let parent = process.tree.parent(process.pid);
+    let rss_kib = process.mm.bytes_owned() / 1024;
+    let vm_kib = process.mm.mapped_bytes() / 1024;
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "Name:\t{}\nUmask:\t{:04o}\nState:\tR (running)\nTgid:\t{pid}\nNgid:\t0\nPid:\t{pid}\nPPid:\t{parent}\nTracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t{}\nGroups:\t\nVmSize:\t{vm_kib:8} kB\nVmRSS:\t{rss_kib:8} kB\nThreads:\t{}\nSigBlk:\t{:016x}\nSigCgt:\t{:016x}\nCpus_allowed:\t1\nCpus_allowed_list:\t0\n",
+        comm(process),
+        process.umask,
+        crate::kernel::fds::FDS_MAX,
+        process.threads.live.len(),
+        process.signals.mask,
+        process
+            .signals
+            .actions
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(_, action)| action[0] > 1)
+            .fold(0u64, |bits, (signal, _)| bits | 1 << (signal - 1)),
+        pid = process.pid,
+    );
+    out
+}
+
+fn maps(process: &Process) -> String {
+    let mut out = String::new();
+    for (start, end, prot, stack) in process.mm.areas() {
+        let r = if prot & crate::kernel::mm::PROT_READ != 0 {
+            'r'
+        } else {
+            '-'
+        };
+        let w = if prot & crate::kernel::mm::PROT_WRITE != 0 {
+            'w'
+        } else {
+            '-'
+        };
+        let x = if prot & crate::kernel::mm::PROT_EXEC != 0 {
+            'x'
+        } else {
+            '-'
+        };
+        let name = if stack { "[stack]" } else { "" };
+        let _ = writeln!(
+            out,
+            "{start:08x}-{end:08x} {r}{w}{x}p 00000000 00:00 0 {name}"
+        );
+    }
+    out
+}
+
+/// One CPU: what the domain's processes run on, each at the domain's CPU rate.
+fn cpuinfo() -> String {
+    let leaf = std::arch::x86_64::__cpuid(1);
+    let family = (leaf.eax >> 8) & 0xf;
+    let model = (leaf.eax >> 4) & 0xf;
+    format!(
+        "processor\t: 0\nvendor_id\t: XenoServe\ncpu family\t: {family}\nmodel\t\t: {model}\nmodel name\t: XenoServe paravirtual CPU\nphysical id\t: 0\nsiblings\t: 1\ncore id\t\t: 0\ncpu cores\t: 1\nflags\t\t: fpu sse sse2 avx\n\n"
+    )
+}
+
+fn meminfo(process: &Process) -> String {
+    let physical = &process.vm.physical;
+    let total = physical.ram.bytes() / 1024;
+    let free = physical.free_frames() * PAGE_SIZE / 1024;
+    format!(
+        "MemTotal:       {total:8} kB\nMemFree:        {free:8} kB\nMemAvailable:   {free:8} kB\nBuffers:               0 kB\nCached:                0 kB\nSwapTotal:             0 kB\nSwapFree:              0 kB\n"
+    )
+}
