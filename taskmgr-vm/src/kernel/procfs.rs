@@ -100,7 +100,7 @@ fn stat(process: &Process) -> String {
         .tree
         .group_of(process.pid)
         .unwrap_or((process.pid, process.pid));
-    let ticks = (process.meter.cpu_ns() / 10_000_000) as u64;
+    let ticks = process.meter.cpu_ns() / 10_000_000;
     let vsize = process.mm.mapped_bytes();
     let rss = process.mm.bytes_owned() / PAGE_SIZE;
     format!(
