@@ -370,3 +370,87 @@ async fn many_short_lived_processes_reuse_memory_safely() {
     );
     destroy(&manager, &domain).await;
 }
+
+/// Hostile process trees: a zombie flood, exec of a corrupt program and of one whose
+/// interpreter is missing, an exec loop; and (`tests/teardown.rs`) a tree of sleeping
+/// processes destroyed with its domain.
+const HOSTILE_TREE_C: &str = r#"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    if (argc > 2 && strcmp(argv[1], "loop") == 0) {
+        /* exec'd again and again: each exec replaces the last, nothing accumulates. */
+        int left = atoi(argv[2]);
+        if (left == 0) { printf("exec loop done\n"); return 0; }
+        char next[16];
+        snprintf(next, sizeof next, "%d", left - 1);
+        execl("bin/tree", "bin/tree", "loop", next, (char *)NULL);
+        return 1;
+    }
+    /* A zombie flood: children that exit and are never waited for, until fork refuses. */
+    int made = 0;
+    for (;;) {
+        pid_t pid = fork();
+        if (pid < 0) { printf("zombies: fork failed with %s after some\n", errno == EAGAIN ? "EAGAIN" : strerror(errno)); break; }
+        if (pid == 0) _exit(0);
+        made++;
+    }
+    /* Reaping them all gives every slot back. */
+    int reaped = 0;
+    while (wait(NULL) > 0) reaped++;
+    printf("reaped all: %d\n", reaped == made);
+    pid_t again = fork();
+    if (again == 0) _exit(0);
+    printf("fork works again: %d\n", again > 0 && waitpid(again, NULL, 0) == again);
+    /* A corrupt program and a missing interpreter. */
+    char *none[] = {"x", NULL};
+    execve("corrupt", none, none);
+    printf("corrupt ELF: %s\n", strerror(errno));
+    execve("dynamic", none, none);
+    printf("no interpreter: %s\n", strerror(errno));
+    return 0;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_trees_stay_in_their_domain_and_leave_nothing_behind() {
+    let (Some(manager), Some(program)) = (manager(), musl_program("tree", HOSTILE_TREE_C)) else {
+        return;
+    };
+    let mut corrupt = program.clone();
+    corrupt.truncate(300);
+    let dynamic = std::fs::read("/bin/true").unwrap_or_default();
+    let domain = create(&manager, limits(0, 128), None).await;
+    let guest = |args: &[&str]| {
+        Guest::new(&program, "bin/tree", args)
+            .executable("bin/tree", &program)
+            .executable("corrupt", &corrupt)
+            .executable("dynamic", &dynamic)
+    };
+    let finished = run(&manager, &domain, "zombies", &guest(&[])).await;
+    assert_eq!(
+        finished.stdout_text(),
+        "zombies: fork failed with EAGAIN after some\nreaped all: 1\nfork works again: 1\n\
+         corrupt ELF: Exec format error\nno interpreter: No such file or directory\n",
+        "{:?}",
+        finished.exit
+    );
+    let before = usage(&manager, &domain).await;
+    let finished = run(&manager, &domain, "loop", &guest(&["loop", "300"])).await;
+    assert_eq!(
+        finished.stdout_text(),
+        "exec loop done\n",
+        "{:?}",
+        finished.exit
+    );
+    let after = usage(&manager, &domain).await;
+    // 300 execs in one process: the memory it holds at the end is one program's, not 300.
+    let peak = after.usage.as_ref().map_or(0, |u| u.memory_peak_bytes);
+    assert!(peak < 64 << 20, "peak {peak} bytes; before: {before:?}");
+    destroy(&manager, &domain).await;
+}
