@@ -105,9 +105,9 @@
 //!   at most 64 per process, and the read fast path is off once a process has a second
 //!   thread. Pipes follow Linux's 16-page queue (atomic writes up to `PIPE_BUF`, `EPIPE` and
 //!   `SIGPIPE`); eventfds, timerfds and `poll`, `ppoll`, `select` and `pselect6` work over every
-//!   kind of descriptor; `epoll` is not there yet. A blocked call waits outside the process lock
-//!   and ends when the task is stopped, destroyed or past its wall-clock limit, or for a signal
-//!   (`kernel/wait.rs`). `/dev` has `null`, `zero`, `full`, `random` and `urandom`;
+//!   kind of descriptor, and so does `epoll` (level-triggered). A blocked call waits outside
+//!   the process lock and ends when the task is stopped, destroyed or past its wall-clock
+//!   limit, or for a signal (`kernel/wait.rs`). `/dev` has `null`, `zero`, `full`, `random` and `urandom`;
 //!   `/dev/stdin`, `/dev/stdout`, `/dev/stderr`, `/dev/fd/N` and `/proc/self/fd/N` open the
 //!   descriptor they name (sharing its open file, as `dup` does, where Linux would reopen a
 //!   regular file with its own offset), and `/dev/tty` is `ENXIO`: there is no controlling

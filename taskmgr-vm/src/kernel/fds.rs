@@ -31,6 +31,8 @@ pub(crate) enum Kind {
     },
     /// The task's stdout or stderr.
     Output(OutputStream),
+    /// An epoll instance: its interest list.
+    Epoll(Mutex<crate::kernel::syscalls::epoll::Interests>),
     /// A regular file (or anything else that is not a directory) of the session directory.
     File(std::fs::File),
     /// A directory of the session directory: its path relative to the root, and the listing

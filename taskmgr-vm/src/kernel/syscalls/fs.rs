@@ -404,7 +404,7 @@ fn stat_of_fd(process: &Process, fd: u64) -> Result<Stat, Errno> {
         Kind::Device(device) => Ok(Stat::device(S_IFCHR | 0o666, device.number())),
         Kind::Output(_) | Kind::Pipe(_) => Ok(Stat::device(S_IFIFO | 0o600, (0, 0))),
         // An anonymous inode, as Linux reports an eventfd.
-        Kind::Event(_) | Kind::Timer { .. } => Ok(Stat::device(0o600, (0, 0))),
+        Kind::Event(_) | Kind::Timer { .. } | Kind::Epoll(_) => Ok(Stat::device(0o600, (0, 0))),
         Kind::File(handle) => handle
             .metadata()
             .map(|m| Stat::from_std(&m))

@@ -57,6 +57,7 @@ pub(crate) fn read(process: &mut Process, fd: u64, buf: u64, count: u64) -> IoRe
         Kind::Device(device) => device.read(size)?,
         Kind::Output(_) => return Err(Errno::EBADF),
         Kind::Dir { .. } => return Err(Errno::EISDIR),
+        Kind::Epoll(_) => return Err(Errno::EINVAL),
         Kind::Pipe(end) => {
             let waiter = waiter_for(process, &file);
             match end.pipe.read(size, waiter.as_ref()) {
@@ -114,7 +115,7 @@ fn write_data(process: &mut Process, fd: u64, data: &[u8], progress: u64) -> IoR
             data.len() as u64
         }
         Kind::Dir { .. } => return Err(Errno::EISDIR),
-        Kind::Timer { .. } => return Err(Errno::EINVAL),
+        Kind::Timer { .. } | Kind::Epoll(_) => return Err(Errno::EINVAL),
         Kind::Event(event) => {
             let value = data
                 .get(..8)
@@ -332,7 +333,9 @@ pub(crate) fn lseek(process: &mut Process, fd: u64, offset: u64, whence: u64) ->
             }
         }
         Kind::Device(_) => Ok(0),
-        Kind::Output(_) | Kind::Pipe(_) | Kind::Event(_) | Kind::Timer { .. } => Err(Errno::ESPIPE),
+        Kind::Output(_) | Kind::Pipe(_) | Kind::Event(_) | Kind::Timer { .. } | Kind::Epoll(_) => {
+            Err(Errno::ESPIPE)
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! returns `ENOSYS` and is counted for the client. Calls that only make sense with several
 //! processes (`fork`, `execve`, `wait4`) are refused the way a program can cope with.
 
+pub(crate) mod epoll;
 pub(crate) mod fs;
 mod info;
 mod io;

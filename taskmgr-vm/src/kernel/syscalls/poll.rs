@@ -34,6 +34,15 @@ fn revents(process: &Process, fd: i32, events: i16, waiter: Option<&Arc<Waiter>>
     let Ok(file) = process.fds.file(fd as u64) else {
         return POLLNVAL;
     };
+    file_revents(&file, events, waiter)
+}
+
+/// What the open `file` reports for `events` (see [`revents`]).
+pub(super) fn file_revents(
+    file: &crate::kernel::fds::OpenFile,
+    events: i16,
+    waiter: Option<&Arc<Waiter>>,
+) -> i16 {
     let readable = POLLIN | POLLRDNORM;
     let writable = POLLOUT | POLLWRNORM;
     let found = match &file.kind {
@@ -67,13 +76,15 @@ fn revents(process: &Process, fd: i32, events: i16, waiter: Option<&Arc<Waiter>>
             let (can_read, can_write) = event.readiness();
             (if can_read { readable } else { 0 }) | if can_write { writable } else { 0 }
         }
+        // An epoll descriptor inside a poll is never ready here.
+        Kind::Epoll(_) => 0,
     };
     found & (events | ALWAYS)
 }
 
 /// The deadline of a wait for `timeout` (`None`: for ever), or the one it had before it last
 /// waited; and whether it has passed.
-fn deadline(process: &Process, timeout: Option<Duration>) -> (Option<Instant>, bool) {
+pub(super) fn deadline(process: &Process, timeout: Option<Duration>) -> (Option<Instant>, bool) {
     if let Some(resume) = process.resume {
         return (resume.until, resume.timed_out);
     }
@@ -104,7 +115,7 @@ fn survey(
 }
 
 /// A `struct timespec` at `va` (`0`: none).
-fn timespec(process: &mut Process, va: u64) -> Result<Option<Duration>, Errno> {
+pub(super) fn timespec(process: &mut Process, va: u64) -> Result<Option<Duration>, Errno> {
     if va == 0 {
         return Ok(None);
     }
@@ -176,7 +187,7 @@ pub(crate) fn ppoll(process: &mut Process, a: [u64; 6]) -> IoResult {
 /// Runs a wait with the signal mask at `sigmask` (if not null) in place of the thread's, as
 /// `ppoll` and `pselect6` do: the mask holds while the call waits, and goes back when it
 /// returns (after a signal, when its handler returns: the frame saves the thread's own).
-fn with_mask(
+pub(super) fn with_mask(
     process: &mut Process,
     sigmask: u64,
     size: u64,

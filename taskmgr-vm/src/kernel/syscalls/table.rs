@@ -4,7 +4,7 @@
 //! number with no row is unknown: it returns `ENOSYS` and is counted for the client.
 
 use super::{
-    Errno, Flow, SysResult, fs, info, io, mem, pipes, poll, process, signal, time, timers,
+    Errno, Flow, SysResult, epoll, fs, info, io, mem, pipes, poll, process, signal, time, timers,
 };
 use crate::hypervisor::cpu::Vcpu;
 use crate::kernel::process::Process;
@@ -22,6 +22,7 @@ pub enum Support {
     Refused(i32, &'static str),
 }
 
+const LEVEL_TRIGGERED: &str = "events are reported level-triggered (EPOLLET is accepted; a program that reads until EAGAIN sees the same data); EPOLLONESHOT holds";
 const ITIMER_REAL_ONLY: &str =
     "ITIMER_REAL only; ITIMER_VIRTUAL and ITIMER_PROF (CPU-time timers) are EINVAL";
 const TIMER_CLOCKS: &str = "REALTIME, MONOTONIC and BOOTTIME clocks; CPU-time clocks are EINVAL";
@@ -383,6 +384,13 @@ pub const TABLE: &[Syscall] = &[
     full(204, "sched_getaffinity", |p, _, a| {
         done(info::sched_getaffinity(p, a[1], a[2]))
     }),
+    full(213, "epoll_create", |p, _, a| {
+        done(if a[0] as i32 <= 0 {
+            Err(Errno::EINVAL)
+        } else {
+            epoll::create(p, 0)
+        })
+    }),
     full(217, "getdents64", |p, _, a| {
         done(fs::getdents64(p, a[0], a[1], a[2]))
     }),
@@ -416,6 +424,12 @@ pub const TABLE: &[Syscall] = &[
     }),
     full(230, "clock_nanosleep", |p, _, a| time::sleep(p, 230, a)),
     full(231, "exit_group", |_, _, a| Flow::Exit(a[0] as i32)),
+    partial(232, "epoll_wait", LEVEL_TRIGGERED, |p, _, a| {
+        may_wait(epoll::wait(p, a))
+    }),
+    full(233, "epoll_ctl", |p, _, a| {
+        done(epoll::ctl(p, a[0], a[1], a[2], a[3]))
+    }),
     partial(
         234,
         "tgkill",
@@ -474,6 +488,9 @@ pub const TABLE: &[Syscall] = &[
     full(280, "utimensat", |p, _, a| {
         done(fs::utimensat(p, a[0], a[1], a[2], a[3]))
     }),
+    partial(281, "epoll_pwait", LEVEL_TRIGGERED, |p, _, a| {
+        may_wait(epoll::pwait(p, a))
+    }),
     partial(283, "timerfd_create", TIMER_CLOCKS, |p, _, a| {
         done(timers::timerfd_create(p, a[0], a[1]))
     }),
@@ -487,6 +504,7 @@ pub const TABLE: &[Syscall] = &[
     full(290, "eventfd2", |p, _, a| {
         done(pipes::eventfd(p, a[0], a[1]))
     }),
+    full(291, "epoll_create1", |p, _, a| done(epoll::create(p, a[0]))),
     full(292, "dup3", |p, _, a| {
         done(fs::dup(p, a[0], Some(a[1]), a[2]))
     }),
@@ -520,6 +538,9 @@ pub const TABLE: &[Syscall] = &[
     ),
     full(439, "faccessat2", |p, _, a| {
         done(fs::faccessat(p, a[0], a[1], a[2]))
+    }),
+    partial(441, "epoll_pwait2", LEVEL_TRIGGERED, |p, _, a| {
+        may_wait(epoll::pwait2(p, a))
     }),
 ];
 
