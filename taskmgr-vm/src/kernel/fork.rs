@@ -17,7 +17,7 @@ use crate::kernel::process::{Process, ThreadInfo, Threads};
 use crate::kernel::syscalls::Errno;
 use crate::kernel::threads::{
     self, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_PARENT_SETTID, CLONE_SETTLS, CloneArgs,
-    ProcessRuntime, USER_RFLAGS_MASK,
+    ProcessRuntime,
 };
 use crate::kernel::tree::ProcessShared;
 use std::collections::BTreeMap;
@@ -175,13 +175,7 @@ fn make_child(
         return Err(Errno::EFAULT);
     }
     child.meter_memory();
-    let mut regs = vcpu.regs();
-    regs.rax = 0;
-    regs.rip = regs.rcx;
-    regs.rflags = (regs.r11 & USER_RFLAGS_MASK) | 0x2;
-    if args.stack != 0 {
-        regs.rsp = args.stack;
-    }
+    let regs = threads::child_regs(vcpu, args.stack);
     let start = StartState {
         cr3: child.mm.cr3(),
         regs,

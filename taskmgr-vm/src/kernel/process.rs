@@ -141,6 +141,11 @@ pub(crate) struct ThreadInfo {
     pub(crate) altstack: Option<AltStack>,
 }
 
+/// `ss_flags` of a `stack_t` (`sigaltstack`, `uc_stack`).
+pub(crate) const SS_ONSTACK: u32 = 1;
+pub(crate) const SS_DISABLE: u32 = 2;
+pub(crate) const SS_AUTODISARM: u32 = 1 << 31;
+
 /// An alternate signal stack: `[sp, sp + size)`, and whether it is disarmed while in use
 /// (SS_AUTODISARM).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +227,14 @@ impl Process {
                 crate::kernel::syscalls::signal::raise_from(self, signal, code, sender);
             }
         }
+    }
+
+    /// The current thread's alternate signal stack, if it has one.
+    pub(crate) fn altstack(&self) -> Option<AltStack> {
+        self.threads
+            .live
+            .get(&self.tid)
+            .and_then(|info| info.altstack)
     }
 
     /// Stops every timer of the process (it ends).

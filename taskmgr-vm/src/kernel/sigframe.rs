@@ -26,10 +26,7 @@ const SA_SIGINFO: u64 = 4;
 const SA_RESTORER: u64 = 0x0400_0000;
 const SA_NODEFER: u64 = 0x4000_0000;
 const SA_ONSTACK: u64 = 0x0800_0000;
-/// `ss_flags` as `uc_stack` reports them.
-const SS_ONSTACK: u32 = 1;
-const SS_DISABLE: u32 = 2;
-const SS_AUTODISARM: u32 = 1 << 31;
+use crate::kernel::process::{SS_AUTODISARM, SS_DISABLE, SS_ONSTACK};
 const SA_RESETHAND: u64 = 0x8000_0000;
 /// The handlers that mean "default" and "ignore".
 pub(crate) const SIG_DFL: u64 = 0;

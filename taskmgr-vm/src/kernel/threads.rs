@@ -39,7 +39,7 @@ pub(crate) const CLONE_PARENT_SETTID: u64 = 0x10_0000;
 pub(crate) const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
 pub(crate) const CLONE_CHILD_SETTID: u64 = 0x100_0000;
 /// RFLAGS bits a thread may start with (never IOPL).
-pub(crate) const USER_RFLAGS_MASK: u64 = 0x25_4dd5;
+const USER_RFLAGS_MASK: u64 = 0x25_4dd5;
 /// Stack of a vCPU thread: the VMM's own frames while it emulates calls.
 pub(crate) const VCPU_THREAD_STACK_BYTES: usize = 1 << 20;
 
@@ -136,13 +136,7 @@ pub(crate) fn clone(
         vm.give_back(child_vcpu);
         return Err(Errno::EFAULT);
     }
-    let mut regs = vcpu.regs();
-    regs.rax = 0;
-    regs.rip = regs.rcx;
-    regs.rflags = (regs.r11 & USER_RFLAGS_MASK) | 0x2;
-    if args.stack != 0 {
-        regs.rsp = args.stack;
-    }
+    let regs = child_regs(vcpu, args.stack);
     let start = StartState {
         cr3: process.mm.cr3(),
         regs,
@@ -171,6 +165,19 @@ pub(crate) fn clone(
         return Err(Errno::EAGAIN);
     }
     Ok(tid as u64)
+}
+
+/// The registers a new thread or process starts with: the caller's as its `clone` returns,
+/// with 0 in RAX, on `stack` if one was given.
+pub(crate) fn child_regs(vcpu: &Vcpu, stack: u64) -> kvm_bindings::kvm_regs {
+    let mut regs = vcpu.regs();
+    regs.rax = 0;
+    regs.rip = regs.rcx;
+    regs.rflags = (regs.r11 & USER_RFLAGS_MASK) | 0x2;
+    if stack != 0 {
+        regs.rsp = stack;
+    }
+    regs
 }
 
 /// A vCPU thread's whole life: runs thread `tid`, then leaves the process (and, as its

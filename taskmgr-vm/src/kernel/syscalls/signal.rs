@@ -94,21 +94,14 @@ pub(crate) fn rt_sigreturn(process: &mut Process, vcpu: &mut Vcpu) -> Flow {
     }
 }
 
-/// `ss_flags` of `sigaltstack`.
-const SS_ONSTACK: u32 = 1;
-const SS_DISABLE: u32 = 2;
-const SS_AUTODISARM: u32 = 1 << 31;
+use crate::kernel::process::{SS_AUTODISARM, SS_DISABLE, SS_ONSTACK};
 /// The smallest alternate stack Linux accepts (MINSIGSTKSZ).
 const MINSIGSTKSZ: u64 = 2048;
 
 /// `sigaltstack(new, old)` for the calling thread, whose stack pointer is `rsp`.
 pub(crate) fn sigaltstack(process: &mut Process, rsp: u64, new: u64, old: u64) -> SysResult {
     let tid = process.tid;
-    let current = process
-        .threads
-        .live
-        .get(&tid)
-        .and_then(|info| info.altstack);
+    let current = process.altstack();
     let on_it = current.is_some_and(|stack| stack.holds(rsp));
     let wanted = if new != 0 {
         let raw = process.read_user(new, 24)?;
