@@ -69,6 +69,23 @@ pub struct LinuxSettings {
     /// The Linux ABI versions offered as `EnvKernel` (what `uname -r` reports inside a
     /// domain); the first is the default. Default `["6.1.0"]`.
     pub versions: Vec<String>,
+    /// Where root file system images live (`xenoserver image build` puts them there).
+    /// Default `/var/lib/xenoserver/images`.
+    pub images_dir: std::path::PathBuf,
+    /// The images offered as `EnvImage` and advertised as `Image`, each
+    /// `[[linux.images]]` with `name` and `digest` (as `xenoserver image build` prints
+    /// them). Default none.
+    pub images: Vec<ImageSetting>,
+}
+
+/// One `[[linux.images]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSetting {
+    /// The name sessions ask for.
+    pub name: String,
+    /// `sha256-` and the SHA-256 of the image's manifest.
+    pub digest: String,
 }
 
 impl Default for LinuxSettings {
@@ -77,6 +94,8 @@ impl Default for LinuxSettings {
             tasks_max: 256,
             domains_max: 64,
             versions: vec!["6.1.0".to_owned()],
+            images_dir: std::path::PathBuf::from(xeno_taskmgr_vm::DEFAULT_IMAGES_DIR),
+            images: Vec::new(),
         }
     }
 }

@@ -77,6 +77,16 @@ async fn task_managers(config: &Config) -> anyhow::Result<HashMap<String, Manage
                             tasks_max: config.linux.tasks_max,
                             domains_max: config.linux.domains_max,
                             versions: config.linux.versions.clone(),
+                            images_dir: config.linux.images_dir.clone(),
+                            images: config
+                                .linux
+                                .images
+                                .iter()
+                                .map(|image| xeno_taskmgr_vm::images::ImageEntry {
+                                    name: image.name.clone(),
+                                    digest: image.digest.clone(),
+                                })
+                                .collect(),
                             ..xeno_taskmgr_vm::VmConfig::default()
                         })
                         .context("starting the Linux (KVM) task manager")?,

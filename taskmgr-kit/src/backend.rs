@@ -134,6 +134,10 @@ pub struct Capabilities {
     pub reports_fuel: bool,
     /// The system calls it serves, where that is how programs reach it.
     pub system_calls: Vec<pb::SystemCall>,
+    /// The root file system images it offers.
+    pub images: Vec<pb::Image>,
+    /// Most processes one domain holds (0: no process model of its own).
+    pub processes_max: u32,
 }
 
 /// The limits the host keeps for a backend, taken from the backend's configuration (each field
@@ -183,6 +187,9 @@ pub struct DomainSettings {
     pub tasks_max: u32,
     /// Ended tasks it remembers.
     pub ended_tasks_kept: usize,
+    /// The session's `EnvironmentalRequirements` document (empty when none was given), for
+    /// what only the backend reads (an image, extensions).
+    pub requirements_xml: String,
 }
 
 const MIB: u64 = 1024 * 1024;

@@ -221,6 +221,8 @@ impl<B: Backend> Host<B> {
             reports_fuel: own.reports_fuel,
             tasks_per_domain_max: self.core.limits.tasks_per_domain_max,
             system_calls: own.system_calls,
+            images: own.images,
+            processes_max: own.processes_max,
         }
     }
 
@@ -249,6 +251,7 @@ impl<B: Backend> Host<B> {
             task_output_bytes,
             tasks_max,
             ended_tasks_kept: host.ended_tasks_kept,
+            requirements_xml: String::new(),
         })
     }
 
@@ -285,7 +288,8 @@ impl<B: Backend> Host<B> {
         }
         self.core.backend.check_domain(&request)?;
         let limits = request.limits.unwrap_or_default();
-        let settings = self.settings(&limits, version.clone())?;
+        let mut settings = self.settings(&limits, version.clone())?;
+        settings.requirements_xml = request.requirements_xml.clone();
         self.core.domains.room()?;
         let scratch_dir = request.scratch_dir.clone();
         let scratch = self

@@ -87,6 +87,7 @@ impl Backend for ProcessBackend {
             reports_fuel: false,
             // Tasks are host processes: the host kernel answers their system calls.
             system_calls: Vec::new(),
+            ..Capabilities::default()
         }
     }
 

@@ -2,6 +2,11 @@
 //! validated once by [`VmTaskManager::new`](crate::VmTaskManager::new).
 
 use crate::hypervisor::vm::layout::RAM_BYTES_MAX;
+use crate::images::{IMAGES_MAX, ImageEntry};
+use std::path::PathBuf;
+
+/// Where images live unless configured otherwise.
+pub const DEFAULT_IMAGES_DIR: &str = "/var/lib/xenoserver/images";
 
 const MIB: u64 = 1024 * 1024;
 
@@ -66,6 +71,13 @@ pub struct VmConfig {
     pub windows_per_domain_max: usize,
     /// How long StopTask and DestroyDomain wait for a task's thread to end. Default 5000 ms.
     pub stop_timeout_ms: u64,
+    /// Where root file system images live (`<images_dir>/<digest>/`, as `xenoserver image
+    /// build` makes them). Default `/var/lib/xenoserver/images`.
+    pub images_dir: PathBuf,
+    /// The images offered, by name and digest (at most [`IMAGES_MAX`]); each is opened and
+    /// its manifest checked against its digest at start. Default none: domains' `/` is their
+    /// scratch directory alone.
+    pub images: Vec<ImageEntry>,
 }
 
 impl Default for VmConfig {
@@ -91,6 +103,8 @@ impl Default for VmConfig {
             cpu_slice_us: 10_000,
             windows_per_domain_max: 64,
             stop_timeout_ms: 5000,
+            images_dir: PathBuf::from(DEFAULT_IMAGES_DIR),
+            images: Vec::new(),
         }
     }
 }
@@ -141,6 +155,24 @@ impl VmConfig {
         at_least("stream_readers_max", self.stream_readers_max as u64, 1)?;
         at_least("cpu_bucket_window_ms", self.cpu_bucket_window_ms, 1)?;
         at_least("cpu_slice_us", self.cpu_slice_us, 100)?;
+        if self.images.len() > IMAGES_MAX {
+            return Err(ConfigError {
+                config: NAME,
+                field: "images",
+                problem: format!(
+                    "lists {} images; at most {IMAGES_MAX}",
+                    self.images.len()
+                ),
+            });
+        }
+        let mut names = std::collections::BTreeSet::new();
+        if let Some(twice) = self.images.iter().find(|image| !names.insert(&image.name)) {
+            return Err(ConfigError {
+                config: NAME,
+                field: "images",
+                problem: format!("names the image {:?} twice", twice.name),
+            });
+        }
         if self.task_output_bytes_default > self.task_output_bytes_max {
             return Err(ConfigError {
                 config: NAME,

@@ -10,6 +10,7 @@ use crate::hypervisor::vm::layout::KernelSlot;
 use crate::kernel::exec;
 use crate::kernel::fds::FdTable;
 use crate::kernel::files::{self, FsContext};
+use crate::kernel::overlay::Root;
 use crate::kernel::output::Output;
 use crate::kernel::process::{Process, Signals, ThreadInfo, Threads};
 use crate::kernel::threads::{self, ProcessRuntime, TaskRuntime};
@@ -19,7 +20,6 @@ use crate::manager::{VmBackend, VmTaskManager};
 use crate::{Domain, Task};
 use bytes::Bytes;
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -54,7 +54,7 @@ pub(crate) async fn deploy(
 ) -> Result<(), Error> {
     let config = &host.backend().config;
     let domain = &deployment.domain;
-    let root = files::scratch_dir(&domain.scratch)?;
+    let root = files::domain_root(&domain.resources, &domain.scratch)?;
     deployment.place_files(host).await?;
     let payloads = deployment.payloads.clone();
     let program = deployment.description.program.clone();
@@ -140,17 +140,16 @@ fn launch(
     }
 }
 
-/// Reads an executable from the session directory (`ExecutablePath`).
-fn read_executable(root: &cap_std::fs::Dir, path: &str, bytes_max: u64) -> Result<Bytes, Error> {
+/// Reads an executable from the domain's `/` (`ExecutablePath`): the session directory, or
+/// the image beneath it.
+fn read_executable(root: &Root, path: &str, bytes_max: u64) -> Result<Bytes, Error> {
     let relative = scratch::relative(path)?;
-    let file = root
-        .open(&relative)
-        .map_err(|error| Error::Invalid(format!("ExecutablePath {path:?}: {error}")))?;
-    let mut image = Vec::new();
-    file.take(bytes_max + 1)
-        .read_to_end(&mut image)
-        .map_err(|error| Error::Invalid(format!("ExecutablePath {path:?}: {error}")))?;
-    Ok(Bytes::from(image))
+    exec::read_program(root, &relative, bytes_max).map_err(|errno| {
+        Error::Invalid(format!(
+            "ExecutablePath {path:?}: {}",
+            std::io::Error::from_raw_os_error(errno.0)
+        ))
+    })
 }
 
 fn spawn(launch: Launch, slot: TaskSlot) -> Result<(), Error> {
@@ -180,7 +179,7 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
     } = launch;
     let vm = Arc::clone(&domain.resources);
     let prepared = (|| {
-        let root = files::scratch_dir(&domain.scratch)?;
+        let root = files::domain_root(&vm, &domain.scratch)?;
         let interpreter = |name: &str| exec::interpreter_of(&root, name, program_bytes_max);
         let loaded = loader::load(&vm, &image, &argv, &envp, exe_path.as_bytes(), &interpreter)
             .map_err(|error| Error::Invalid(format!("cannot load the executable: {error}")))?;
@@ -225,7 +224,7 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
         mm: loaded.mm,
         fds: FdTable::standard(),
         fs: FsContext {
-            root: Arc::new(root),
+            root,
             cwd,
         },
         signals: Signals::new(),

@@ -16,4 +16,7 @@ pub enum StartError {
     /// The start-up self-test found no way for system calls to reach the VMM.
     #[error("the system call self-test failed: {0}")]
     SelfTest(String),
+    /// A configured root file system image cannot be offered.
+    #[error(transparent)]
+    Image(#[from] crate::images::ImageError),
 }

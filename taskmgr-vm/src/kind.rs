@@ -38,6 +38,16 @@ pub(crate) fn requested(requirements_xml: &str) -> Result<DomainKind, Error> {
     })
 }
 
+/// The root file system image `requirements_xml` names (`Basic/EnvImage`), if any.
+pub(crate) fn image_requested(requirements_xml: &str) -> Result<Option<String>, Error> {
+    if requirements_xml.trim().is_empty() {
+        return Ok(None);
+    }
+    let requirements = EnvironmentalRequirements::parse(requirements_xml.as_bytes())
+        .map_err(|errors| Error::Invalid(format!("EnvironmentalRequirements: {errors}")))?;
+    Ok(requirements.image)
+}
+
 /// Refuses kinds not implemented yet.
 pub(crate) fn check_supported(kind: DomainKind) -> Result<(), Error> {
     match kind {

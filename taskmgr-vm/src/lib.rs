@@ -167,8 +167,10 @@ mod kernel;
 mod hypervisor;
 // Program loading: ELF, the loader, the initial stack.
 mod loading;
+// Root file system images: building them from Debian's packages, their manifests.
+pub mod images;
 
-pub use config::{ConfigError, DEFAULT_VERSION, VmConfig};
+pub use config::{ConfigError, DEFAULT_IMAGES_DIR, DEFAULT_VERSION, VmConfig};
 pub use error::{Error, StartError};
 pub use hypervisor::cpu::CpuError;
 pub use kind::{DomainKind, KERNEL_IMAGE_ELEMENT};

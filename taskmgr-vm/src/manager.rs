@@ -9,6 +9,7 @@ use crate::hypervisor::vm::system::SyscallPath;
 use crate::hypervisor::vm::{DomainVm, selftest};
 use crate::kernel::control::TaskControl;
 use crate::kernel::rate::{CpuGate, CpuLimits};
+use crate::images::{self, Image};
 use crate::kind;
 use kvm_bindings::CpuId;
 use kvm_ioctls::Kvm;
@@ -42,12 +43,36 @@ pub struct VmBackend {
     pub(crate) cpuid: CpuId,
     /// How system calls reach the VMM on this host (found by the self-test).
     pub(crate) path: SyscallPath,
+    /// The root file system images offered, opened at start.
+    pub(crate) images: Vec<Arc<Image>>,
 }
 
 impl VmBackend {
     /// How system calls reach the VMM on this host, as the start-up self-test found.
     pub fn syscall_path(&self) -> SyscallPath {
         self.path
+    }
+
+    /// The image the session's requirements ask for (`EnvImage`), if any; one this task
+    /// manager does not offer is refused, naming the ones it does.
+    fn image_for(&self, requirements_xml: &str) -> Result<Option<Arc<Image>>, Error> {
+        let Some(name) = kind::image_requested(requirements_xml)? else {
+            return Ok(None);
+        };
+        match self.images.iter().find(|image| image.name == name) {
+            Some(image) => Ok(Some(Arc::clone(image))),
+            None => {
+                let offered: Vec<&str> = self.images.iter().map(|i| i.name.as_str()).collect();
+                Err(Error::Unsupported(format!(
+                    "EnvImage {name:?} is not offered here (images: {})",
+                    if offered.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        offered.join(", ")
+                    }
+                )))
+            }
+        }
     }
 }
 
@@ -83,11 +108,24 @@ impl Backend for VmBackend {
         signal::install();
         let path = selftest::run(&kvm, &cpuid).map_err(StartError::SelfTest)?;
         tracing::info!(?path, "system call path chosen by the self-test");
+        let mut images = Vec::new();
+        for entry in &config.images {
+            let image = images::open(&config.images_dir, entry)?;
+            tracing::info!(
+                name = %image.name,
+                digest = %image.digest,
+                entries = image.entries,
+                bytes = image.bytes,
+                "root file system image offered"
+            );
+            images.push(Arc::new(image));
+        }
         Ok(VmBackend {
             config,
             kvm: Arc::new(kvm),
             cpuid,
             path,
+            images,
         })
     }
 
@@ -106,6 +144,16 @@ impl Backend for VmBackend {
             program_kinds: vec!["Executable".to_owned(), "ExecutablePath".to_owned()],
             reports_fuel: false,
             system_calls: crate::kernel::syscalls::table::capability_rows(),
+            images: self
+                .images
+                .iter()
+                .map(|image| pb::Image {
+                    name: image.name.clone(),
+                    digest: image.digest.clone(),
+                    bytes: image.bytes,
+                })
+                .collect(),
+            processes_max: crate::kernel::tree::PROCESSES_MAX as u32,
         }
     }
 
@@ -130,7 +178,8 @@ impl Backend for VmBackend {
     }
 
     fn check_domain(&self, request: &pb::CreateDomainRequest) -> Result<(), Error> {
-        kind::check_supported(kind::requested(&request.requirements_xml)?)
+        kind::check_supported(kind::requested(&request.requirements_xml)?)?;
+        self.image_for(&request.requirements_xml).map(|_| ())
     }
 
     fn cpu_gate(limits: CpuLimits, window_ms: u64, now: Instant) -> Option<CpuGate> {
@@ -149,8 +198,9 @@ impl Backend for VmBackend {
         let path = self.path;
         let windows = self.config.windows_per_domain_max;
         let memory_bytes = settings.memory_bytes;
+        let image = self.image_for(&settings.requirements_xml)?;
         tokio::task::spawn_blocking(move || {
-            DomainVm::new(&kvm, memory_bytes, cpuid, path, windows).map_err(|error| {
+            DomainVm::new(&kvm, memory_bytes, cpuid, path, windows, image).map_err(|error| {
                 Error::Exhausted(format!("cannot create the domain's VM: {error}"))
             })
         })

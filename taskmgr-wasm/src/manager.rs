@@ -116,6 +116,7 @@ impl Backend for WasmBackend {
             reports_fuel: true,
             // WASI is an interface of imports, not numbered system calls.
             system_calls: Vec::new(),
+            ..Capabilities::default()
         }
     }
 

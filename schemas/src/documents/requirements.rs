@@ -90,6 +90,13 @@ static ENV_RUNTIME: ElementDecl = leaf(
     &VERSION_TYPE,
     "For language runtimes (Wasm and plugins): the runtime version required.",
 );
+static ENV_IMAGE: ElementDecl = leaf(
+    "EnvImage",
+    &IDENTIFIER_TYPE,
+    "For operating-system environments: the root file system image the environment's / starts \
+     from, by the name servers advertise (Image), such as debian-12-python; the session's \
+     scratch storage is layered over it. Without it / is the scratch storage alone.",
+);
 static BASIC: ElementDecl = ElementDecl {
     name: "Basic",
     doc: "What kind of environment is needed.",
@@ -102,6 +109,7 @@ static BASIC: ElementDecl = ElementDecl {
             min: 0,
             max: 1,
         },
+        optional(&ENV_IMAGE),
     ]),
 };
 
@@ -246,6 +254,8 @@ pub struct EnvironmentalRequirements {
     pub env_type: String,
     /// `Basic/EnvKernel` or `Basic/EnvRuntime`.
     pub version: Option<EnvVersion>,
+    /// `Basic/EnvImage`: the root file system image asked for.
+    pub image: Option<String>,
     /// `Network/EnvIPAddresses`.
     pub ip_addresses: Option<u64>,
     /// `NetMbps` (under `Network` or `QoS`), in kilobits per second.
@@ -267,6 +277,7 @@ impl EnvironmentalRequirements {
             name: name.into(),
             env_type: env_type.into(),
             version: None,
+            image: None,
             ip_addresses: None,
             net_kbps: None,
             qos: QoS::default(),
@@ -373,6 +384,7 @@ fn read(root: &Reader<'_, '_>) -> Result<EnvironmentalRequirements, Problem> {
         name: basic.required_text("EnvName")?,
         env_type: basic.required_text("EnvType")?,
         version,
+        image: basic.child_text("EnvImage")?,
         ip_addresses: network
             .as_ref()
             .map(|n| n.child_unsigned("EnvIPAddresses"))
@@ -403,6 +415,7 @@ fn write(requirements: &EnvironmentalRequirements) -> Element {
         Some(EnvVersion::Runtime(runtime)) => basic.with_leaf("EnvRuntime", runtime.clone()),
         None => basic,
     };
+    let basic = basic.with_optional_leaf("EnvImage", requirements.image.clone());
     let mut root = Element::new("EnvironmentalRequirements").with_child(basic);
     if let Some(addresses) = requirements.ip_addresses {
         root = root

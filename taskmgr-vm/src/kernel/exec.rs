@@ -14,13 +14,14 @@ use crate::hypervisor::cpu::Vcpu;
 use crate::hypervisor::fastpath;
 use crate::hypervisor::vm::layout::KernelSlot;
 use crate::kernel::files::{FsContext, PATH_BYTES_MAX};
+use crate::kernel::overlay::Root;
 use crate::kernel::process::Process;
 use crate::kernel::syscalls::{Errno, fs};
 use crate::loading::loader;
 use bytes::Bytes;
 use cap_std::fs::{MetadataExt, OpenOptions};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::Path;
 
 /// Most `#!` interpreters one exec may go through (Linux allows four levels).
 pub(crate) const SCRIPT_DEPTH_MAX: usize = 4;
@@ -91,8 +92,17 @@ pub(crate) fn execveat(
         // Linux gives a program with no argv[0] an empty one.
         argv.push(Vec::new());
     }
-    let exe_path = exe_path
-        .unwrap_or_else(|| String::from_utf8_lossy(&FsContext::session_path(&path)).into_owned());
+    let exe_path = match exe_path {
+        Some(exe_path) => exe_path,
+        None => {
+            let canonical = process
+                .fs
+                .root
+                .canonical(&path)
+                .map_err(|e| Errno::from_io(&e))?;
+            String::from_utf8_lossy(&FsContext::session_path(&canonical)).into_owned()
+        }
+    };
     let vm = std::sync::Arc::clone(&process.vm);
     let root = std::sync::Arc::clone(&process.fs.root);
     let max = process.program_bytes_max;
@@ -184,20 +194,20 @@ fn read_strings(process: &mut Process, mut va: u64) -> Result<Vec<Vec<u8>>, Errn
 
 /// The dynamic loader a program names (an absolute path in the session), as the loader asks
 /// for it.
-pub(crate) fn interpreter_of(root: &cap_std::fs::Dir, name: &str, max: u64) -> Option<Bytes> {
+pub(crate) fn interpreter_of(root: &Root, name: &str, max: u64) -> Option<Bytes> {
     let path = FsContext::resolve(std::path::Path::new(""), name.as_bytes()).ok()?;
     read_program(root, &path, max).ok()
 }
 
 /// The program at `path` (relative to the session root): a regular file with an execute bit,
 /// at most `max` bytes.
-fn read_program(root: &cap_std::fs::Dir, path: &PathBuf, max: u64) -> Result<Bytes, Errno> {
-    let metadata = root.metadata(path).map_err(|e| Errno::from_io(&e))?;
+pub(crate) fn read_program(root: &Root, path: &Path, max: u64) -> Result<Bytes, Errno> {
+    let metadata = root.metadata(path, true).map_err(|e| Errno::from_io(&e))?;
     if !metadata.is_file() || metadata.mode() & 0o111 == 0 {
         return Err(Errno::EACCES);
     }
     let file = root
-        .open_with(path, OpenOptions::new().read(true))
+        .open_with(path, OpenOptions::new().read(true), false, false, false)
         .map_err(|e| Errno::from_io(&e))?;
     let mut image = Vec::new();
     file.take(max + 1)

@@ -9,12 +9,14 @@
 //! as on Linux), so `/etc/passwd` names `etc/passwd` inside the session, which does not exist.
 
 use crate::error::Error;
+use crate::hypervisor::vm::DomainVm;
 use crate::kernel::syscalls::Errno;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use crate::kernel::overlay::Root;
 use xeno_taskmgr_kit::scratch::Scratch;
 
 /// Longest path a task may pass (Linux's PATH_MAX, with its terminator).
@@ -23,15 +25,37 @@ pub(crate) const PATH_BYTES_MAX: usize = 4095;
 const PATH_COMPONENTS_MAX: usize = 256;
 
 /// The scratch directory as a capability.
-pub(crate) fn scratch_dir(scratch: &Scratch) -> Result<Dir, Error> {
+fn scratch_dir(scratch: &Scratch) -> Result<Dir, Error> {
     Dir::open_ambient_dir(scratch.path(), ambient_authority())
         .map_err(|error| Error::Internal(format!("cannot open the scratch directory: {error}")))
 }
 
-/// A task's view of the session directory: the root capability and its working directory.
+/// The domain's `/`: made by its first task (its scratch directory, over its image if it
+/// has one), then shared.
+pub(crate) fn domain_root(
+    vm: &DomainVm,
+    scratch: &Scratch,
+) -> Result<Arc<Root>, Error> {
+    if let Some(root) = vm.root.get() {
+        return Ok(Arc::clone(root));
+    }
+    let upper = scratch_dir(scratch)?;
+    let root = match &vm.image {
+        None => Root::plain(upper),
+        Some(image) => {
+            let lower = Dir::open_ambient_dir(&image.root, ambient_authority()).map_err(|error| {
+                Error::Internal(format!("cannot open the image {}: {error}", image.name))
+            })?;
+            Root::layered(upper, lower)
+        }
+    };
+    Ok(Arc::clone(vm.root.get_or_init(|| Arc::new(root))))
+}
+
+/// A task's view of the session directory: the domain's root and its working directory.
 #[derive(Clone)]
 pub(crate) struct FsContext {
-    pub(crate) root: Arc<Dir>,
+    pub(crate) root: Arc<Root>,
     /// The working directory as a path relative to the root ("" is the root).
     pub(crate) cwd: PathBuf,
 }

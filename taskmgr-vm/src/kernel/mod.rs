@@ -17,6 +17,7 @@ pub(crate) mod files;
 pub(crate) mod fork;
 pub(crate) mod mm;
 pub(crate) mod output;
+pub(crate) mod overlay;
 pub(crate) mod paging;
 pub(crate) mod pipe;
 pub(crate) mod process;

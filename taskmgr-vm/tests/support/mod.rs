@@ -317,3 +317,136 @@ pub fn native(program: &Path, argv0: &str, args: &[&str], dir: &Path) -> (Vec<u8
         .expect("native run");
     (output.stdout, output.status.code().unwrap_or(-1))
 }
+
+/// The Debian image the image tests run programs from, and the packages it is built from
+/// (with their dependencies).
+pub const TEST_IMAGE: &str = "debian-12-dev";
+pub const TEST_IMAGE_PACKAGES: &[&str] = &[
+    "python3",
+    "gcc",
+    "libc6-dev",
+    "make",
+    "perl",
+    "dash",
+    "coreutils",
+];
+
+/// Where test images live: `XENO_TEST_IMAGES_DIR`, or a directory kept between runs (an
+/// image is about 330 MB and takes ten seconds or so to build).
+pub fn test_images_dir() -> PathBuf {
+    std::env::var_os("XENO_TEST_IMAGES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/xeno-test-images"))
+}
+
+/// The test image's configuration entry: the one `.ci/run` built (`<dir>/<name>.toml`, as
+/// `xenoserver image build` prints it), or one built now. `None` (after SKIP, or a failure
+/// under CI) where apt cannot fetch Debian's packages.
+pub fn test_image() -> Option<xeno_taskmgr_vm::images::ImageEntry> {
+    use xeno_taskmgr_vm::images;
+    static ENTRY: OnceLock<Option<images::ImageEntry>> = OnceLock::new();
+    ENTRY
+        .get_or_init(|| {
+            let dir = test_images_dir();
+            std::fs::create_dir_all(&dir).expect("test images directory");
+            // One builder at a time across test binaries.
+            let lock = std::fs::File::create(dir.join(".lock")).expect("lock file");
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+            let record = dir.join(format!("{TEST_IMAGE}.toml"));
+            if let Ok(text) = std::fs::read_to_string(&record) {
+                let digest = text
+                    .lines()
+                    .find_map(|line| line.strip_prefix("digest = \""))
+                    .map(|rest| rest.trim_end_matches('"').to_owned());
+                if let Some(digest) = digest {
+                    let entry = images::ImageEntry {
+                        name: TEST_IMAGE.to_owned(),
+                        digest,
+                    };
+                    if images::open(&dir, &entry).is_ok() {
+                        return Some(entry);
+                    }
+                }
+            }
+            let options = images::BuildOptions {
+                name: TEST_IMAGE.to_owned(),
+                packages: TEST_IMAGE_PACKAGES.iter().map(|p| (*p).to_owned()).collect(),
+                images_dir: dir.clone(),
+                recommends: false,
+            };
+            match images::build(&options, &mut |step| eprintln!("test image: {step}")) {
+                Ok(built) => {
+                    std::fs::write(
+                        &record,
+                        format!(
+                            "[[linux.images]]\nname = \"{}\"\ndigest = \"{}\"\n",
+                            built.name, built.digest
+                        ),
+                    )
+                    .expect("record the test image");
+                    Some(images::ImageEntry {
+                        name: built.name,
+                        digest: built.digest,
+                    })
+                }
+                Err(error) => {
+                    xeno_tests::prerequisite::missing(&format!(
+                        "the test image cannot be built ({error})"
+                    ));
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// A manager offering the test image, or `None` (after SKIP) without KVM or the image.
+pub fn image_manager() -> Option<VmTaskManager> {
+    if !kvm_available() {
+        return None;
+    }
+    let entry = test_image()?;
+    let config = VmConfig {
+        images_dir: test_images_dir(),
+        images: vec![entry],
+        ..VmConfig::default()
+    };
+    Some(VmTaskManager::new(config).expect("the Linux task manager starts with the image"))
+}
+
+/// Requirements asking for `image`.
+pub fn requirements_with_image(image: &str) -> String {
+    format!(
+        "<EnvironmentalRequirements><Basic><EnvName>t</EnvName><EnvType>Linux</EnvType>\
+         <EnvImage>{image}</EnvImage></Basic></EnvironmentalRequirements>"
+    )
+}
+
+/// A domain whose `/` is the test image under its scratch directory.
+pub async fn create_with_image(manager: &VmTaskManager, limits: pb::DomainLimits) -> String {
+    let id = unique("domain");
+    manager
+        .create_domain(Request::new(pb::CreateDomainRequest {
+            domain_id: id.clone(),
+            env_type: "Linux".into(),
+            version: String::new(),
+            limits: Some(limits),
+            requirements_xml: requirements_with_image(TEST_IMAGE),
+            scratch_dir: String::new(),
+        }))
+        .await
+        .expect("CreateDomain with the image");
+    id
+}
+
+impl Guest {
+    /// A task running a program already in the domain (from its image) by path.
+    pub fn at_path(path: &str, args: &[&str]) -> Guest {
+        let mut task = TaskDescription::new(Program::ExecutablePath(path.to_owned()));
+        task.args = args.iter().map(|a| (*a).to_owned()).collect();
+        Guest {
+            task,
+            payloads: Vec::new(),
+        }
+    }
+}

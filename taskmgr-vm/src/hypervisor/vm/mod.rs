@@ -16,7 +16,9 @@ use kvm_bindings::{CpuId, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VmFd};
 use memory::GuestRam;
 use physical::Physical;
-use std::sync::Mutex;
+use crate::images::Image;
+use crate::kernel::overlay::Root;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use system::{SharedPages, SyscallPath};
 use thiserror::Error;
@@ -69,6 +71,11 @@ pub struct DomainVm {
     /// Processes of all the domain's tasks, running or zombie (at most
     /// [`crate::kernel::tree::PROCESSES_MAX`]).
     processes: std::sync::atomic::AtomicUsize,
+    /// The root file system image the domain's `/` starts from, if it asked for one.
+    pub(crate) image: Option<Arc<Image>>,
+    /// The domain's `/` (scratch directory, over the image if any), made by its first task
+    /// and shared by all: what the image's files a task deletes stays deleted for the next.
+    pub(crate) root: std::sync::OnceLock<Arc<Root>>,
 }
 
 impl std::fmt::Debug for DomainVm {
@@ -87,6 +94,7 @@ impl DomainVm {
         cpuid: CpuId,
         path: SyscallPath,
         windows_max: usize,
+        image: Option<Arc<Image>>,
     ) -> Result<DomainVm, VmError> {
         let vm = kvm.create_vm().map_err(|error| VmError::Kvm {
             call: "KVM_CREATE_VM",
@@ -128,6 +136,8 @@ impl DomainVm {
             next_vcpu_id: Mutex::new(0),
             processes: std::sync::atomic::AtomicUsize::new(0),
             windows: Windows::new(windows_max, readonly),
+            image,
+            root: std::sync::OnceLock::new(),
         };
         let first = domain_vm.new_vcpu()?;
         lock(&domain_vm.idle).push(first);

@@ -11,7 +11,6 @@ use crate::kernel::files::{FsContext, PATH_BYTES_MAX};
 use crate::kernel::process::Process;
 use cap_std::fs::{
     DirBuilder, DirBuilderExt, Metadata, MetadataExt as _, OpenOptions, OpenOptionsExt,
-    Permissions, PermissionsExt,
 };
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt as _;
@@ -40,8 +39,6 @@ const S_IFIFO: u32 = 0o010000;
 const S_IFCHR: u32 = 0o020000;
 const S_IFDIR: u32 = 0o040000;
 
-/// Most entries one directory listing holds (the rest are not listed).
-const LISTING_ENTRIES_MAX: usize = 65_536;
 /// Size of `struct stat` on x86-64.
 const STAT_BYTES: usize = 144;
 /// Size of `struct statx`.
@@ -49,7 +46,7 @@ const STATX_BYTES: usize = 256;
 
 /// A directory's entries as `getdents64` returns them, and how far it has read.
 pub(crate) struct Listing {
-    entries: Vec<(Vec<u8>, u64, u8)>,
+    entries: Vec<crate::kernel::overlay::Entry>,
     next: usize,
 }
 
@@ -143,7 +140,7 @@ pub(crate) fn openat(
         return Err(Errno::EINVAL);
     }
     let kind = if flags & O_DIRECTORY != 0 && flags & O_CREAT == 0 {
-        let dir = process
+        let (dir, path) = process
             .fs
             .root
             .open_dir(&path)
@@ -176,7 +173,13 @@ pub(crate) fn openat(
         let file = process
             .fs
             .root
-            .open_with(&path, &options)
+            .open_with(
+                &path,
+                &options,
+                writable,
+                flags & O_CREAT != 0,
+                flags & O_EXCL != 0,
+            )
             .map_err(|e| Errno::from_io(&e))?;
         let file = file.into_std();
         let is_dir = file.metadata().map(|m| m.is_dir()).unwrap_or(false);
@@ -185,7 +188,11 @@ pub(crate) fn openat(
                 return Err(Errno::EISDIR);
             }
             Kind::Dir {
-                path,
+                path: process
+                    .fs
+                    .root
+                    .canonical(&path)
+                    .map_err(|e| Errno::from_io(&e))?,
                 dir: cap_std::fs::Dir::from_std_file(file),
                 listing: std::sync::Mutex::new(None),
             }
@@ -429,7 +436,7 @@ fn stat_of_path(
             let metadata = process
                 .fs
                 .root
-                .metadata(&process.fs.cwd)
+                .metadata(&process.fs.cwd, true)
                 .map_err(|e| Errno::from_io(&e))?;
             return Ok(Stat::from_cap(&metadata));
         }
@@ -439,12 +446,10 @@ fn stat_of_path(
         return Ok(Stat::device(S_IFCHR | 0o666, device.number()));
     }
     let path = resolve_at_bytes(process, dirfd, &raw)?;
-    let metadata = if flags & AT_SYMLINK_NOFOLLOW != 0 {
-        process.fs.root.symlink_metadata(&path)
-    } else {
-        process.fs.root.metadata(&path)
-    };
-    metadata
+    process
+        .fs
+        .root
+        .metadata(&path, flags & AT_SYMLINK_NOFOLLOW == 0)
         .map(|m| Stat::from_cap(&m))
         .map_err(|e| Errno::from_io(&e))
 }
@@ -503,12 +508,16 @@ fn set_cwd(process: &mut Process, path: PathBuf) -> SysResult {
     let metadata = process
         .fs
         .root
-        .metadata(&path)
+        .metadata(&path, true)
         .map_err(|e| Errno::from_io(&e))?;
     if !metadata.is_dir() {
         return Err(Errno::ENOTDIR);
     }
-    process.fs.cwd = path;
+    process.fs.cwd = process
+        .fs
+        .root
+        .canonical(&path)
+        .map_err(|e| Errno::from_io(&e))?;
     Ok(0)
 }
 
@@ -539,12 +548,11 @@ pub(crate) fn mkdirat(process: &mut Process, dirfd: u64, path_va: u64, mode: u64
 
 pub(crate) fn unlinkat(process: &mut Process, dirfd: u64, path_va: u64, flags: u64) -> SysResult {
     let path = resolve_at(process, dirfd, path_va)?;
-    let result = if flags & AT_REMOVEDIR != 0 {
-        process.fs.root.remove_dir(&path)
-    } else {
-        process.fs.root.remove_file(&path)
-    };
-    result.map_err(|e| Errno::from_io(&e))?;
+    process
+        .fs
+        .root
+        .remove(&path, flags & AT_REMOVEDIR != 0)
+        .map_err(|e| Errno::from_io(&e))?;
     Ok(0)
 }
 
@@ -557,8 +565,10 @@ pub(crate) fn renameat(
 ) -> SysResult {
     let from = resolve_at(process, old_dirfd, old_va)?;
     let to = resolve_at(process, new_dirfd, new_va)?;
-    let root = std::sync::Arc::clone(&process.fs.root);
-    root.rename(&from, &root, &to)
+    process
+        .fs
+        .root
+        .rename(&from, &to)
         .map_err(|e| Errno::from_io(&e))?;
     Ok(0)
 }
@@ -572,8 +582,10 @@ pub(crate) fn linkat(
 ) -> SysResult {
     let from = resolve_at(process, old_dirfd, old_va)?;
     let to = resolve_at(process, new_dirfd, new_va)?;
-    let root = std::sync::Arc::clone(&process.fs.root);
-    root.hard_link(&from, &root, &to)
+    process
+        .fs
+        .root
+        .hard_link(&from, &to)
         .map_err(|e| Errno::from_io(&e))?;
     Ok(0)
 }
@@ -630,14 +642,11 @@ pub(crate) fn fchmodat(process: &mut Process, dirfd: u64, path_va: u64, mode: u6
     let path = resolve_at(process, dirfd, path_va)?;
     let root = &process.fs.root;
     let is_dir = root
-        .metadata(&path)
+        .metadata(&path, true)
         .map_err(|e| Errno::from_io(&e))?
         .is_dir();
-    root.set_permissions(
-        &path,
-        Permissions::from_mode(host_mode(mode as u32, is_dir)),
-    )
-    .map_err(|e| Errno::from_io(&e))?;
+    root.set_mode(&path, host_mode(mode as u32, is_dir))
+        .map_err(|e| Errno::from_io(&e))?;
     Ok(0)
 }
 
@@ -668,7 +677,7 @@ pub(crate) fn truncate(process: &mut Process, path_va: u64, length: u64) -> SysR
     let file = process
         .fs
         .root
-        .open_with(&path, &options)
+        .open_with(&path, &options, true, false, false)
         .map_err(|e| Errno::from_io(&e))?;
     file.set_len(length).map_err(|e| Errno::from_io(&e))?;
     Ok(0)
@@ -714,28 +723,9 @@ pub(crate) fn statfs(process: &mut Process, buf: u64) -> SysResult {
     Ok(0)
 }
 
-fn read_listing(dir: &cap_std::fs::Dir) -> Result<Listing, Errno> {
-    let mut entries = vec![(b".".to_vec(), 1, 4), (b"..".to_vec(), 1, 4)];
-    for entry in dir.entries().map_err(|e| Errno::from_io(&e))? {
-        if entries.len() >= LISTING_ENTRIES_MAX {
-            break;
-        }
-        let Ok(entry) = entry else { continue };
-        let kind = match entry.file_type() {
-            Ok(t) if t.is_dir() => 4,
-            Ok(t) if t.is_file() => 8,
-            Ok(t) if t.is_symlink() => 10,
-            _ => 0,
-        };
-        use rustix::fs::DirEntryExt as _;
-        entries.push((entry.file_name().as_bytes().to_vec(), entry.ino(), kind));
-    }
-    Ok(Listing { entries, next: 0 })
-}
-
 pub(crate) fn getdents64(process: &mut Process, fd: u64, buf: u64, size: u64) -> SysResult {
     let file = process.fds.file(fd)?;
-    let Kind::Dir { dir, listing, .. } = &file.kind else {
+    let Kind::Dir { path, listing, .. } = &file.kind else {
         return Err(Errno::ENOTDIR);
     };
     let size = usize::try_from(size.min(1 << 20)).unwrap_or(0);
@@ -744,7 +734,12 @@ pub(crate) fn getdents64(process: &mut Process, fd: u64, buf: u64, size: u64) ->
     {
         let mut held = lock(listing);
         if held.is_none() {
-            *held = Some(read_listing(dir)?);
+            let entries = process
+                .fs
+                .root
+                .list(path)
+                .map_err(|e| Errno::from_io(&e))?;
+            *held = Some(Listing { entries, next: 0 });
         }
         let Some(listing) = held.as_mut() else {
             return Err(Errno::EIO);
