@@ -159,10 +159,7 @@ impl VmConfig {
             return Err(ConfigError {
                 config: NAME,
                 field: "images",
-                problem: format!(
-                    "lists {} images; at most {IMAGES_MAX}",
-                    self.images.len()
-                ),
+                problem: format!("lists {} images; at most {IMAGES_MAX}", self.images.len()),
             });
         }
         let mut names = std::collections::BTreeSet::new();

@@ -10,8 +10,8 @@ use crate::hypervisor::vm::layout::KernelSlot;
 use crate::kernel::exec;
 use crate::kernel::fds::FdTable;
 use crate::kernel::files::{self, FsContext};
-use crate::kernel::overlay::Root;
 use crate::kernel::output::Output;
+use crate::kernel::overlay::Root;
 use crate::kernel::process::{Process, Signals, ThreadInfo, Threads};
 use crate::kernel::threads::{self, ProcessRuntime, TaskRuntime};
 use crate::kernel::tree::{ProcessShared, ROOT_PID, Tree};
@@ -223,10 +223,7 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
         vm: Arc::clone(&vm),
         mm: loaded.mm,
         fds: FdTable::standard(),
-        fs: FsContext {
-            root,
-            cwd,
-        },
+        fs: FsContext { root, cwd },
         signals: Signals::new(),
         output: Output::new(
             Arc::from(task.id.as_str()),

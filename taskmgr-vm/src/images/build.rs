@@ -206,10 +206,7 @@ fn finish_tree(root: &Path) -> Result<(), ImageError> {
 }
 
 /// Builds the image `options` describe, telling `progress` what it does.
-pub fn build(
-    options: &BuildOptions,
-    progress: &mut dyn FnMut(&str),
-) -> Result<Built, ImageError> {
+pub fn build(options: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Built, ImageError> {
     if !valid_name(&options.name) {
         return Err(ImageError::BadName(options.name.clone()));
     }
@@ -285,7 +282,11 @@ fn build_in(
         packages.push((name.to_owned(), version.to_owned()));
         run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tree))?;
         if (index + 1) % 10 == 0 || index + 1 == files.len() {
-            progress(&format!("unpacked {} of {} packages", index + 1, files.len()));
+            progress(&format!(
+                "unpacked {} of {} packages",
+                index + 1,
+                files.len()
+            ));
         }
     }
     packages.sort();
@@ -341,9 +342,15 @@ mod tests {
         std::os::unix::fs::symlink("dash", root.join("bin/sh")).expect("sh");
         std::os::unix::fs::symlink("../share/x", root.join("lib/up")).expect("up");
         finish_tree(root).expect("finish");
-        assert_eq!(std::fs::read_link(root.join("bin")).expect("link"), Path::new("usr/bin"));
+        assert_eq!(
+            std::fs::read_link(root.join("bin")).expect("link"),
+            Path::new("usr/bin")
+        );
         assert_eq!(std::fs::read(root.join("bin/sh")).expect("sh"), b"dash");
-        assert_eq!(std::fs::read(root.join("usr/bin/env")).expect("env"), b"env");
+        assert_eq!(
+            std::fs::read(root.join("usr/bin/env")).expect("env"),
+            b"env"
+        );
         assert!(root.join("usr/lib/x86_64-linux-gnu/libc.so.6").exists());
         assert_eq!(
             std::fs::read_link(root.join("usr/lib/up")).expect("up"),
@@ -362,7 +369,10 @@ mod tests {
             images_dir: images_dir.clone(),
             recommends: false,
         };
-        assert!(matches!(build(&options, &mut |_| {}), Err(ImageError::BadName(_))));
+        assert!(matches!(
+            build(&options, &mut |_| {}),
+            Err(ImageError::BadName(_))
+        ));
         options.name = "ok".to_owned();
         options.packages = vec!["dash;true".to_owned()];
         let error = build(&options, &mut |_| {}).expect_err("bad package");

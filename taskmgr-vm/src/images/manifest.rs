@@ -189,7 +189,9 @@ pub fn difference(recorded: &[Line], actual: &[Line]) -> Option<(String, String)
         match (recorded_iter.next(), actual_iter.next()) {
             (None, None) => return None,
             (Some(line), None) => return Some((line.path.clone(), "missing".to_owned())),
-            (None, Some(line)) => return Some((line.path.clone(), "not in the manifest".to_owned())),
+            (None, Some(line)) => {
+                return Some((line.path.clone(), "not in the manifest".to_owned()));
+            }
             (Some(a), Some(b)) if a.path != b.path => {
                 let first = if a.path.as_bytes() < b.path.as_bytes() {
                     a

@@ -10,13 +10,13 @@
 
 use crate::error::Error;
 use crate::hypervisor::vm::DomainVm;
+use crate::kernel::overlay::Root;
 use crate::kernel::syscalls::Errno;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use crate::kernel::overlay::Root;
 use xeno_taskmgr_kit::scratch::Scratch;
 
 /// Longest path a task may pass (Linux's PATH_MAX, with its terminator).
@@ -32,10 +32,7 @@ fn scratch_dir(scratch: &Scratch) -> Result<Dir, Error> {
 
 /// The domain's `/`: made by its first task (its scratch directory, over its image if it
 /// has one), then shared.
-pub(crate) fn domain_root(
-    vm: &DomainVm,
-    scratch: &Scratch,
-) -> Result<Arc<Root>, Error> {
+pub(crate) fn domain_root(vm: &DomainVm, scratch: &Scratch) -> Result<Arc<Root>, Error> {
     if let Some(root) = vm.root.get() {
         return Ok(Arc::clone(root));
     }
@@ -43,9 +40,10 @@ pub(crate) fn domain_root(
     let root = match &vm.image {
         None => Root::plain(upper),
         Some(image) => {
-            let lower = Dir::open_ambient_dir(&image.root, ambient_authority()).map_err(|error| {
-                Error::Internal(format!("cannot open the image {}: {error}", image.name))
-            })?;
+            let lower =
+                Dir::open_ambient_dir(&image.root, ambient_authority()).map_err(|error| {
+                    Error::Internal(format!("cannot open the image {}: {error}", image.name))
+                })?;
             Root::layered(upper, lower)
         }
     };

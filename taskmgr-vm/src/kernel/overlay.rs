@@ -24,11 +24,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
+use cap_std::fs::{Dir, File};
 use cap_std::fs::{
     DirBuilder, DirBuilderExt, Metadata, MetadataExt, OpenOptions, OpenOptionsExt, Permissions,
     PermissionsExt,
 };
-use cap_std::fs::{Dir, File};
 use xeno_taskmgr_kit::lock;
 
 /// Most symbolic links one path walk follows before `ELOOP` (Linux's MAXSYMLINKS).
@@ -607,10 +607,17 @@ mod tests {
     #[test]
     fn image_files_are_found_through_absolute_and_relative_links() {
         let (_upper, _image, root) = dirs();
-        assert_eq!(read(&root, "lib/x86_64-linux-gnu/libc.so.6").expect("via"), b"libc");
-        assert_eq!(read(&root, "usr/lib/x86_64-linux-gnu/libc.so").expect("abs"), b"libc");
         assert_eq!(
-            root.canonical(Path::new("lib/x86_64-linux-gnu/libc.so")).expect("canonical"),
+            read(&root, "lib/x86_64-linux-gnu/libc.so.6").expect("via"),
+            b"libc"
+        );
+        assert_eq!(
+            read(&root, "usr/lib/x86_64-linux-gnu/libc.so").expect("abs"),
+            b"libc"
+        );
+        assert_eq!(
+            root.canonical(Path::new("lib/x86_64-linux-gnu/libc.so"))
+                .expect("canonical"),
             Path::new("usr/lib/x86_64-linux-gnu/libc.so.6")
         );
         let error = read(&root, "loop").expect_err("loops");
@@ -628,7 +635,10 @@ mod tests {
             .open_with(Path::new("etc/motd"), &options, true, false, false)
             .expect("copy up");
         file.write_all(b" and more").expect("write");
-        assert_eq!(read(&root, "etc/motd").expect("read"), b"image motd and more");
+        assert_eq!(
+            read(&root, "etc/motd").expect("read"),
+            b"image motd and more"
+        );
         assert_eq!(
             std::fs::read(image.path().join("etc/motd")).expect("image"),
             b"image motd"
@@ -650,14 +660,20 @@ mod tests {
         let mode = std::fs::metadata(image.path().join("usr/lib/x86_64-linux-gnu/libc.so.6"))
             .expect("image file")
             .permissions();
-        assert_ne!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        assert_ne!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
     }
 
     #[test]
     fn deletions_of_image_files_are_remembered() {
         let (_upper, image, root) = dirs();
         root.remove(Path::new("etc/motd"), false).expect("unlink");
-        assert_eq!(read(&root, "etc/motd").expect_err("gone").raw_os_error(), Some(2));
+        assert_eq!(
+            read(&root, "etc/motd").expect_err("gone").raw_os_error(),
+            Some(2)
+        );
         assert!(image.path().join("etc/motd").exists());
         assert_eq!(names(&root, "etc"), [".", ".."]);
         root.remove(Path::new("etc"), true).expect("rmdir empty");
@@ -687,8 +703,11 @@ mod tests {
             .rename(Path::new("usr"), Path::new("usr2"))
             .expect_err("image dir");
         assert_eq!(error.raw_os_error(), Some(libc::EXDEV));
-        root.hard_link(Path::new("lib/x86_64-linux-gnu/libc.so.6"), Path::new("libc"))
-            .expect("link");
+        root.hard_link(
+            Path::new("lib/x86_64-linux-gnu/libc.so.6"),
+            Path::new("libc"),
+        )
+        .expect("link");
         assert_eq!(read(&root, "libc").expect("linked"), b"libc");
     }
 }

@@ -370,7 +370,10 @@ pub fn test_image() -> Option<xeno_taskmgr_vm::images::ImageEntry> {
             }
             let options = images::BuildOptions {
                 name: TEST_IMAGE.to_owned(),
-                packages: TEST_IMAGE_PACKAGES.iter().map(|p| (*p).to_owned()).collect(),
+                packages: TEST_IMAGE_PACKAGES
+                    .iter()
+                    .map(|p| (*p).to_owned())
+                    .collect(),
                 images_dir: dir.clone(),
                 recommends: false,
             };

@@ -12,12 +12,12 @@ pub(crate) mod system;
 pub(crate) mod windows;
 
 use crate::hypervisor::cpu::{CpuError, Vcpu};
+use crate::images::Image;
+use crate::kernel::overlay::Root;
 use kvm_bindings::{CpuId, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VmFd};
 use memory::GuestRam;
 use physical::Physical;
-use crate::images::Image;
-use crate::kernel::overlay::Root;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use system::{SharedPages, SyscallPath};

@@ -46,8 +46,8 @@ enum Probe {
 }
 
 fn probe(kvm: &Kvm, cpuid: &CpuId, path: SyscallPath) -> Result<Probe, String> {
-    let vm =
-        DomainVm::new(kvm, PROBE_RAM_BYTES, cpuid.clone(), path, 0, None).map_err(|e| e.to_string())?;
+    let vm = DomainVm::new(kvm, PROBE_RAM_BYTES, cpuid.clone(), path, 0, None)
+        .map_err(|e| e.to_string())?;
     let physical = &vm.physical;
     let mut mm = Mm::new(physical, &vm.shared, 0x1000_0000).map_err(|e| format!("{e:?}"))?;
     let result = run_probe(&vm, &mut mm, path);

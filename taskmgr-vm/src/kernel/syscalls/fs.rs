@@ -220,6 +220,33 @@ pub(crate) fn close(process: &mut Process, fd: u64) -> SysResult {
     Ok(0)
 }
 
+/// `close_range(first, last, flags)`: closes (or, with `CLOSE_RANGE_CLOEXEC`, marks
+/// close-on-exec) every open descriptor from `first` to `last`. `CLOSE_RANGE_UNSHARE` is
+/// accepted: a process's table is already its own.
+pub(crate) fn close_range(process: &mut Process, first: u64, last: u64, flags: u64) -> SysResult {
+    const CLOSE_RANGE_UNSHARE: u64 = 2;
+    const CLOSE_RANGE_CLOEXEC: u64 = 4;
+    let (first, last) = (first as u32, last as u32);
+    if flags & !(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC) != 0 || first > last {
+        return Err(Errno::EINVAL);
+    }
+    let open: Vec<u64> = process
+        .fds
+        .all()
+        .into_iter()
+        .map(|(number, _)| number)
+        .filter(|number| (u64::from(first)..=u64::from(last)).contains(number))
+        .collect();
+    for number in open {
+        if flags & CLOSE_RANGE_CLOEXEC != 0 {
+            process.fds.get_mut(number)?.cloexec = true;
+        } else {
+            close(process, number)?;
+        }
+    }
+    Ok(0)
+}
+
 pub(crate) fn dup(process: &mut Process, old: u64, new: Option<u64>, flags: u64) -> SysResult {
     let file = process.fds.file(old)?;
     // A windowed file read through two numbers must share one offset: the host's.
@@ -734,11 +761,7 @@ pub(crate) fn getdents64(process: &mut Process, fd: u64, buf: u64, size: u64) ->
     {
         let mut held = lock(listing);
         if held.is_none() {
-            let entries = process
-                .fs
-                .root
-                .list(path)
-                .map_err(|e| Errno::from_io(&e))?;
+            let entries = process.fs.root.list(path).map_err(|e| Errno::from_io(&e))?;
             *held = Some(Listing { entries, next: 0 });
         }
         let Some(listing) = held.as_mut() else {

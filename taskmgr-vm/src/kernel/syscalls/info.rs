@@ -175,3 +175,24 @@ pub(crate) fn getrandom(process: &mut Process, buf: u64, len: u64, _flags: u64) 
     process.write_user(buf, &data)?;
     Ok(len)
 }
+
+/// `setreuid`, `setresuid` and their group forms: each id must be 0 (the domain's only user)
+/// or -1 (unchanged).
+pub(super) fn set_ids(ids: &[u64]) -> SysResult {
+    if ids
+        .iter()
+        .all(|id| *id as u32 == 0 || *id as u32 == u32::MAX)
+    {
+        Ok(0)
+    } else {
+        Err(Errno::EPERM)
+    }
+}
+
+/// `getresuid` and `getresgid`: real, effective and saved ids, all 0.
+pub(super) fn get_ids(process: &mut Process, pointers: &[u64]) -> SysResult {
+    for pointer in pointers {
+        process.write_user(*pointer, &0u32.to_le_bytes())?;
+    }
+    Ok(0)
+}

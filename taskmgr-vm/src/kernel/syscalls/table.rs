@@ -337,8 +337,32 @@ pub const TABLE: &[Syscall] = &[
     ),
     full(111, "getpgrp", |p, _, _| done(process::group(p, 0, false))),
     full(112, "setsid", |p, _, _| done(process::setsid(p))),
+    partial(113, "setreuid", SET_ROOT_ONLY, |_, _, a| {
+        done(info::set_ids(&a[..2]))
+    }),
+    partial(114, "setregid", SET_ROOT_ONLY, |_, _, a| {
+        done(info::set_ids(&a[..2]))
+    }),
     partial(115, "getgroups", "no supplementary groups", |_, _, _| {
         done(Ok(0))
+    }),
+    partial(
+        116,
+        "setgroups",
+        "an empty list only; any group EPERM",
+        |_, _, a| done(if a[0] == 0 { Ok(0) } else { Err(Errno::EPERM) }),
+    ),
+    partial(117, "setresuid", SET_ROOT_ONLY, |_, _, a| {
+        done(info::set_ids(&a[..3]))
+    }),
+    partial(118, "getresuid", ROOT_ONLY, |p, _, a| {
+        done(info::get_ids(p, &a[..3]))
+    }),
+    partial(119, "setresgid", SET_ROOT_ONLY, |_, _, a| {
+        done(info::set_ids(&a[..3]))
+    }),
+    partial(120, "getresgid", ROOT_ONLY, |p, _, a| {
+        done(info::get_ids(p, &a[..3]))
     }),
     full(121, "getpgid", |p, _, a| {
         done(process::group(p, a[0], false))
@@ -368,6 +392,18 @@ pub const TABLE: &[Syscall] = &[
         |p, v, a| done(info::arch_prctl(p, v, a[0], a[1])),
     ),
     full(186, "gettid", |p, _, _| done(Ok(p.tid as u64))),
+    refused(188, "setxattr", Errno::EOPNOTSUPP, NO_XATTRS),
+    refused(189, "lsetxattr", Errno::EOPNOTSUPP, NO_XATTRS),
+    refused(190, "fsetxattr", Errno::EOPNOTSUPP, NO_XATTRS),
+    refused(191, "getxattr", Errno::EOPNOTSUPP, NO_XATTRS),
+    refused(192, "lgetxattr", Errno::EOPNOTSUPP, NO_XATTRS),
+    refused(193, "fgetxattr", Errno::EOPNOTSUPP, NO_XATTRS),
+    refused(194, "listxattr", Errno::EOPNOTSUPP, NO_XATTRS),
+    refused(195, "llistxattr", Errno::EOPNOTSUPP, NO_XATTRS),
+    refused(196, "flistxattr", Errno::EOPNOTSUPP, NO_XATTRS),
+    refused(197, "removexattr", Errno::EOPNOTSUPP, NO_XATTRS),
+    refused(198, "lremovexattr", Errno::EOPNOTSUPP, NO_XATTRS),
+    refused(199, "fremovexattr", Errno::EOPNOTSUPP, NO_XATTRS),
     partial(
         200,
         "tkill",
@@ -401,6 +437,12 @@ pub const TABLE: &[Syscall] = &[
         }
         done(Ok(tid as u64))
     }),
+    partial(
+        221,
+        "fadvise64",
+        "advice is accepted and changes nothing (the host's page cache serves reads)",
+        |p, _, a| done(fs::sync_like(p, a[0])),
+    ),
     partial(222, "timer_create", TIMER_CLOCKS, |p, _, a| {
         done(timers::timer_create(p, a[0], a[1], a[2]))
     }),
@@ -536,6 +578,15 @@ pub const TABLE: &[Syscall] = &[
         Errno::ENOSYS,
         "as a kernel built without restartable sequences: glibc stops asking",
     ),
+    refused(
+        435,
+        "clone3",
+        Errno::ENOSYS,
+        "as a kernel without it: C libraries fall back to clone",
+    ),
+    full(436, "close_range", |p, _, a| {
+        done(fs::close_range(p, a[0], a[1], a[2]))
+    }),
     full(439, "faccessat2", |p, _, a| {
         done(fs::faccessat(p, a[0], a[1], a[2]))
     }),
@@ -547,6 +598,7 @@ pub const TABLE: &[Syscall] = &[
 const HOST_MODES: &str =
     "the guest sees its modes; host files never get setuid, setgid, sticky or other users' bits";
 const OWNERSHIP: &str = "the domain has one user: accepted, and nothing changes";
+const NO_XATTRS: &str = "the domain's file system has no extended attributes";
 const ROOT_ONLY: &str = "0: the domain's only user is root";
 const SET_ROOT_ONLY: &str = "to 0 only; any other id EPERM";
 
