@@ -182,6 +182,7 @@ async fn find_queries_the_xis_and_asks_resource_discovery() {
         landmark.advertisement.environments = vec![xeno_schemas::documents::Environment {
             env_type: "Wasm".to_owned(),
             versions: Vec::new(),
+            images: Vec::new(),
         }];
         let load = landmark
             .advertisement

@@ -116,6 +116,7 @@ impl AdvertisedSettings {
             environments: vec![Environment {
                 env_type: "Wasm".to_owned(),
                 versions: Vec::new(),
+                images: Vec::new(),
             }],
             price_sheets: Vec::new(),
             coordinates: None,
@@ -177,6 +178,12 @@ pub fn advertisement_with(
         .map(|(env_type, manager)| Environment {
             env_type: env_type.clone(),
             versions: manager.capabilities.versions.clone(),
+            images: manager
+                .capabilities
+                .images
+                .iter()
+                .map(|image| image.name.clone())
+                .collect(),
         })
         .collect();
     environments.sort_by(|a, b| a.env_type.cmp(&b.env_type));

@@ -128,6 +128,13 @@ pub fn qualifies(
     {
         return false;
     }
+    if requirements
+        .image
+        .as_ref()
+        .is_some_and(|image| !environment.images.contains(image))
+    {
+        return false;
+    }
     let enough = |asked: Option<u64>, available: Option<u64>| match asked {
         None | Some(0) => true,
         Some(asked) => available.is_some_and(|available| available >= asked),
@@ -264,6 +271,19 @@ impl Wanted<'_> {
             && version.is_none_or(|bit| row.version_mask & bit == 0)
         {
             return false;
+        }
+        // Images are rarely asked for and not interned: the server's own list decides.
+        if let Some(image) = &self.requirements.image {
+            let offered = snapshot.servers[index]
+                .environments
+                .iter()
+                .any(|environment| {
+                    environment.env_type == self.requirements.env_type
+                        && environment.images.contains(image)
+                });
+            if !offered {
+                return false;
+            }
         }
         let enough = |asked: Option<u64>, available: Option<u64>| match asked {
             None | Some(0) => true,

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 use tonic::Code;
 use tonic::transport::Channel;
-use xeno_clients::simulated::population::{self, DISJOINT_HOST, GeneratedServer, Place};
+use xeno_clients::simulated::population::{
+    self, DEBIAN_IMAGE, DISJOINT_HOST, GeneratedServer, Place,
+};
 use xeno_rd::config::{Config as RdConfig, HostCoordinates, ObjectiveKind};
 use xeno_rd::daemon::RunningRd;
 use xeno_schemas::documents::{Document, EnvironmentalRequirements, ServerAdvertisement};
@@ -549,6 +551,30 @@ async fn requirements_filter_and_policies_differ_side_by_side() {
                 .iter()
                 .any(|e| e.versions == ["2.4.18"])
         );
+    }
+
+    // Images: only Linux servers offering the Debian image.
+    let mut image = request(near(), 100);
+    image.requirements_xml = format!(
+        "<EnvironmentalRequirements><Basic><EnvName>py</EnvName><EnvType>Linux</EnvType>\
+         <EnvImage>{DEBIAN_IMAGE}</EnvImage></Basic></EnvironmentalRequirements>"
+    );
+    let answer = plain_client
+        .find_xeno_servers(image)
+        .await
+        .expect("image")
+        .into_inner();
+    let offering = |s: &&GeneratedServer| {
+        s.advertisement
+            .environments
+            .iter()
+            .any(|e| e.env_type == "Linux" && e.images.iter().any(|i| i == DEBIAN_IMAGE))
+    };
+    let expected = world.servers.iter().filter(offering).count();
+    assert!(expected > 0 && expected < world.servers.len());
+    assert_eq!(answer.candidates as usize, expected);
+    for suggestion in &answer.suggestions {
+        assert!(offering(&by_id(&world, &suggestion.server_id)));
     }
 
     // Refusals.

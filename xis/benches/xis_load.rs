@@ -70,6 +70,7 @@ fn sign_all(servers: &[SimulatedServer]) -> Vec<[String; 2]> {
                                     ad.environments.push(xeno_schemas::documents::Environment {
                                         env_type: "Linux".to_owned(),
                                         versions: vec!["6.1".to_owned()],
+                                        images: Vec::new(),
                                     });
                                 }
                                 ad.price_sheets[0].cpu_second_pico =

@@ -21,6 +21,9 @@ use xeno_schemas::documents::{
 };
 use xeno_schemas::schema::Decimal;
 
+/// The root file system image simulated Linux servers on the 6.1 line offer.
+pub const DEBIAN_IMAGE: &str = "debian-12-python";
+
 /// The host the generated paths lead toward (the paper's example address).
 pub const DISJOINT_HOST: &str = "128.232.8.50";
 /// Round-trip ms per km of great-circle distance.
@@ -130,6 +133,7 @@ fn one(rng: &mut StdRng, index: usize) -> GeneratedServer {
         environments.push(Environment {
             env_type: "Wasm".to_owned(),
             versions: vec!["48.0.8".to_owned()],
+            images: Vec::new(),
         });
     }
     if environments.is_empty() || rng.random_bool(0.5) {
@@ -138,9 +142,17 @@ fn one(rng: &mut StdRng, index: usize) -> GeneratedServer {
         } else {
             "2.4.18"
         };
+        // Servers on today's kernel line offer a Debian image; the paper's 2.4.18 ones none.
+        // (No random draw, so the rest of the population is what it always was.)
+        let images = if kernel == "6.1" {
+            vec![DEBIAN_IMAGE.to_owned()]
+        } else {
+            Vec::new()
+        };
         environments.push(Environment {
             env_type: "Linux".to_owned(),
             versions: vec![kernel.to_owned()],
+            images,
         });
     }
     advertisement.environments = environments;

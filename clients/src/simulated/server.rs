@@ -59,6 +59,7 @@ impl SimulatedServer {
             environments: vec![Environment {
                 env_type: "Wasm".to_owned(),
                 versions: vec!["48.0.8".to_owned()],
+                images: Vec::new(),
             }],
             price_sheets: vec![PriceSheet {
                 currency: "GBP".parse().unwrap_or_else(|_| unreachable!()),

@@ -50,6 +50,25 @@ impl Server {
             }
             None => String::new(),
         };
+        if let Some(image) = &requirements.image {
+            let offered: Vec<&str> = manager
+                .capabilities
+                .images
+                .iter()
+                .map(|image| image.name.as_str())
+                .collect();
+            if !offered.contains(&image.as_str()) {
+                return Err(ServerError::unsupported(format!(
+                    "{} image {image} is not offered here (images: {})",
+                    requirements.env_type,
+                    if offered.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        offered.join(", ")
+                    }
+                )));
+            }
+        }
         if requirements.ip_addresses.unwrap_or(0) > 0 {
             return Err(ServerError::unsupported(
                 "this server cannot give sessions globally routable IP addresses",

@@ -26,6 +26,9 @@ use time::OffsetDateTime;
 pub const CORPS_MAX: u32 = 16;
 /// Most environment types one server advertises.
 pub const ENVIRONMENTS_MAX: u32 = 32;
+/// Most root file system images one environment advertises (a task manager offers at most
+/// as many).
+pub const IMAGES_PER_ENVIRONMENT_MAX: u32 = 16;
 /// Most free-form tokens in one advertisement.
 pub const TOKENS_MAX: u32 = 128;
 /// Most network paths in one advertisement.
@@ -247,11 +250,20 @@ static ENV_VERSION: ElementDecl = leaf(
     &VERSION_TYPE,
     "A kernel ABI or runtime version offered for this type.",
 );
+static ENV_IMAGE: ElementDecl = leaf(
+    "Image",
+    &IDENTIFIER_TYPE,
+    "A root file system image offered for this type, by the name requirements give in EnvImage.",
+);
 static ENVIRONMENT: ElementDecl = ElementDecl {
     name: "Environment",
-    doc: "One environment type and the versions offered.",
+    doc: "One environment type, the versions offered and its root file system images.",
     attributes: &[],
-    content: Content::Sequence(&[one(&ENV_TYPE), repeated(&ENV_VERSION, 0, 16)]),
+    content: Content::Sequence(&[
+        one(&ENV_TYPE),
+        repeated(&ENV_VERSION, 0, 16),
+        repeated(&ENV_IMAGE, 0, IMAGES_PER_ENVIRONMENT_MAX),
+    ]),
 };
 static ENVIRONMENTS: ElementDecl = ElementDecl {
     name: "Environments",
@@ -429,6 +441,8 @@ pub struct Environment {
     pub env_type: String,
     /// Kernel or runtime versions offered.
     pub versions: Vec<String>,
+    /// Root file system images offered (`EnvImage`).
+    pub images: Vec<String>,
 }
 
 /// Unit prices in one currency, in picounits (10^-12 of a major unit) per unit.
@@ -625,7 +639,16 @@ fn read(root: &Reader<'_, '_>) -> Result<ServerAdvertisement, Problem> {
             .iter()
             .map(Reader::text)
             .collect::<Result<_, _>>()?;
-        environments.push(Environment { env_type, versions });
+        let images = environment
+            .children("Image")
+            .iter()
+            .map(Reader::text)
+            .collect::<Result<_, _>>()?;
+        environments.push(Environment {
+            env_type,
+            versions,
+            images,
+        });
     }
     let mut price_sheets: Vec<PriceSheet> = Vec::new();
     for sheet in root.children("PriceSheet") {
@@ -764,6 +787,9 @@ fn write(advertisement: &ServerAdvertisement) -> Element {
             Element::new("Environment").with_leaf("EnvType", environment.env_type.clone());
         for version in &environment.versions {
             element = element.with_leaf("Version", version.clone());
+        }
+        for image in &environment.images {
+            element = element.with_leaf("Image", image.clone());
         }
         environments = environments.with_child(element);
     }

@@ -17,6 +17,7 @@
 //! | `CPUUtilisation`, `LoadAverage`, `ConnectedClients`, `Sessions`, `AvailableCPUmsps`, `AvailableMemoryMB`, `BandwidthMbps`, `AvailableNetMbps` | `Load/*` (bandwidths in Mbps) | number |
 //! | `EnvType` | each `Environments/Environment/EnvType` | text |
 //! | `Version@<EnvType>` | each `Version` of that environment (`Version@Linux` = `2.4.18`) | text |
+//! | `Image` | each `Environments/Environment/Image`: a root file system image offered (`Image` = `debian-12-python`) | text |
 //! | `Currency` | each `PriceSheet/@currency` | text |
 //! | `CPUSecond@<currency>`, `MemoryMBSecond@…`, `NetworkGB@…`, `MillionFuel@…`, `SessionStart@…` | `PriceSheet[@currency]/*`, in major units (`CPUSecond@GBP` = `0.00002`) | number |
 //! | `Coordinate@<i>` (from 0), `Height`, `Error` | `NetworkCoordinates/*`, ms | number |
@@ -44,21 +45,22 @@
 
 use crate::documents::ServerAdvertisement;
 use crate::documents::advertisement::{
-    COORDINATE_DIMENSIONS_MAX, CORPS_MAX, ENVIRONMENTS_MAX, PATHS_MAX, TOKENS_MAX,
+    COORDINATE_DIMENSIONS_MAX, CORPS_MAX, ENVIRONMENTS_MAX, IMAGES_PER_ENVIRONMENT_MAX, PATHS_MAX,
+    TOKENS_MAX,
 };
 use crate::schema::Decimal;
 
 /// Most tokens one advertisement can yield: the fixed leaves, every repeated element at its
-/// schema maximum (16 versions per environment, 8 price sheets of 5 prices), and `Received`.
-/// Stores size their batches from it.
+/// schema maximum (16 versions and 16 images per environment, 8 price sheets of 5 prices),
+/// and `Received`. Stores size their batches from it.
 pub const TOKENS_PER_ADVERTISEMENT_MAX: usize = 32
     + CORPS_MAX as usize
-    + ENVIRONMENTS_MAX as usize * (1 + 16)
+    + ENVIRONMENTS_MAX as usize * (1 + 16 + IMAGES_PER_ENVIRONMENT_MAX as usize)
     + 8 * 6
     + COORDINATE_DIMENSIONS_MAX as usize
     + PATHS_MAX as usize
     + TOKENS_MAX as usize;
-const _: () = assert!(TOKENS_PER_ADVERTISEMENT_MAX < 1024);
+const _: () = assert!(TOKENS_PER_ADVERTISEMENT_MAX < 2048);
 
 /// Longest token name a lookup may give: qualified names are an identifier (64), `@` and a
 /// qualifier of at most 64 characters; paths add the element names before it.
@@ -152,6 +154,7 @@ const KNOWN_TOKENS: &[(&str, &str)] = &[
     ("BandwidthMbps", "Load/BandwidthMbps"),
     ("AvailableNetMbps", "Load/AvailableNetMbps"),
     ("EnvType", "Environments/Environment/EnvType"),
+    ("Image", "Environments/Environment/Image"),
     ("Currency", "PriceSheet/@currency"),
     ("Height", "NetworkCoordinates/Height"),
     ("Error", "NetworkCoordinates/Error"),
@@ -289,6 +292,9 @@ pub fn extract(advertisement: &ServerAdvertisement) -> Result<Vec<Token>, TokenE
         out.push(text("EnvType", &environment.env_type));
         for version in &environment.versions {
             out.push(text(format!("Version@{}", environment.env_type), version));
+        }
+        for image in &environment.images {
+            out.push(text("Image", image));
         }
     }
     for sheet in &advertisement.price_sheets {
