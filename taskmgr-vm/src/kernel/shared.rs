@@ -1,0 +1,252 @@
+//! Shared memory between a domain's processes: `MAP_SHARED` mappings, anonymous or of a
+//! file. Each is an object of the domain's: its pages are frames of the domain's RAM that
+//! every mapping of the object maps (not copies of them), so a `fork`ed child and its parent
+//! see each other's writes, and two processes mapping one file see one set of pages (which is
+//! how `sem_open`, and so Python's `multiprocessing`, share a semaphore). A page is counted
+//! once per page-table entry that maps it; when the last goes, a file's page is written back
+//! and the frame freed. `msync` writes a file's pages back at once. Futexes in shared pages
+//! are keyed by the page's frame, so a wake reaches waiters of every process.
+//!
+//! Reads and writes of the file through descriptors are not coherent with its mapped pages
+//! between `msync`s (the host's page cache is not the domain's): a program that mixes both
+//! on one file sees its writes through the mapping after `msync` or `munmap`.
+
+use crate::hypervisor::vm::layout::PAGE_SIZE;
+use crate::hypervisor::vm::physical::Physical;
+use crate::kernel::process::Waiter;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
+use xeno_taskmgr_kit::lock;
+
+/// Most shared objects one domain holds at once (each is at least one mapping): a bound on
+/// the table, well above what programs make (a semaphore or shared buffer each).
+pub(crate) const OBJECTS_MAX: usize = 4096;
+
+/// A file whose pages are shared: the host file and its identity.
+struct Backing {
+    file: Arc<std::fs::File>,
+    key: (u64, u64),
+}
+
+struct Page {
+    gpa: u64,
+    /// Page-table entries mapping it.
+    refs: u32,
+}
+
+#[derive(Default)]
+struct Object {
+    pages: BTreeMap<u64, Page>,
+    /// Mappings of it (areas of some process), so that an object with no page yet is kept.
+    mappings: u32,
+    file: Option<Backing>,
+}
+
+#[derive(Default)]
+struct Inner {
+    objects: HashMap<u32, Object>,
+    files: HashMap<(u64, u64), u32>,
+    next: u32,
+    futexes: BTreeMap<u64, VecDeque<Arc<Waiter>>>,
+}
+
+/// The domain's shared objects (see the module documentation).
+#[derive(Default)]
+pub(crate) struct SharedMemory {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for SharedMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMemory").finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn insert(&mut self, object: Object) -> Option<u32> {
+        if self.objects.len() >= OBJECTS_MAX {
+            return None;
+        }
+        loop {
+            self.next = self.next.wrapping_add(1);
+            if self.next != 0 && !self.objects.contains_key(&self.next) {
+                break;
+            }
+        }
+        self.objects.insert(self.next, object);
+        Some(self.next)
+    }
+
+    /// Drops an object nothing maps any more.
+    fn collect(&mut self, id: u32) {
+        let unused = self
+            .objects
+            .get(&id)
+            .is_some_and(|object| object.mappings == 0 && object.pages.is_empty());
+        if unused && let Some(object) = self.objects.remove(&id) {
+            if let Some(file) = object.file {
+                self.files.remove(&file.key);
+            }
+        }
+    }
+}
+
+impl SharedMemory {
+    /// A new anonymous object, mapped once.
+    pub(crate) fn anonymous(&self) -> Option<u32> {
+        lock(&self.inner).insert(Object {
+            mappings: 1,
+            ..Object::default()
+        })
+    }
+
+    /// The object of the file `key` (device, inode) names, made on first use; mapped once
+    /// more.
+    pub(crate) fn file(&self, file: &Arc<std::fs::File>, key: (u64, u64)) -> Option<u32> {
+        let mut inner = lock(&self.inner);
+        if let Some(&id) = inner.files.get(&key)
+            && let Some(object) = inner.objects.get_mut(&id)
+        {
+            object.mappings += 1;
+            return Some(id);
+        }
+        let id = inner.insert(Object {
+            mappings: 1,
+            file: Some(Backing {
+                file: Arc::clone(file),
+                key,
+            }),
+            ..Object::default()
+        })?;
+        inner.files.insert(key, id);
+        Some(id)
+    }
+
+    /// One more mapping of `id` (an area split in two, or copied into a forked child).
+    pub(crate) fn map_again(&self, id: u32) {
+        if let Some(object) = lock(&self.inner).objects.get_mut(&id) {
+            object.mappings += 1;
+        }
+    }
+
+    /// One mapping of `id` fewer.
+    pub(crate) fn unmapped(&self, id: u32) {
+        let mut inner = lock(&self.inner);
+        if let Some(object) = inner.objects.get_mut(&id) {
+            object.mappings = object.mappings.saturating_sub(1);
+        }
+        inner.collect(id);
+    }
+
+    /// The frame of page `index` of `id`, counted once more: made (zeroed, or read from the
+    /// file) if it has none yet. `None` when the domain's RAM is used up.
+    pub(crate) fn page(&self, physical: &Physical, id: u32, index: u64) -> Option<u64> {
+        let mut inner = lock(&self.inner);
+        let object = inner.objects.get_mut(&id)?;
+        if let Some(page) = object.pages.get_mut(&index) {
+            page.refs += 1;
+            return Some(page.gpa);
+        }
+        let gpa = physical.alloc()?;
+        if let Some(backing) = &object.file {
+            let mut data = vec![0u8; PAGE_SIZE as usize];
+            let mut filled = 0;
+            while filled < data.len() {
+                match backing
+                    .file
+                    .read_at(&mut data[filled..], index * PAGE_SIZE + filled as u64)
+                {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => filled += read,
+                }
+            }
+            if filled > 0 && !physical.ram.write(gpa, &data) {
+                physical.free(&mut vec![gpa]);
+                return None;
+            }
+        }
+        object.pages.insert(index, Page { gpa, refs: 1 });
+        Some(gpa)
+    }
+
+    /// Page `index` of `id` counted once more (a forked child maps it too).
+    pub(crate) fn retain(&self, id: u32, index: u64) {
+        if let Some(page) = lock(&self.inner)
+            .objects
+            .get_mut(&id)
+            .and_then(|object| object.pages.get_mut(&index))
+        {
+            page.refs += 1;
+        }
+    }
+
+    /// Page `index` of `id` counted once fewer: at none, a file's page is written back and
+    /// the frame freed.
+    pub(crate) fn release(&self, physical: &Physical, id: u32, index: u64) {
+        let mut inner = lock(&self.inner);
+        let Some(object) = inner.objects.get_mut(&id) else {
+            return;
+        };
+        let Some(page) = object.pages.get_mut(&index) else {
+            return;
+        };
+        page.refs = page.refs.saturating_sub(1);
+        if page.refs > 0 {
+            return;
+        }
+        let gpa = page.gpa;
+        object.pages.remove(&index);
+        if let Some(backing) = &object.file {
+            write_back(physical, backing, index, gpa);
+        }
+        physical.free(&mut vec![gpa]);
+        inner.collect(id);
+    }
+
+    /// `msync`: writes pages `first..=last` of `id` back to its file (nothing for anonymous
+    /// memory).
+    pub(crate) fn sync(&self, physical: &Physical, id: u32, first: u64, last: u64) {
+        let inner = lock(&self.inner);
+        let Some(object) = inner.objects.get(&id) else {
+            return;
+        };
+        let Some(backing) = &object.file else {
+            return;
+        };
+        for (index, page) in object.pages.range(first..=last) {
+            write_back(physical, backing, *index, page.gpa);
+        }
+    }
+
+    /// The waiter queue of the shared futex at guest-physical `gpa`, to change under the lock.
+    pub(crate) fn with_futex<T>(
+        &self,
+        gpa: u64,
+        change: impl FnOnce(&mut VecDeque<Arc<Waiter>>) -> T,
+    ) -> T {
+        let mut inner = lock(&self.inner);
+        let queue = inner.futexes.entry(gpa).or_default();
+        let result = change(queue);
+        if queue.is_empty() {
+            inner.futexes.remove(&gpa);
+        }
+        result
+    }
+}
+
+/// Writes one page back, no further than the file's end (a mapping never grows its file).
+fn write_back(physical: &Physical, backing: &Backing, index: u64, gpa: u64) {
+    let Ok(metadata) = backing.file.metadata() else {
+        return;
+    };
+    let offset = index * PAGE_SIZE;
+    if offset >= metadata.len() {
+        return;
+    }
+    let len = (metadata.len() - offset).min(PAGE_SIZE) as usize;
+    let mut data = vec![0u8; len];
+    if physical.ram.read(gpa, &mut data) {
+        let _ = backing.file.write_at(&data, offset);
+    }
+}
