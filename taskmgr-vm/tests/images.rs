@@ -281,3 +281,28 @@ async fn an_image_not_offered_is_refused_by_name() {
     assert!(caps.images[0].bytes > 100 << 20);
     assert_eq!(caps.processes_max, 256);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python3_multiprocessing_pool_maps_over_two_worker_processes() {
+    let Some(manager) = image_manager() else {
+        return;
+    };
+    let domain = create_with_image(&manager, limits(0, 512)).await;
+    // Pool's queues lock with sem_open semaphores: files in /dev/shm mapped MAP_SHARED by
+    // the parent and its forked workers, woken through shared futexes.
+    let code = "import multiprocessing, os\n\
+        def work(x):\n    return (x * x, os.getpid())\n\
+        if __name__ == '__main__':\n\
+        \x20   with multiprocessing.Pool(2) as pool:\n\
+        \x20       results = pool.map(work, range(20), chunksize=1)\n\
+        \x20   print([r[0] for r in results])\n\
+        \x20   print(len({r[1] for r in results} - {os.getpid()}) >= 1)\n";
+    let guest = Guest::at_path("/usr/bin/python3", &["-c", code]);
+    let done = run(&manager, &domain, "pool", &guest).await;
+    let native = Command::new("python3")
+        .args(["-c", code])
+        .output()
+        .expect("native python3");
+    assert_eq!(exited(&done), String::from_utf8_lossy(&native.stdout));
+    destroy(&manager, &domain).await;
+}

@@ -454,3 +454,81 @@ async fn hostile_trees_stay_in_their_domain_and_leave_nothing_behind() {
     assert!(peak < 64 << 20, "peak {peak} bytes; before: {before:?}");
     destroy(&manager, &domain).await;
 }
+
+/// `MAP_SHARED` memory: a file mapped by a parent and its child (and once more, through its
+/// own descriptor, by the child), anonymous shared memory across fork, `msync` reaching the
+/// file, and a private mapping staying private.
+const SHARED_MAPPINGS_C: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    int fd = open("shared.bin", O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || ftruncate(fd, 8192) != 0) return 1;
+    char *p = mmap(0, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int *anon = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED || anon == MAP_FAILED) return 2;
+    strcpy(p, "parent wrote");
+    pid_t child = fork();
+    if (child == 0) {
+        printf("child sees: %s\n", p);
+        fflush(stdout);
+        strcpy(p, "child wrote");
+        anon[0] = 42;
+        int fd2 = open("shared.bin", O_RDWR);
+        char *q = mmap(0, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd2, 0);
+        if (q == MAP_FAILED) _exit(3);
+        strcpy(q + 4096, "second page");
+        munmap(q, 8192);
+        _exit(0);
+    }
+    int status;
+    waitpid(child, &status, 0);
+    printf("%s|%s|%d|%d\n", p, p + 4096, anon[0], WEXITSTATUS(status));
+    if (msync(p, 8192, MS_SYNC) != 0) return 4;
+    char buf[32] = {0};
+    pread(fd, buf, 11, 0);
+    printf("file: %s\n", buf);
+    char *private = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (fork() == 0) { private[0] = 'X'; _exit(0); }
+    wait(0);
+    printf("private: %c\n", private[0]);
+    munmap(p, 8192);
+    memset(buf, 0, sizeof buf);
+    pread(fd, buf, 11, 4096);
+    printf("after munmap: %s\n", buf);
+    return 0;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_mappings_are_shared_between_processes_and_reach_the_file() {
+    let Some(manager) = manager() else {
+        return;
+    };
+    let Some(program) = musl_program("shared_mappings", SHARED_MAPPINGS_C) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("dir");
+    let exe = work.path().join("prog");
+    std::fs::write(&exe, &program).expect("program");
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let (native_out, _) = native(&exe, "prog", &[], work.path());
+    let expected = "child sees: parent wrote\nchild wrote|second page|42|0\nfile: child wrote\n\
+                    private: c\nafter munmap: second page\n";
+    assert_eq!(String::from_utf8_lossy(&native_out), expected);
+    let domain = create(&manager, limits(0, 64), None).await;
+    let done = run(
+        &manager,
+        &domain,
+        "shared",
+        &Guest::new(&program, "prog", &[]),
+    )
+    .await;
+    assert_eq!(done.stdout_text(), expected, "{done:?}");
+    destroy(&manager, &domain).await;
+}

@@ -8,7 +8,8 @@
 //! 3. `dpkg-deb -x` of each into the new tree. Maintainer scripts are not run, so what
 //!    they make (alternatives such as `cc` and `awk`, users in `/etc/passwd`) is not there.
 //! 4. The merged `/usr` of Debian 12: `/bin`, `/sbin`, `/lib*` move under `/usr` and become
-//!    links to it; `/proc`, `/dev` and `/tmp` are made for the domain's own.
+//!    links to it; `/proc`, `/dev`, `/dev/shm` (where `sem_open` and `shm_open` make their
+//!    files) and `/tmp` are made for the domain's own.
 //! 5. The [manifest](super::manifest), whose SHA-256 is the image's digest; the tree moves to
 //!    `<images_dir>/<digest>/`. An image already there with that digest is kept as it is.
 
@@ -196,7 +197,12 @@ fn finish_tree(root: &Path) -> Result<(), ImageError> {
         }
         std::os::unix::fs::symlink(Path::new("usr").join(dir), &path).map_err(failed)?;
     }
-    for (dir, mode) in [("proc", 0o555), ("dev", 0o755), ("tmp", 0o1777)] {
+    for (dir, mode) in [
+        ("proc", 0o555),
+        ("dev", 0o755),
+        ("dev/shm", 0o1777),
+        ("tmp", 0o1777),
+    ] {
         let path = root.join(dir);
         std::fs::create_dir_all(&path).map_err(failed)?;
         use std::os::unix::fs::PermissionsExt;

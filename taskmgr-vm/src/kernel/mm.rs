@@ -16,7 +16,8 @@ use crate::hypervisor::vm::layout::{
 use crate::hypervisor::vm::physical::Physical;
 use crate::hypervisor::vm::system::{SharedPages, gdt_page};
 use crate::kernel::paging::{
-    ACCESSED, ADDRESS_MASK, DIRTY, NO_EXECUTE, NoMemory, OWNED, PRESENT, PageTables, USER, WRITABLE,
+    ACCESSED, ADDRESS_MASK, DIRTY, NO_EXECUTE, NoMemory, OWNED, PRESENT, PageTables, SHARED, USER,
+    WRITABLE,
 };
 use std::collections::BTreeMap;
 
@@ -57,6 +58,9 @@ pub(crate) enum Backing {
     Anonymous,
     /// A read-only file window at this guest-physical address (see `hypervisor/fastpath.rs`).
     Window { gpa: u64 },
+    /// Pages of the domain's shared-memory object `id`, from its page `page` on (see
+    /// `kernel/shared.rs`).
+    Shared { id: u32, page: u64 },
 }
 
 /// One mapped area.
@@ -272,6 +276,26 @@ impl Mm {
                 continue;
             }
             child.vmas.insert(start, *vma);
+            if let Backing::Shared { id, page } = vma.backing {
+                // The child maps the same frames: shared memory stays shared across fork.
+                let tables = &child.tables;
+                self.tables
+                    .for_each_leaf(physical, start, vma.end, &mut |va, entry| {
+                        if entry & SHARED != 0 {
+                            physical.shared.retain(id, page + (va - start) / PAGE_SIZE);
+                            if let Err(error) = tables.set(physical, va, entry) {
+                                physical.shared.release(
+                                    physical,
+                                    id,
+                                    page + (va - start) / PAGE_SIZE,
+                                );
+                                return Err(error);
+                            }
+                        }
+                        Ok(())
+                    })?;
+                continue;
+            }
             let tables = &child.tables;
             let owned = &mut child.pages_owned;
             self.tables
@@ -303,6 +327,15 @@ impl Mm {
     /// Frees every page and table, leaving an empty address space that must not be used
     /// again (for an address space shared by threads, released by the last one).
     pub(crate) fn release(&mut self, physical: &Physical) {
+        let shared: Vec<(u64, u64)> = self
+            .vmas
+            .iter()
+            .filter(|(_, vma)| matches!(vma.backing, Backing::Shared { .. }))
+            .map(|(start, vma)| (*start, vma.end))
+            .collect();
+        for (start, end) in shared {
+            let _ = self.unmap(physical, start, end);
+        }
         self.tables.release(physical);
         self.vmas.clear();
         self.pages_owned = 0;
@@ -333,6 +366,10 @@ impl Mm {
                 gpa: gpa + (at - start),
             },
             Backing::Anonymous => Backing::Anonymous,
+            Backing::Shared { id, page } => Backing::Shared {
+                id,
+                page: page + (at - start) / PAGE_SIZE,
+            },
         };
         self.vmas.insert(start, Vma { end: at, ..vma });
         self.vmas.insert(
@@ -407,6 +444,18 @@ impl Mm {
             match backing {
                 Backing::Anonymous if flags != 0 => self.back_page(physical, va, flags)?,
                 Backing::Anonymous => {}
+                Backing::Shared { id, page } => {
+                    let index = page + (va - start) / PAGE_SIZE;
+                    let frame = physical
+                        .shared
+                        .page(physical, id, index)
+                        .ok_or(MmError::NoMemory)?;
+                    let entry = frame | SHARED | if flags == 0 { 0 } else { flags };
+                    if let Err(error) = self.tables.set(physical, va, entry) {
+                        physical.shared.release(physical, id, index);
+                        return Err(error.into());
+                    }
+                }
                 Backing::Window { gpa } => {
                     let frame = gpa + (va - start);
                     let entry = if flags == 0 {
@@ -450,6 +499,13 @@ impl Mm {
                 let old = self.tables.clear(physical, va);
                 if old & OWNED != 0 {
                     freed.push(old & ADDRESS_MASK);
+                }
+                if old & SHARED != 0
+                    && let Backing::Shared { id, page } = vma.backing
+                {
+                    physical
+                        .shared
+                        .release(physical, id, page + (va - vma_start) / PAGE_SIZE);
                 }
                 va += PAGE_SIZE;
             }
@@ -517,6 +573,17 @@ impl Mm {
                     retired.push(frame);
                 } else if old & OWNED != 0 {
                     self.tables.set(physical, va, frame | flags | OWNED)?;
+                } else if old & SHARED != 0 {
+                    // Shared frames cannot move (every mapping holds them): a lowered access
+                    // holds once KVM next rebuilds its translations of this address space.
+                    self.tables.set(physical, va, frame | flags | SHARED)?;
+                } else if let Backing::Shared { id, page } = vma.backing {
+                    let index = page + (va - vma_start) / PAGE_SIZE;
+                    let frame = physical
+                        .shared
+                        .page(physical, id, index)
+                        .ok_or(MmError::NoMemory)?;
+                    self.tables.set(physical, va, frame | flags | SHARED)?;
                 } else if let Backing::Window { gpa } = vma.backing {
                     let entry = if flags == 0 {
                         0
@@ -750,6 +817,37 @@ impl Mm {
                 va += PAGE_SIZE;
             }
         }
+    }
+
+    /// The shared object and its page index mapped at `va`, if `va` is in a shared area.
+    pub(crate) fn shared_at(&self, va: u64) -> Option<(u32, u64)> {
+        let (start, vma) = self.vmas.range(..=va).next_back()?;
+        match vma.backing {
+            Backing::Shared { id, page } if va < vma.end => {
+                Some((id, page + (va - start) / PAGE_SIZE))
+            }
+            _ => None,
+        }
+    }
+
+    /// The shared areas overlapping `[start, end)`: object, first and last page index.
+    pub(crate) fn shared_in(&self, start: u64, end: u64) -> Vec<(u32, u64, u64)> {
+        self.vmas
+            .range(..end)
+            .filter(|(area, vma)| vma.end > start && **area < end)
+            .filter_map(|(area, vma)| match vma.backing {
+                Backing::Shared { id, page } => {
+                    let from = start.max(*area);
+                    let to = end.min(vma.end);
+                    Some((
+                        id,
+                        page + (from - area) / PAGE_SIZE,
+                        page + (to - 1 - area) / PAGE_SIZE,
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Guest-physical address of user address `va` as ring 3 may access it.

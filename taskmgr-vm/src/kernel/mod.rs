@@ -23,6 +23,7 @@ pub(crate) mod pipe;
 pub(crate) mod process;
 pub(crate) mod procfs;
 pub(crate) mod rate;
+pub(crate) mod shared;
 pub(crate) mod sigframe;
 pub(crate) mod syscalls;
 pub(crate) mod threads;

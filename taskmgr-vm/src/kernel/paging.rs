@@ -22,6 +22,9 @@ pub(crate) const ACCESSED: u64 = 1 << 5;
 pub(crate) const DIRTY: u64 = 1 << 6;
 /// Software bit: this address space owns the frame and frees it on unmap.
 pub(crate) const OWNED: u64 = 1 << 9;
+/// Software bit: a page of a shared-memory object (`kernel/shared.rs`), counted there once
+/// per entry; parked like an owned page when inaccessible.
+pub(crate) const SHARED: u64 = 1 << 10;
 /// No execute (EFER.NXE is on).
 pub(crate) const NO_EXECUTE: u64 = 1 << 63;
 /// The frame address bits of an entry.

@@ -35,11 +35,11 @@ struct Page {
     refs: u32,
 }
 
+/// An object lives while any page of it is mapped (mappings are populated when made), or,
+/// with none, until the domain ends (a `PROT_NONE` shared mapping never touched).
 #[derive(Default)]
 struct Object {
     pages: BTreeMap<u64, Page>,
-    /// Mappings of it (areas of some process), so that an object with no page yet is kept.
-    mappings: u32,
     file: Option<Backing>,
 }
 
@@ -78,12 +78,12 @@ impl Inner {
         Some(self.next)
     }
 
-    /// Drops an object nothing maps any more.
+    /// Drops an object none of whose pages is mapped any more.
     fn collect(&mut self, id: u32) {
         let unused = self
             .objects
             .get(&id)
-            .is_some_and(|object| object.mappings == 0 && object.pages.is_empty());
+            .is_some_and(|object| object.pages.is_empty());
         if unused && let Some(object) = self.objects.remove(&id) {
             if let Some(file) = object.file {
                 self.files.remove(&file.key);
@@ -93,26 +93,20 @@ impl Inner {
 }
 
 impl SharedMemory {
-    /// A new anonymous object, mapped once.
+    /// A new anonymous object.
     pub(crate) fn anonymous(&self) -> Option<u32> {
-        lock(&self.inner).insert(Object {
-            mappings: 1,
-            ..Object::default()
-        })
+        lock(&self.inner).insert(Object::default())
     }
 
-    /// The object of the file `key` (device, inode) names, made on first use; mapped once
-    /// more.
+    /// The object of the file `key` (device, inode) names, made on first use.
     pub(crate) fn file(&self, file: &Arc<std::fs::File>, key: (u64, u64)) -> Option<u32> {
         let mut inner = lock(&self.inner);
         if let Some(&id) = inner.files.get(&key)
-            && let Some(object) = inner.objects.get_mut(&id)
+            && inner.objects.contains_key(&id)
         {
-            object.mappings += 1;
             return Some(id);
         }
         let id = inner.insert(Object {
-            mappings: 1,
             file: Some(Backing {
                 file: Arc::clone(file),
                 key,
@@ -121,22 +115,6 @@ impl SharedMemory {
         })?;
         inner.files.insert(key, id);
         Some(id)
-    }
-
-    /// One more mapping of `id` (an area split in two, or copied into a forked child).
-    pub(crate) fn map_again(&self, id: u32) {
-        if let Some(object) = lock(&self.inner).objects.get_mut(&id) {
-            object.mappings += 1;
-        }
-    }
-
-    /// One mapping of `id` fewer.
-    pub(crate) fn unmapped(&self, id: u32) {
-        let mut inner = lock(&self.inner);
-        if let Some(object) = inner.objects.get_mut(&id) {
-            object.mappings = object.mappings.saturating_sub(1);
-        }
-        inner.collect(id);
     }
 
     /// The frame of page `index` of `id`, counted once more: made (zeroed, or read from the

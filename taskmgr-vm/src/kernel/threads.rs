@@ -297,6 +297,14 @@ pub(crate) fn futex_wait_begin(
         return Err(Errno::EINVAL);
     };
     waiter.woken.store(false, Ordering::Release);
+    if let Some(gpa) = shared_futex(process, address) {
+        process
+            .vm
+            .physical
+            .shared
+            .with_futex(gpa, |queue| queue.push_back(waiter));
+        return Ok(());
+    }
     process
         .futexes
         .entry(address)
@@ -305,8 +313,29 @@ pub(crate) fn futex_wait_begin(
     Ok(())
 }
 
+/// The key of a futex in shared memory: its guest-physical address, the same in every
+/// process that maps the page (`None` for the process's own memory, keyed by address).
+fn shared_futex(process: &Process, address: u64) -> Option<u64> {
+    process.mm.shared_at(address)?;
+    process.mm.translate(&process.vm.physical, address, false)
+}
+
+fn wake_one(waiter: &Waiter) {
+    waiter.woken.store(true, Ordering::Release);
+    let os_tid = waiter.os_tid.load(Ordering::Acquire);
+    if os_tid != 0 {
+        crate::hypervisor::cpu::signal::kick(os_tid);
+    }
+}
+
 /// Removes `waiter` from the queue at `address` (its wait timed out or was interrupted).
 pub(crate) fn futex_forget(process: &mut Process, address: u64, waiter: &Waiter) {
+    if let Some(gpa) = shared_futex(process, address) {
+        process.vm.physical.shared.with_futex(gpa, |queue| {
+            queue.retain(|queued| !std::ptr::eq(Arc::as_ptr(queued), waiter));
+        });
+        return;
+    }
     if let Some(queue) = process.futexes.get_mut(&address) {
         queue.retain(|queued| !std::ptr::eq(Arc::as_ptr(queued), waiter));
         if queue.is_empty() {
@@ -317,6 +346,19 @@ pub(crate) fn futex_forget(process: &mut Process, address: u64, waiter: &Waiter)
 
 /// FUTEX_WAKE: wakes up to `count` waiters at `address`; how many were woken.
 pub(crate) fn futex_wake(process: &mut Process, address: u64, count: u64) -> u64 {
+    if let Some(gpa) = shared_futex(process, address) {
+        return process.vm.physical.shared.with_futex(gpa, |queue| {
+            let mut woken = 0;
+            while woken < count.min(FUTEX_BATCH_MAX) {
+                let Some(waiter) = queue.pop_front() else {
+                    break;
+                };
+                wake_one(&waiter);
+                woken += 1;
+            }
+            woken
+        });
+    }
     let mut woken = 0;
     while woken < count.min(FUTEX_BATCH_MAX) {
         let Some(queue) = process.futexes.get_mut(&address) else {
@@ -326,11 +368,7 @@ pub(crate) fn futex_wake(process: &mut Process, address: u64, count: u64) -> u64
             process.futexes.remove(&address);
             break;
         };
-        waiter.woken.store(true, Ordering::Release);
-        let os_tid = waiter.os_tid.load(Ordering::Acquire);
-        if os_tid != 0 {
-            crate::hypervisor::cpu::signal::kick(os_tid);
-        }
+        wake_one(&waiter);
         woken += 1;
     }
     if process

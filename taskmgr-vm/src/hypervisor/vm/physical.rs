@@ -23,6 +23,8 @@ pub(crate) struct Physical {
     meter: Mutex<MemoryMeter>,
     /// Flushes are one at a time (and counted, for the log).
     flushes: Mutex<u64>,
+    /// The domain's shared-memory objects (`MAP_SHARED`), whose frames are allocated here.
+    pub(crate) shared: crate::kernel::shared::SharedMemory,
 }
 
 impl Physical {
@@ -34,6 +36,7 @@ impl Physical {
             meter: Mutex::new(MemoryMeter::new(now)),
             shadow: std::sync::OnceLock::new(),
             flushes: Mutex::new(0),
+            shared: crate::kernel::shared::SharedMemory::default(),
         }
     }
 

@@ -80,9 +80,16 @@ pub(crate) fn mmap(process: &mut Process, a: [u64; 6]) -> SysResult {
     let lazy = flags & (MAP_NORESERVE | MAP_GROWSDOWN) != 0;
     let physical = &process.vm.physical;
     if flags & MAP_ANONYMOUS != 0 {
+        let backing = if kind == MAP_SHARED {
+            let id = physical.shared.anonymous().ok_or(Errno::ENOMEM)?;
+            Backing::Shared { id, page: 0 }
+        } else {
+            Backing::Anonymous
+        };
+        let lazy = lazy && backing == Backing::Anonymous;
         process
             .mm
-            .map_fixed(physical, start, start + len, prot, lazy, Backing::Anonymous)?;
+            .map_fixed(physical, start, start + len, prot, lazy, backing)?;
         process.meter_memory();
         return Ok(start);
     }
@@ -96,9 +103,27 @@ pub(crate) fn mmap(process: &mut Process, a: [u64; 6]) -> SysResult {
             _ => Errno::EACCES,
         });
     };
-    if !file.readable() || (kind != MAP_PRIVATE && prot & PROT_WRITE != 0) {
-        // Shared writable mappings would need writes to reach the file: not supported.
+    if !file.readable() || (kind == MAP_SHARED && prot & PROT_WRITE != 0 && !file.writable()) {
         return Err(Errno::EACCES);
+    }
+    if kind == MAP_SHARED {
+        // The file's shared pages, one set for every process that maps it.
+        use std::os::unix::fs::MetadataExt;
+        let metadata = handle.metadata().map_err(|e| Errno::from_io(&e))?;
+        let host = handle.try_clone().map_err(|e| Errno::from_io(&e))?;
+        let id = physical
+            .shared
+            .file(&std::sync::Arc::new(host), (metadata.dev(), metadata.ino()))
+            .ok_or(Errno::ENOMEM)?;
+        let backing = Backing::Shared {
+            id,
+            page: offset / PAGE_SIZE,
+        };
+        process
+            .mm
+            .map_fixed(physical, start, start + len, prot, false, backing)?;
+        process.meter_memory();
+        return Ok(start);
     }
     // A private copy: map writable, fill from the file, then set the protection asked for.
     process.mm.map_fixed(
@@ -207,6 +232,32 @@ pub(crate) fn madvise(process: &mut Process, addr: u64, len: u64, advice: u64) -
             .filter(|end| *end <= USER_SYSTEM_BASE)
             .ok_or(Errno::EINVAL)?;
         process.mm.discard(&process.vm.physical, addr, end);
+    }
+    Ok(0)
+}
+
+/// `msync(addr, len, flags)`: writes the file pages of shared mappings in the range back to
+/// their files (at once, whatever `MS_ASYNC` or `MS_SYNC` asks).
+pub(crate) fn msync(process: &mut Process, addr: u64, len: u64, flags: u64) -> SysResult {
+    const MS_ASYNC: u64 = 1;
+    const MS_INVALIDATE: u64 = 2;
+    const MS_SYNC: u64 = 4;
+    if !addr.is_multiple_of(PAGE_SIZE)
+        || flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0
+        || flags & (MS_ASYNC | MS_SYNC) == (MS_ASYNC | MS_SYNC)
+    {
+        return Err(Errno::EINVAL);
+    }
+    let end = page_ceil(len)
+        .and_then(|len| addr.checked_add(len))
+        .filter(|end| *end <= USER_SYSTEM_BASE)
+        .ok_or(Errno::ENOMEM)?;
+    if len == 0 {
+        return Ok(0);
+    }
+    let physical = &process.vm.physical;
+    for (id, first, last) in process.mm.shared_in(addr, end) {
+        physical.shared.sync(physical, id, first, last);
     }
     Ok(0)
 }

@@ -176,6 +176,13 @@ pub const TABLE: &[Syscall] = &[
         |p, _, a| done(mem::mremap(p, a)),
     ),
     partial(
+        26,
+        "msync",
+        "writes the pages back at once whatever the flags; reads and writes of the file through \
+         descriptors see them after msync or munmap",
+        |p, _, a| done(mem::msync(p, a[0], a[1], a[2])),
+    ),
+    partial(
         28,
         "madvise",
         "MADV_DONTNEED discards the pages; other advice is accepted and ignored",
