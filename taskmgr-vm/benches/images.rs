@@ -4,6 +4,11 @@
 //! project. Each figure is the best of five whole runs (for the domain: DeployTask to
 //! TaskEnded, so it includes deployment), with the system calls the VMM served.
 //!
+//! Like for like: the native column runs the image's own files, in a copy of the image's tree
+//! entered with `chroot` (this machine's `python3` would load its own site-packages); the
+//! qemu column runs the image's first program with `qemu-x86_64 -L <copy>` (what it execs
+//! runs natively, as qemu-user does).
+//!
 //! Run: `cargo bench -p xeno-taskmgr-vm --bench images` (needs /dev/kvm and apt access to
 //! build the image once, into `XENO_TEST_IMAGES_DIR` or `/var/tmp/xeno-test-images`, as the
 //! tests do; qemu-user for its column).
@@ -134,10 +139,10 @@ async fn in_domain(
     let mut stdout = Vec::new();
     while let Some(event) = events.next().await {
         match event.expect("event").event {
-            Some(pb::domain_event::Event::Output(chunk)) if chunk.task_id == task => {
-                if chunk.stream == 1 {
-                    stdout.extend(chunk.data);
-                }
+            Some(pb::domain_event::Event::Output(chunk))
+                if chunk.task_id == task && chunk.stream == 1 =>
+            {
+                stdout.extend(chunk.data);
             }
             Some(pb::domain_event::Event::TaskEnded(ended)) if ended.task_id == task => {
                 let exit = ended.exit.expect("exit");
@@ -194,6 +199,7 @@ async fn main() {
     let Some(entry) = image() else {
         return;
     };
+    let entry_digest = entry.digest.clone();
     let manager = VmTaskManager::new(VmConfig {
         images_dir: images_dir(),
         images: vec![entry],
@@ -201,8 +207,18 @@ async fn main() {
     })
     .expect("manager");
     let work = tempfile::tempdir().expect("dir");
-    let dir = work.path();
-    std::fs::write(dir.join("hello.c"), HELLO_C).expect("hello.c");
+    let native_root = work.path().join("root");
+    let image_root = images_dir().join(&entry_digest).join("root");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&image_root)
+        .arg(&native_root)
+        .status()
+        .is_ok_and(|status| status.success());
+    if !copied {
+        println!("SKIP: cannot copy the image for the native column");
+        return;
+    }
     let cases = [
         Case {
             title: "python3 -c pass",
@@ -252,9 +268,18 @@ async fn main() {
             2 => "/tmp/calc",
             _ => "/",
         };
-        let native_dir = dir.join(format!("case-{index}"));
+        let native_dir = native_root.join(workdir.trim_start_matches('/'));
         std::fs::create_dir_all(&native_dir).expect("native dir");
-        std::fs::write(native_dir.join("hello.c"), HELLO_C).expect("hello.c");
+        std::fs::write(native_root.join("tmp/hello.c"), HELLO_C).expect("hello.c");
+        let chroot = |script: &str| {
+            let mut command = Command::new("chroot");
+            command
+                .arg(&native_root)
+                .args(["/bin/sh", "-c", &format!("cd {workdir} && {script}")])
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin");
+            command
+        };
         let native_setup = if index == 2 {
             format!("rm -f *.o calc && {PROJECT}")
         } else {
@@ -288,30 +313,25 @@ async fn main() {
                 calls = usage.syscalls;
             }
             if !native_setup.is_empty() {
-                host(
-                    Command::new("/bin/sh").args(["-c", &native_setup]),
-                    &native_dir,
-                );
+                host(&mut chroot(&native_setup), &native_dir);
             }
-            if let Some((time, _)) = host(
-                Command::new("/bin/sh").args(["-c", &case.script]),
-                &native_dir,
-            ) {
+            if let Some((time, _)) = host(&mut chroot(&case.script), &native_dir) {
                 native_best = native_best.min(time);
             }
             if let Some((program, args)) = &case.qemu
                 && Path::new("/usr/bin/qemu-x86_64").exists()
             {
                 if !native_setup.is_empty() {
-                    host(
-                        Command::new("/bin/sh").args(["-c", &native_setup]),
-                        &native_dir,
-                    );
+                    host(&mut chroot(&native_setup), &native_dir);
                 }
-                if let Some((time, _)) = host(
-                    Command::new("/usr/bin/qemu-x86_64").arg(program).args(args),
-                    &native_dir,
-                ) {
+                let mut qemu = Command::new("/usr/bin/qemu-x86_64");
+                qemu.arg("-L")
+                    .arg(&native_root)
+                    .arg(native_root.join(program.trim_start_matches('/')))
+                    .args(args)
+                    .env_clear()
+                    .env("PATH", "/usr/bin:/bin");
+                if let Some((time, _)) = host(&mut qemu, &native_dir) {
                     qemu_best = Some(qemu_best.map_or(time, |best: Duration| best.min(time)));
                 }
             }

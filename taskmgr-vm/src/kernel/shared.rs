@@ -84,10 +84,11 @@ impl Inner {
             .objects
             .get(&id)
             .is_some_and(|object| object.pages.is_empty());
-        if unused && let Some(object) = self.objects.remove(&id) {
-            if let Some(file) = object.file {
-                self.files.remove(&file.key);
-            }
+        if unused
+            && let Some(object) = self.objects.remove(&id)
+            && let Some(file) = object.file
+        {
+            self.files.remove(&file.key);
         }
     }
 }
