@@ -272,7 +272,7 @@ async fn main() {
         std::fs::create_dir_all(&native_dir).expect("native dir");
         std::fs::write(native_root.join("tmp/hello.c"), HELLO_C).expect("hello.c");
         let chroot = |script: &str| {
-            let mut command = Command::new("chroot");
+            let mut command = Command::new("/usr/sbin/chroot");
             command
                 .arg(&native_root)
                 .args(["/bin/sh", "-c", &format!("cd {workdir} && {script}")])
