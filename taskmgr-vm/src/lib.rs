@@ -23,6 +23,10 @@
 //!   self-test, and returns a manager implementing `TaskManager<StreamOutputStream =
 //!   EventStream>`. Constructible inside a tokio runtime.
 //! - [`VmConfig`]: every bound the manager keeps, with its default and reason.
+//! - [`images`]: root file system images built from Debian's packages (`xenoserver image
+//!   build`), content-addressed by their manifest; a session asking for one (`EnvImage`) gets
+//!   it as a read-only `/` under its scratch directory (`kernel/overlay.rs`), and a task may
+//!   run a program from it by path (`ExecutablePath`). See `docs/images.md`.
 //! - [`ENV_TYPE`] (`"Linux"`), [`DEFAULT_VERSION`], [`DomainKind`], [`SyscallPath`].
 //!
 //! ## The domain

@@ -10,7 +10,7 @@
 //! 4. The merged `/usr` of Debian 12: `/bin`, `/sbin`, `/lib*` move under `/usr` and become
 //!    links to it; `/proc`, `/dev`, `/dev/shm` (where `sem_open` and `shm_open` make their
 //!    files) and `/tmp` are made for the domain's own.
-//! 5. The [manifest](super::manifest), whose SHA-256 is the image's digest; the tree moves to
+//! 5. The [`manifest`], whose SHA-256 is the image's digest; the tree moves to
 //!    `<images_dir>/<digest>/`. An image already there with that digest is kept as it is.
 
 use super::manifest::{self, MANIFEST_FILE, ROOT_DIR};

@@ -5,8 +5,8 @@
 //! loader.
 //!
 //! The server operator builds images from Debian's packages with `xenoserver image build`
-//! ([`build`]), through the machine's own apt configuration. An image is content-addressed:
-//! its [manifest](manifest) lists every entry (type, mode, size, the SHA-256 of a file's bytes
+//! ([`build()`]), through the machine's own apt configuration. An image is content-addressed:
+//! its [`manifest`] lists every entry (type, mode, size, the SHA-256 of a file's bytes
 //! or a link's target, path) and the image's digest is the SHA-256 of the manifest. It lives in
 //! `<images_dir>/<digest>/` (`root/` and `manifest`), and is offered under a name listed in
 //! the task manager's configuration beside its digest:
