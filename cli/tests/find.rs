@@ -65,6 +65,30 @@ async fn find_queries_the_xis_and_asks_resource_discovery() {
     );
     assert_eq!(stdout.lines().count(), wasm + 1);
 
+    // A root file system image: the servers whose Linux environment offers it.
+    let imaged = population
+        .iter()
+        .filter(|s| {
+            s.advertisement.environments.iter().any(|e| {
+                e.images
+                    .iter()
+                    .any(|i| i == xeno_clients::simulated::population::DEBIAN_IMAGE)
+            })
+        })
+        .count();
+    assert!(imaged > 0);
+    let (code, stdout, stderr) = tokio::task::spawn_blocking({
+        let xis_address = xis_address.clone();
+        move || xeno(&["find", "--xis", &xis_address, "Image=debian-12-python"])
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with(&format!("{imaged} servers match Image=debian-12-python")),
+        "{stdout}"
+    );
+
     // And / or combine lookups client-side: a conjunction finds no more than either term.
     let (code, stdout, stderr) = tokio::task::spawn_blocking({
         let xis_address = xis_address.clone();
