@@ -127,8 +127,10 @@
 //!   signal another process sends reaches the process as a whole (any thread that does not
 //!   block it, and only a waiting thread's own wait is cut short).
 //! - Kernel images ([`DomainKind::KernelImage`]) are refused with UNIMPLEMENTED.
-//! - `disk_mb` and `net_kbps` are not enforced: there is no quota on the scratch directory and
-//!   no network at all.
+//! - `disk_mb` is what `statfs` reports as the size of `/` (with the session's files taken
+//!   from it), not a quota: writes beyond it are not refused. `net_kbps` is not enforced:
+//!   there is no network at all. Each domain has its own `/tmp`, in its scratch directory
+//!   (made when a task first names it), or the image's under the scratch directory.
 //! - The system calls are the rows of [`SYSCALLS`] (full, partial with a note, or refused
 //!   with an errno), listed in `docs/linux-system-calls.md` and in the capability report;
 //!   anything else returns `ENOSYS` and is counted, per call, in the task's end

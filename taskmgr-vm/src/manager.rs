@@ -189,7 +189,7 @@ impl Backend for VmBackend {
     async fn create_resources(
         &self,
         settings: &DomainSettings,
-        _limits: &pb::DomainLimits,
+        limits: &pb::DomainLimits,
     ) -> Result<DomainVm, Error> {
         // Built on a blocking thread: creating a VM and its first vCPU takes a millisecond or
         // two of ioctls.
@@ -199,10 +199,13 @@ impl Backend for VmBackend {
         let windows = self.config.windows_per_domain_max;
         let memory_bytes = settings.memory_bytes;
         let image = self.image_for(&settings.requirements_xml)?;
+        let disk_bytes = limits.disk_mb.saturating_mul(MIB);
         tokio::task::spawn_blocking(move || {
-            DomainVm::new(&kvm, memory_bytes, cpuid, path, windows, image).map_err(|error| {
-                Error::Exhausted(format!("cannot create the domain's VM: {error}"))
-            })
+            let mut vm = DomainVm::new(&kvm, memory_bytes, cpuid, path, windows, image).map_err(
+                |error| Error::Exhausted(format!("cannot create the domain's VM: {error}")),
+            )?;
+            vm.disk_bytes = disk_bytes;
+            Ok(vm)
         })
         .await
         .map_err(|error| Error::Internal(format!("blocking work failed: {error}")))?

@@ -284,6 +284,10 @@ fn run_registered(
                         Ok(timed_out) => {
                             next = Some(resume(runtime, vcpu, tid, blocked, timed_out));
                         }
+                        Err(Cut::Signal) if waits_for_signals(runtime, tid) => {
+                            // rt_sigtimedwait: the call itself takes the signal.
+                            next = Some(resume(runtime, vcpu, tid, blocked, false));
+                        }
                         Err(cut) => {
                             let mut process = lock(&runtime.process);
                             process.enter(tid);
@@ -328,7 +332,8 @@ fn run_registered(
 fn wait_mask(runtime: &ProcessRuntime, tid: i32) -> u64 {
     let mut process = lock(&runtime.process);
     process.enter(tid);
-    let mask = process.signals.mask;
+    // An `rt_sigtimedwait` is ended by the signals it waits for, blocked or not.
+    let mask = process.signals.mask & !process.signals.waiting_for;
     let deliverable = process.signals.pending & !mask;
     if deliverable != 0 {
         // Hand it back through the incoming set so that the wait sees it and ends.
@@ -374,6 +379,13 @@ fn take_signals(runtime: &Arc<ProcessRuntime>, vcpu: &mut Vcpu, tid: i32, at: At
 /// A blocked call a signal (or a stop) cut short: it returns what it had done, restarts
 /// (the signal's handler asked for SA_RESTART and the call is one Linux restarts), or
 /// fails with EINTR.
+/// Whether the thread's blocked call is an `rt_sigtimedwait`, which takes its signals itself.
+fn waits_for_signals(runtime: &ProcessRuntime, tid: i32) -> bool {
+    let mut process = lock(&runtime.process);
+    process.enter(tid);
+    process.signals.waiting_for != 0
+}
+
 fn interrupt_call(process: &mut Process, vcpu: &mut Vcpu, progress: u64, cut: Cut) {
     if progress > 0 {
         vcpu.regs_mut().rax = progress;

@@ -37,6 +37,10 @@ pub(crate) const SYMLINK_HOPS_MAX: usize = 40;
 /// domain's life. Deleting a whole Debian image (about 20,000 entries) fits ten times over;
 /// beyond it a removal fails with `ENOSPC`.
 pub(crate) const WHITEOUTS_MAX: usize = 262_144;
+/// The domain's temporary directory, relative to its root.
+const TMP: &str = "tmp";
+/// Most entries `statfs` counts when it adds up the session's files (a bound on its cost).
+pub(crate) const USAGE_ENTRIES_MAX: usize = 1_000_000;
 /// Most entries of one directory listing (the rest are not listed).
 pub(crate) const LISTING_ENTRIES_MAX: usize = 65_536;
 
@@ -54,6 +58,8 @@ enum Layer {
 pub(crate) struct Root {
     upper: Dir,
     lower: Option<Lower>,
+    /// Whether the domain's `/tmp` is known to exist (see [`Root::ensure_tmp`]).
+    tmp: std::sync::atomic::AtomicBool,
 }
 
 struct Lower {
@@ -94,7 +100,11 @@ fn d_type(file_type: cap_std::fs::FileType) -> u8 {
 impl Root {
     /// The scratch directory alone.
     pub(crate) fn plain(upper: Dir) -> Root {
-        Root { upper, lower: None }
+        Root {
+            upper,
+            lower: None,
+            tmp: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     /// The scratch directory over an image's tree.
@@ -105,7 +115,65 @@ impl Root {
                 dir: image,
                 whiteouts: Mutex::new(BTreeSet::new()),
             }),
+            tmp: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// Makes the domain's own `/tmp` (in its scratch directory) the first time a path under it
+    /// is named, so that `mktemp` and friends work in a domain without an image, and a
+    /// session that never uses it does not see it in its directory. Images have their own.
+    pub(crate) fn ensure_tmp(&self) {
+        use std::sync::atomic::Ordering;
+        if self.tmp.load(Ordering::Acquire) {
+            return;
+        }
+        let mut builder = DirBuilder::new();
+        builder.mode(0o700);
+        match self.upper.create_dir_with(TMP, &builder) {
+            Ok(()) => self.tmp.store(true, Ordering::Release),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                self.tmp.store(true, Ordering::Release);
+            }
+            // Named again next time (the scratch directory may be full or read-only now).
+            Err(_) => {}
+        }
+    }
+
+    /// Whether an image is beneath the scratch directory.
+    pub(crate) fn has_image(&self) -> bool {
+        self.lower.is_some()
+    }
+
+    /// Bytes the session's own files take (the scratch directory's blocks), counting at most
+    /// [`USAGE_ENTRIES_MAX`] entries.
+    pub(crate) fn upper_bytes(&self) -> u64 {
+        let mut total = 0u64;
+        let mut seen = 0usize;
+        let mut pending = vec![PathBuf::from(".")];
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = self.upper.read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                seen += 1;
+                if seen > USAGE_ENTRIES_MAX {
+                    return total;
+                }
+                let Ok(metadata) = entry.metadata() else {
+                    continue;
+                };
+                total = total.saturating_add(metadata.blocks() * 512);
+                if metadata.is_dir() {
+                    pending.push(dir.join(entry.file_name()));
+                }
+            }
+        }
+        total
+    }
+
+    /// The host file system holding the scratch directory, as `statvfs` reports it.
+    pub(crate) fn host_statvfs(&self) -> io::Result<rustix::fs::StatVfs> {
+        rustix::fs::fstatvfs(&self.upper).map_err(io::Error::from)
     }
 
     fn layer(&self, layer: Layer) -> &Dir {

@@ -42,6 +42,9 @@ pub(crate) struct Signals {
     /// The mask to put back once a handler has run for the current thread's `rt_sigsuspend`
     /// (its frame saves this one, not the temporary mask).
     pub(crate) restore_mask: Option<u64>,
+    /// The signals an `rt_sigtimedwait` is waiting for: blocked as they usually are, they
+    /// still end its wait, and are taken by the call instead of delivered.
+    pub(crate) waiting_for: u64,
 }
 
 impl Signals {
@@ -54,6 +57,7 @@ impl Signals {
             codes: [0; 65],
             senders: [0; 65],
             restore_mask: None,
+            waiting_for: 0,
         }
     }
 }

@@ -76,6 +76,9 @@ pub struct DomainVm {
     /// The domain's `/` (scratch directory, over the image if any), made by its first task
     /// and shared by all: what the image's files a task deletes stays deleted for the next.
     pub(crate) root: std::sync::OnceLock<Arc<Root>>,
+    /// The session's disk allowance (`disk_mb`), bytes; 0 when it asked for none. `statfs`
+    /// reports it.
+    pub(crate) disk_bytes: u64,
 }
 
 impl std::fmt::Debug for DomainVm {
@@ -138,6 +141,7 @@ impl DomainVm {
             windows: Windows::new(windows_max, readonly),
             image,
             root: std::sync::OnceLock::new(),
+            disk_bytes: 0,
         };
         let first = domain_vm.new_vcpu()?;
         lock(&domain_vm.idle).push(first);

@@ -71,6 +71,14 @@ pub(crate) fn resolve_at_bytes(
     dirfd: u64,
     raw: &[u8],
 ) -> Result<PathBuf, Errno> {
+    let resolved = resolve_lexically(process, dirfd, raw)?;
+    if resolved.starts_with("tmp") {
+        process.fs.root.ensure_tmp();
+    }
+    Ok(resolved)
+}
+
+fn resolve_lexically(process: &Process, dirfd: u64, raw: &[u8]) -> Result<PathBuf, Errno> {
     if raw.first() == Some(&b'/') {
         return FsContext::resolve(&process.fs.cwd, raw);
     }
@@ -740,12 +748,59 @@ pub(crate) fn utimensat(
     Ok(0)
 }
 
-pub(crate) fn statfs(process: &mut Process, buf: u64) -> SysResult {
+/// `statfs(path, buf)` (`path_va` non-zero) and `fstatfs(fd, buf)`: the domain's `/` as one
+/// file system. With a disk allowance (`disk_mb`) its size is the allowance and its free
+/// space what the session's files leave of it; without one, the free space of the file system
+/// holding the scratch directory.
+pub(crate) fn statfs(process: &mut Process, path_va: u64, fd: u64, buf: u64) -> SysResult {
+    const BLOCK: u64 = 4096;
+    const EXT4_SUPER_MAGIC: u64 = 0xef53;
+    const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
+    if path_va != 0 {
+        let raw = process.read_cstr(path_va, PATH_BYTES_MAX)?;
+        if Device::at(&raw).is_none() && crate::kernel::procfs::generate(process, &raw).is_none() {
+            let path = resolve_at_bytes(process, AT_FDCWD, &raw)?;
+            process
+                .fs
+                .root
+                .metadata(&path, true)
+                .map_err(|e| Errno::from_io(&e))?;
+        }
+    } else {
+        process.fds.get(fd)?;
+    }
+    let root = &process.fs.root;
+    let (blocks, free, kind) = {
+        let used = root.upper_bytes().div_ceil(BLOCK);
+        let kind = if root.has_image() {
+            OVERLAYFS_SUPER_MAGIC
+        } else {
+            EXT4_SUPER_MAGIC
+        };
+        if process.vm.disk_bytes > 0 {
+            let blocks = process.vm.disk_bytes / BLOCK;
+            (blocks, blocks.saturating_sub(used), kind)
+        } else {
+            let host = root.host_statvfs().map_err(|e| Errno::from_io(&e))?;
+            let free = host.f_bavail * host.f_frsize / BLOCK;
+            (used + free, free, kind)
+        }
+    };
     let mut out = [0u8; 120];
-    out[0..8].copy_from_slice(&0xef53u64.to_le_bytes()); // f_type: ext4
-    out[8..16].copy_from_slice(&4096u64.to_le_bytes()); // f_bsize
-    out[88..96].copy_from_slice(&255u64.to_le_bytes()); // f_namelen
-    out[96..104].copy_from_slice(&4096u64.to_le_bytes()); // f_frsize
+    let fields: [(usize, u64); 9] = [
+        (0, kind),
+        (8, BLOCK),
+        (16, blocks),
+        (24, free),
+        (32, free),
+        (40, 1 << 20),
+        (48, 1 << 20),
+        (64, 255),
+        (72, BLOCK),
+    ];
+    for (at, value) in fields {
+        out[at..at + 8].copy_from_slice(&value.to_le_bytes());
+    }
     process.write_user(buf, &out)?;
     Ok(0)
 }

@@ -235,3 +235,65 @@ pub(super) fn sigsuspend(process: &mut Process, mask_va: u64, size: u64) -> IoRe
         progress: 0,
     }))
 }
+
+/// `rt_sigtimedwait(set, info, timeout, size)`: takes the lowest pending signal of `set`
+/// (filling `info`) and returns its number, waiting for one until `timeout` (`EAGAIN` then)
+/// or until a signal outside `set` is delivered (`EINTR`).
+pub(super) fn sigtimedwait(
+    process: &mut Process,
+    set_va: u64,
+    info_va: u64,
+    timeout_va: u64,
+    size: u64,
+) -> IoResult {
+    if size != 8 {
+        return Err(Errno::EINVAL);
+    }
+    let set = process.read_u64(set_va)? & !UNBLOCKABLE;
+    let resumed = process.resume;
+    let until = match resumed {
+        Some(resume) => resume.until,
+        None if timeout_va == 0 => None,
+        None => {
+            let raw = process.read_user(timeout_va, 16)?;
+            let seconds = i64::from_le_bytes(raw[..8].try_into().unwrap_or([0; 8]));
+            let nanos = i64::from_le_bytes(raw[8..].try_into().unwrap_or([0; 8]));
+            if seconds < 0 || !(0..1_000_000_000).contains(&nanos) {
+                return Err(Errno::EINVAL);
+            }
+            Some(
+                std::time::Instant::now()
+                    + std::time::Duration::new(seconds as u64, nanos as u32),
+            )
+        }
+    };
+    process.take_incoming();
+    let ready = process.signals.pending & set;
+    if ready != 0 {
+        process.signals.waiting_for = 0;
+        let signal = ready.trailing_zeros() as usize + 1;
+        process.signals.pending &= !(1 << (signal - 1));
+        if info_va != 0 {
+            let mut info = [0u8; 128];
+            info[0..4].copy_from_slice(&(signal as i32).to_le_bytes());
+            info[8..12].copy_from_slice(&process.signals.codes[signal].to_le_bytes());
+            info[16..20].copy_from_slice(&process.signals.senders[signal].to_le_bytes());
+            process.write_user(info_va, &info)?;
+        }
+        return Ok(Io::Done(signal as u64));
+    }
+    let timed_out = resumed.is_some_and(|resume| resume.timed_out)
+        || until.is_some_and(|until| until <= std::time::Instant::now());
+    let interrupted = process.signals.pending & !(process.signals.mask & !UNBLOCKABLE) != 0;
+    if timed_out || interrupted {
+        process.signals.waiting_for = 0;
+        return Err(if interrupted {
+            Errno::EINTR
+        } else {
+            Errno::EAGAIN
+        });
+    }
+    process.signals.waiting_for = set;
+    let _ = process.io_waiter();
+    Ok(Io::Wait(Blocked { until, progress: 0 }))
+}

@@ -376,6 +376,12 @@ pub const TABLE: &[Syscall] = &[
     }),
     full(124, "getsid", |p, _, a| done(process::group(p, a[0], true))),
     partial(
+        128,
+        "rt_sigtimedwait",
+        "the set waited for is the process's (not each thread's) while a thread waits",
+        |p, _, a| may_wait(process::sigtimedwait(p, a[0], a[1], a[2], a[3])),
+    ),
+    partial(
         130,
         "rt_sigsuspend",
         "ends only for a signal another process sends or a handler a fault runs",
@@ -384,8 +390,12 @@ pub const TABLE: &[Syscall] = &[
     full(131, "sigaltstack", |p, v, a| {
         done(signal::sigaltstack(p, v.regs().rsp, a[0], a[1]))
     }),
-    full(137, "statfs", |p, _, a| done(fs::statfs(p, a[1]))),
-    full(138, "fstatfs", |p, _, a| done(fs::statfs(p, a[1]))),
+    partial(137, "statfs", DISK_ALLOWANCE, |p, _, a| {
+        done(fs::statfs(p, a[0], 0, a[1]))
+    }),
+    partial(138, "fstatfs", DISK_ALLOWANCE, |p, _, a| {
+        done(fs::statfs(p, 0, a[0], a[1]))
+    }),
     partial(
         157,
         "prctl",
@@ -605,6 +615,9 @@ pub const TABLE: &[Syscall] = &[
 const HOST_MODES: &str =
     "the guest sees its modes; host files never get setuid, setgid, sticky or other users' bits";
 const OWNERSHIP: &str = "the domain has one user: accepted, and nothing changes";
+const DISK_ALLOWANCE: &str = "the domain's / as one file system: its size the session's disk \
+    allowance (DiskMB) and its free space what the session's files leave of it (without an \
+    allowance, the scratch directory's file system's free space)";
 const NO_XATTRS: &str = "the domain's file system has no extended attributes";
 const ROOT_ONLY: &str = "0: the domain's only user is root";
 const SET_ROOT_ONLY: &str = "to 0 only; any other id EPERM";
