@@ -175,3 +175,88 @@ async fn alarms_interval_timers_posix_timers_and_timerfds_fire_as_natively() {
     );
     destroy(&manager, &domain).await;
 }
+
+/// `sigwaitinfo` and `sigtimedwait` on blocked signals: one another process sends, a
+/// timeout, an `alarm`, one already pending, and a handled signal outside the set arriving
+/// during a wait (its handler runs; musl then waits again, glibc would return EINTR).
+const SIGWAIT_C: &str = r#"
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+static volatile sig_atomic_t handled;
+static void on_usr2(int s) { (void)s; handled = 1; }
+int main(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGALRM);
+    sigprocmask(SIG_BLOCK, &set, 0);
+    pid_t parent = getpid();
+    pid_t child = fork();
+    if (child == 0) { usleep(100000); kill(parent, SIGUSR1); _exit(0); }
+    siginfo_t info;
+    int s = sigwaitinfo(&set, &info);
+    printf("sent: %d from the child %d, SI_USER %d\n", s, info.si_pid == child, info.si_code == SI_USER);
+    struct timespec short_wait = {0, 200000000};
+    errno = 0;
+    s = sigtimedwait(&set, &info, &short_wait);
+    printf("timeout: %d EAGAIN %d\n", s, errno == EAGAIN);
+    alarm(1);
+    s = sigwaitinfo(&set, &info);
+    printf("alarm: %d\n", s);
+    raise(SIGUSR1);
+    struct timespec no_wait = {0, 0};
+    s = sigtimedwait(&set, &info, &no_wait);
+    printf("pending: %d\n", s);
+    struct sigaction action = {0};
+    action.sa_handler = on_usr2;
+    sigaction(SIGUSR2, &action, 0);
+    child = fork();
+    if (child == 0) {
+        usleep(100000);
+        kill(parent, SIGUSR2);
+        usleep(100000);
+        kill(parent, SIGUSR1);
+        _exit(0);
+    }
+    s = sigwaitinfo(&set, &info);
+    printf("after a handler: %d, handled %d\n", s, (int)handled);
+    while (wait(0) > 0) {}
+    return 0;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigtimedwait_takes_blocked_signals_and_times_out_as_natively() {
+    let (Some(manager), Some(program)) = (manager(), musl_program("sigwait", SIGWAIT_C)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let exe = dir.path().join("sigwait");
+    std::fs::write(&exe, &program).expect("write");
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let output = std::process::Command::new(&exe)
+        .output()
+        .expect("native run");
+    let expected = "sent: 10 from the child 1, SI_USER 1\ntimeout: -1 EAGAIN 1\nalarm: 14\n\
+                    pending: 10\nafter a handler: 10, handled 1\n";
+    assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
+    let domain = create(&manager, limits(0, 64), None).await;
+    let started = std::time::Instant::now();
+    let finished = run(
+        &manager,
+        &domain,
+        "sigwait",
+        &Guest::new(&program, "sigwait", &[]),
+    )
+    .await;
+    assert_eq!(finished.stdout_text(), expected, "{:?}", finished.exit);
+    assert_eq!(finished.state(), TaskState::Exited, "{:?}", finished.exit);
+    // The waits took their time: the child's 0.1 s, the 0.2 s timeout, the 1 s alarm.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1300));
+    destroy(&manager, &domain).await;
+}

@@ -261,10 +261,7 @@ pub(super) fn sigtimedwait(
             if seconds < 0 || !(0..1_000_000_000).contains(&nanos) {
                 return Err(Errno::EINVAL);
             }
-            Some(
-                std::time::Instant::now()
-                    + std::time::Duration::new(seconds as u64, nanos as u32),
-            )
+            Some(std::time::Instant::now() + std::time::Duration::new(seconds as u64, nanos as u32))
         }
     };
     process.take_incoming();
