@@ -254,6 +254,7 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
         real_timer: None,
         posix_timers: BTreeMap::new(),
     };
+    process.publish();
     process.meter_memory();
     limits.deadline =
         wall_clock_seconds.map(|seconds| (Instant::now() + Duration::from_secs(seconds), seconds));

@@ -117,13 +117,15 @@
 //!   regular file with its own offset), and `/dev/tty` is `ENXIO`: there is no controlling
 //!   terminal. `/proc` (`kernel/procfs.rs`) has the process's own `stat`, `status`, `cmdline`,
 //!   `environ`, `maps`, `exe`, `cwd` and `fd/`, and `cpuinfo`, `meminfo`, `uptime`, `loadavg`,
-//!   `stat`, `filesystems` and `mounts` with the domain's figures; other processes' entries
-//!   are not there yet.
+//!   `stat`, `filesystems` and `mounts` with the domain's figures; the task's other processes
+//!   have `stat`, `status`, `cmdline`, `environ`, `comm`, `exe` and `cwd` (not `maps` or
+//!   `fd/`), and `/proc` itself is not listed.
 //! - Timers: `alarm`, `setitimer` (ITIMER_REAL), POSIX timers and `timerfd` on the wall and
 //!   monotonic clocks (`kernel/timers.rs`); CPU-time timers are `EINVAL`.
 //! - Signals: dispositions are a process's, masks each thread's; handlers run
 //!   (`kernel/sigframe.rs`) with masks, `SA_NODEFER`, `SA_RESETHAND`, `SA_RESTART` and
-//!   `rt_sigreturn`, alternate signal stacks (SA_ONSTACK) and the FPU state in the frame. A
+//!   `rt_sigreturn`, alternate signal stacks (SA_ONSTACK) and the FPU state in the frame;
+//!   `rt_sigsuspend`, and `rt_sigtimedwait` taking blocked signals of its set. A
 //!   signal another process sends reaches the process as a whole (any thread that does not
 //!   block it, and only a waiting thread's own wait is cut short).
 //! - Kernel images ([`DomainKind::KernelImage`]) are refused with UNIMPLEMENTED.

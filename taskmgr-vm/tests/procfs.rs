@@ -109,3 +109,99 @@ async fn proc_reports_the_domain_and_the_process_not_the_host() {
     );
     destroy(&manager, &domain).await;
 }
+
+/// `/proc/<pid>` of another process of the task: a child that changed directory and exec'd
+/// busybox `sleep`, then the same child as a zombie, then gone once reaped.
+const OTHER_C: &str = r#"
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void show(const char *path) {
+    char buf[512];
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) { printf("%s: cannot open\n", path); return; }
+    int n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n < 0 ? 0 : n] = 0;
+    for (int i = 0; i < n; i++) if (buf[i] == 0) buf[i] = ' ';
+    printf("%s: %s", path, buf);
+    if (n == 0 || buf[n - 1] != '\n') printf("\n");
+}
+int main(void) {
+    mkdir("sub", 0755);
+    pid_t child = fork();
+    if (child == 0) {
+        chdir("sub");
+        execl("/bb", "sleep", "30", (char *)0);
+        _exit(99);
+    }
+    usleep(300000);
+    char path[64], link[128];
+    snprintf(path, sizeof path, "/proc/%d/cmdline", child);
+    show(path);
+    snprintf(path, sizeof path, "/proc/%d/comm", child);
+    show(path);
+    snprintf(path, sizeof path, "/proc/%d/exe", child);
+    int n = readlink(path, link, sizeof link - 1);
+    link[n < 0 ? 0 : n] = 0;
+    printf("exe: %s\n", link);
+    snprintf(path, sizeof path, "/proc/%d/cwd", child);
+    n = readlink(path, link, sizeof link - 1);
+    link[n < 0 ? 0 : n] = 0;
+    printf("cwd: %s\n", link);
+    snprintf(path, sizeof path, "/proc/%d/stat", child);
+    char stat[512];
+    int fd = open(path, O_RDONLY);
+    n = read(fd, stat, sizeof stat - 1);
+    close(fd);
+    stat[n < 0 ? 0 : n] = 0;
+    int pid, ppid; char name[32], state;
+    sscanf(stat, "%d %31s %c %d", &pid, name, &state, &ppid);
+    printf("stat: %d %s %c parent is me %d\n", pid == child, name, state, ppid == getpid());
+    kill(child, SIGKILL);
+    usleep(300000);
+    fd = open(path, O_RDONLY);
+    n = read(fd, stat, sizeof stat - 1);
+    close(fd);
+    stat[n < 0 ? 0 : n] = 0;
+    sscanf(stat, "%d %31s %c", &pid, name, &state);
+    printf("killed: %c\n", state);
+    waitpid(child, 0, 0);
+    printf("reaped: %s\n", open(path, O_RDONLY) < 0 ? "gone" : "still there");
+    return 0;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proc_shows_the_tasks_other_processes() {
+    let Some(manager) = manager() else {
+        return;
+    };
+    let (Some(program), Some(busybox)) = (musl_program("proc_other", OTHER_C), busybox()) else {
+        return;
+    };
+    let domain = create(&manager, limits(0, 64), None).await;
+    let guest = Guest::new(&program, "other", &[]).executable("bb", &busybox);
+    let done = run(&manager, &domain, "other", &guest).await;
+    let out = done.stdout_text();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 7, "{out}");
+    assert!(lines[0].ends_with("/cmdline: sleep 30 "), "{out}");
+    assert!(lines[1].ends_with("/comm: sleep"), "{out}");
+    assert_eq!(
+        lines[2..],
+        [
+            "exe: /bb",
+            "cwd: /sub",
+            "stat: 1 (sleep) S parent is me 1",
+            "killed: Z",
+            "reaped: gone"
+        ][..],
+        "{out}"
+    );
+    destroy(&manager, &domain).await;
+}

@@ -149,6 +149,7 @@ pub(crate) fn execveat(
     process.image = image;
     process.cmdline = crate::kernel::process::nul_joined(&argv);
     process.environ = crate::kernel::process::nul_joined(&envp);
+    process.publish();
     crate::kernel::syscalls::signal::reset_for_exec(process);
     let started = vcpu.start(loaded.start);
     // The vCPU no longer uses the old tables: their frames can go (and with them every

@@ -148,6 +148,7 @@ fn make_child(
     };
     // Pending signals are the parent's alone; the mask and dispositions are inherited.
     child.signals.pending = 0;
+    child.publish();
     child.signals.restore_mask = None;
     shared.ignored.store(
         process

@@ -291,6 +291,22 @@ impl Process {
         let total = self.tree.memory_changed(self.metered, now);
         self.metered = now;
         self.meter.set_memory(total);
+        self.shared
+            .publish_memory(self.mm.mapped_bytes(), now, self.threads.live.len());
+    }
+
+    /// Publishes what the task's other processes see of this one in `/proc/<pid>` (after
+    /// its start, an exec, a chdir).
+    pub(crate) fn publish(&self) {
+        self.shared.publish(crate::kernel::tree::Published {
+            cmdline: self.cmdline.clone(),
+            environ: self.environ.clone(),
+            exe: self.exe_path.clone(),
+            cwd: crate::kernel::files::FsContext::session_path(&self.fs.cwd),
+            vsize: self.mm.mapped_bytes(),
+            rss: self.mm.bytes_owned(),
+            threads: self.threads.live.len(),
+        });
     }
 
     /// Guest-physical address of user `va` with the access asked for, backing a lazily

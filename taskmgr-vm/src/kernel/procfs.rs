@@ -3,11 +3,15 @@
 //! pid) with `stat`, `status`, `cmdline`, `environ`, `maps` and `mounts`, and `cpuinfo`,
 //! `meminfo`, `uptime`, `loadavg`, `stat`, `filesystems` and `mounts`. `/proc/self/exe` and
 //! `/proc/self/cwd` are links (`readlink`), `/proc/self/fd/N` names a descriptor
-//! (`devices.rs`).
+//! (`devices.rs`). `/proc/<pid>` of the task's other processes (running or zombie) has
+//! `stat`, `status`, `cmdline`, `environ`, `comm` and the `exe` and `cwd` links, from what
+//! each process publishes of itself (`tree::Published`); not their `maps` or `fd/`, and
+//! `/proc` itself cannot be listed.
 
 use crate::hypervisor::vm::layout::PAGE_SIZE;
 use crate::kernel::files::FsContext;
 use crate::kernel::process::Process;
+use crate::kernel::tree::Published;
 use std::fmt::Write;
 
 /// The mounts a domain shows: its session directory as `/`, and `/proc`.
@@ -27,8 +31,34 @@ fn own(process: &Process, raw: &[u8]) -> Option<Vec<u8>> {
     (first == b"self" || first == pid.as_bytes() || first == b"thread-self").then(|| tail.to_vec())
 }
 
-/// The link `raw` names under `/proc/self`, if it is one (`exe`, `cwd`).
+/// Another process of the task that `raw` names under `/proc/<pid>/`: what it published,
+/// whether it is a zombie, and the rest of the path.
+fn other(process: &Process, raw: &[u8]) -> Option<(i32, Published, bool, Vec<u8>)> {
+    let rest = raw.strip_prefix(b"/proc/")?;
+    let (first, tail) = match rest.iter().position(|byte| *byte == b'/') {
+        Some(at) => (&rest[..at], &rest[at + 1..]),
+        None => (rest, &b""[..]),
+    };
+    let pid: i32 = std::str::from_utf8(first).ok()?.parse().ok()?;
+    if pid == process.pid || first.first() == Some(&b'0') {
+        return None;
+    }
+    let (shared, zombie) = process.tree.lookup(pid)?;
+    Some((pid, shared.published(), zombie, tail.to_vec()))
+}
+
+/// The link `raw` names under `/proc/self` or `/proc/<pid>`, if it is one (`exe`, `cwd`,
+/// `root`).
 pub(crate) fn link(process: &Process, raw: &[u8]) -> Option<Vec<u8>> {
+    if let Some((_, published, zombie, tail)) = other(process, raw) {
+        return match tail.as_slice() {
+            _ if zombie => None,
+            b"exe" => Some(published.exe.into_bytes()),
+            b"cwd" => Some(published.cwd),
+            b"root" => Some(b"/".to_vec()),
+            _ => None,
+        };
+    }
     match own(process, raw)?.as_slice() {
         b"exe" => Some(process.exe_path.as_bytes().to_vec()),
         b"cwd" => Some(FsContext::session_path(&process.fs.cwd)),
@@ -37,8 +67,44 @@ pub(crate) fn link(process: &Process, raw: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// `/proc/<pid>/…` of another process of the task: what it published (a zombie's
+/// `cmdline` and `environ` are empty, as on Linux). Its `maps` and `fd/` are not shown.
+fn generate_other(process: &Process, raw: &[u8]) -> Option<Vec<u8>> {
+    let (pid, published, zombie, tail) = other(process, raw)?;
+    let name = comm_of(&published.cmdline);
+    let state = if zombie { 'Z' } else { 'S' };
+    let parent = process.tree.parent(pid);
+    let (pgid, sid) = process.tree.group_of(pid).unwrap_or((pid, pid));
+    Some(match tail.as_slice() {
+        b"cmdline" if zombie => Vec::new(),
+        b"environ" if zombie => Vec::new(),
+        b"cmdline" => published.cmdline,
+        b"environ" => published.environ,
+        b"comm" => format!("{name}\n").into_bytes(),
+        b"stat" => format!(
+            "{pid} ({name}) {state} {parent} {pgid} {sid} 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 {} 0 0 {} {} 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
+            published.threads.max(1),
+            published.vsize,
+            published.rss / PAGE_SIZE,
+        )
+        .into_bytes(),
+        b"status" => format!(
+            "Name:\t{name}\nState:\t{state} ({})\nTgid:\t{pid}\nPid:\t{pid}\nPPid:\t{parent}\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nVmSize:\t{:8} kB\nVmRSS:\t{:8} kB\nThreads:\t{}\n",
+            if zombie { "zombie" } else { "sleeping" },
+            published.vsize / 1024,
+            published.rss / 1024,
+            published.threads.max(1),
+        )
+        .into_bytes(),
+        _ => return None,
+    })
+}
+
 /// The contents of the generated file `raw` names, or `None` if it names none.
 pub(crate) fn generate(process: &Process, raw: &[u8]) -> Option<Vec<u8>> {
+    if let Some(data) = generate_other(process, raw) {
+        return Some(data);
+    }
     if let Some(tail) = own(process, raw) {
         return match tail.as_slice() {
             b"stat" => Some(stat(process).into_bytes()),
@@ -85,11 +151,11 @@ pub(crate) fn generate(process: &Process, raw: &[u8]) -> Option<Vec<u8>> {
 
 /// The program's name as `comm` holds it (the last part of argv[0], 15 bytes at most).
 fn comm(process: &Process) -> String {
-    let first = process
-        .cmdline
-        .split(|byte| *byte == 0)
-        .next()
-        .unwrap_or(b"");
+    comm_of(&process.cmdline)
+}
+
+fn comm_of(cmdline: &[u8]) -> String {
+    let first = cmdline.split(|byte| *byte == 0).next().unwrap_or(b"");
     let name = first.rsplit(|byte| *byte == b'/').next().unwrap_or(first);
     String::from_utf8_lossy(&name[..name.len().min(15)]).into_owned()
 }

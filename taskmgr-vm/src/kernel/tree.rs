@@ -105,6 +105,21 @@ pub(crate) struct ProcessShared {
     /// A `vfork` parent waits for this: set when the child execs or ends.
     vfork_done: AtomicBool,
     vfork_waiters: Mutex<WaitQueue>,
+    /// What `/proc/<pid>` shows of it to the task's other processes, published by the
+    /// process itself (at its start, exec and chdir; memory as it is metered).
+    published: Mutex<Published>,
+}
+
+/// A process as other processes of its task see it in `/proc/<pid>`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Published {
+    pub(crate) cmdline: Vec<u8>,
+    pub(crate) environ: Vec<u8>,
+    pub(crate) exe: String,
+    pub(crate) cwd: Vec<u8>,
+    pub(crate) vsize: u64,
+    pub(crate) rss: u64,
+    pub(crate) threads: usize,
 }
 
 impl ProcessShared {
@@ -121,7 +136,26 @@ impl ProcessShared {
             children: Mutex::new(WaitQueue::default()),
             vfork_done: AtomicBool::new(false),
             vfork_waiters: Mutex::new(WaitQueue::default()),
+            published: Mutex::new(Published::default()),
         })
+    }
+
+    /// Replaces what `/proc/<pid>` shows of the process.
+    pub(crate) fn publish(&self, published: Published) {
+        *lock(&self.published) = published;
+    }
+
+    /// Updates the memory and thread figures `/proc/<pid>` shows.
+    pub(crate) fn publish_memory(&self, vsize: u64, rss: u64, threads: usize) {
+        let mut published = lock(&self.published);
+        published.vsize = vsize;
+        published.rss = rss;
+        published.threads = threads;
+    }
+
+    /// What `/proc/<pid>` shows of the process.
+    pub(crate) fn published(&self) -> Published {
+        lock(&self.published).clone()
     }
 
     /// A host thread starts running one of the process's threads.
@@ -343,6 +377,15 @@ impl Tree {
         let mut inner = lock(&self.inner);
         inner.threads.remove(&tid);
         inner.threads.insert(pid, pid);
+    }
+
+    /// Process `pid` of the task, running or a zombie (`true`), for `/proc/<pid>`.
+    pub(crate) fn lookup(&self, pid: i32) -> Option<(Arc<ProcessShared>, bool)> {
+        let inner = lock(&self.inner);
+        inner
+            .processes
+            .get(&pid)
+            .map(|entry| (Arc::clone(&entry.shared), entry.status.is_some()))
     }
 
     /// The process thread `tid` belongs to.

@@ -553,6 +553,7 @@ fn set_cwd(process: &mut Process, path: PathBuf) -> SysResult {
         .root
         .canonical(&path)
         .map_err(|e| Errno::from_io(&e))?;
+    process.publish();
     Ok(0)
 }
 
