@@ -28,15 +28,8 @@ use xeno_taskmgr_vm::images::{self, ImageEntry};
 use xeno_taskmgr_vm::{VmConfig, VmTaskManager};
 
 const IMAGE: &str = "debian-12-dev";
-const PACKAGES: &[&str] = &[
-    "python3",
-    "gcc",
-    "libc6-dev",
-    "make",
-    "perl",
-    "dash",
-    "coreutils",
-];
+/// The test image's packages, as the tests and `.ci/run` build it.
+const PACKAGES: &str = include_str!("../tests/support/test-image-packages");
 const ROUNDS: usize = 5;
 
 const HELLO_C: &str =
@@ -75,7 +68,7 @@ fn image() -> Option<ImageEntry> {
     }
     let options = images::BuildOptions {
         name: IMAGE.to_owned(),
-        packages: PACKAGES.iter().map(|p| (*p).to_owned()).collect(),
+        packages: PACKAGES.trim().split(',').map(str::to_owned).collect(),
         images_dir: dir,
         recommends: false,
     };

@@ -318,18 +318,11 @@ pub fn native(program: &Path, argv0: &str, args: &[&str], dir: &Path) -> (Vec<u8
     (output.stdout, output.status.code().unwrap_or(-1))
 }
 
-/// The Debian image the image tests run programs from, and the packages it is built from
-/// (with their dependencies).
+/// The Debian image the image tests run programs from.
 pub const TEST_IMAGE: &str = "debian-12-dev";
-pub const TEST_IMAGE_PACKAGES: &[&str] = &[
-    "python3",
-    "gcc",
-    "libc6-dev",
-    "make",
-    "perl",
-    "dash",
-    "coreutils",
-];
+/// The packages it is built from (with their dependencies), comma-separated: one list for
+/// the tests, the images bench and `.ci/run`.
+pub const TEST_IMAGE_PACKAGES: &str = include_str!("test-image-packages");
 
 /// Where test images live: `XENO_TEST_IMAGES_DIR`, or a directory kept between runs (an
 /// image is about 330 MB and takes ten seconds or so to build).
@@ -371,8 +364,9 @@ pub fn test_image() -> Option<xeno_taskmgr_vm::images::ImageEntry> {
             let options = images::BuildOptions {
                 name: TEST_IMAGE.to_owned(),
                 packages: TEST_IMAGE_PACKAGES
-                    .iter()
-                    .map(|p| (*p).to_owned())
+                    .trim()
+                    .split(',')
+                    .map(str::to_owned)
                     .collect(),
                 images_dir: dir.clone(),
                 recommends: false,
