@@ -22,6 +22,10 @@ use xeno_taskmgr_kit::lock;
 /// Most shared objects one domain holds at once (each is at least one mapping): a bound on
 /// the table, well above what programs make (a semaphore or shared buffer each).
 pub(crate) const OBJECTS_MAX: usize = 4096;
+/// Most files one domain maps shared at once: each holds a host descriptor for its writes
+/// back, and host descriptors are the whole task manager's (semaphores and shared buffers
+/// take one file each; 256 is far above what programs use).
+pub(crate) const FILE_OBJECTS_MAX: usize = 256;
 
 /// A file whose pages are shared: the host file and its identity.
 struct Backing {
@@ -106,6 +110,9 @@ impl SharedMemory {
             && inner.objects.contains_key(&id)
         {
             return Some(id);
+        }
+        if inner.files.len() >= FILE_OBJECTS_MAX {
+            return None;
         }
         let id = inner.insert(Object {
             file: Some(Backing {
@@ -227,5 +234,65 @@ fn write_back(physical: &Physical, backing: &Backing, index: u64, gpa: u64) {
     let mut data = vec![0u8; len];
     if physical.ram.read(gpa, &mut data) {
         let _ = backing.file.write_at(&data, offset);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypervisor::vm::memory::GuestRam;
+    use std::time::Instant;
+
+    fn physical(pages: u64) -> Physical {
+        Physical::new(
+            GuestRam::new(pages * PAGE_SIZE).expect("ram"),
+            Instant::now(),
+        )
+    }
+
+    #[test]
+    fn a_page_is_one_frame_for_every_mapping_and_freed_with_the_last() {
+        let physical = physical(64);
+        let shared = &physical.shared;
+        let free = physical.free_frames();
+        let id = shared.anonymous().expect("object");
+        let first = shared.page(&physical, id, 3).expect("page");
+        let again = shared.page(&physical, id, 3).expect("same page");
+        assert_eq!(first, again);
+        shared.retain(id, 3);
+        assert_eq!(physical.free_frames(), free - 1);
+        for _ in 0..2 {
+            shared.release(&physical, id, 3);
+            assert_eq!(physical.free_frames(), free - 1, "still mapped");
+        }
+        shared.release(&physical, id, 3);
+        assert_eq!(physical.free_frames(), free);
+        // The object went with its last page: its id no longer gives pages.
+        assert!(shared.page(&physical, id, 0).is_none());
+    }
+
+    #[test]
+    fn a_files_pages_are_read_from_it_and_written_back_no_further_than_its_end() {
+        let physical = physical(64);
+        let shared = &physical.shared;
+        let mut file = tempfile::tempfile().expect("file");
+        std::io::Write::write_all(&mut file, b"hello").expect("write");
+        let file = Arc::new(file);
+        let id = shared.file(&file, (1, 2)).expect("object");
+        assert_eq!(shared.file(&file, (1, 2)), Some(id), "one object per file");
+        let gpa = shared.page(&physical, id, 0).expect("page");
+        let mut head = [0u8; 6];
+        assert!(physical.ram.read(gpa, &mut head));
+        assert_eq!(&head, b"hello\0");
+        assert!(physical.ram.write(gpa, b"HELLO, and more"));
+        shared.sync(&physical, id, 0, 0);
+        let mut back = [0u8; 16];
+        let read = file.read_at(&mut back, 0).expect("read");
+        assert_eq!(&back[..read], b"HELLO", "the file does not grow");
+        shared.release(&physical, id, 0);
+        for key in 0..FILE_OBJECTS_MAX as u64 {
+            shared.file(&file, (9, key)).expect("within the bound");
+        }
+        assert!(shared.file(&file, (10, 0)).is_none(), "bounded");
     }
 }
