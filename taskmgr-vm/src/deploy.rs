@@ -235,6 +235,7 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
         image,
         cmdline: crate::kernel::process::nul_joined(&argv),
         environ: crate::kernel::process::nul_joined(&envp),
+        comm: None,
         release: domain.settings.version.clone(),
         pid: ROOT_PID,
         umask: 0o022,

@@ -119,7 +119,7 @@
 //!   `environ`, `maps`, `exe`, `cwd` and `fd/`, and `cpuinfo`, `meminfo`, `uptime`, `loadavg`,
 //!   `stat`, `filesystems` and `mounts` with the domain's figures; the task's other processes
 //!   have `stat`, `status`, `cmdline`, `environ`, `comm`, `exe` and `cwd` (not `maps` or
-//!   `fd/`), and `/proc` itself is not listed.
+//!   `fd/`), and listing `/proc` shows them (`ps` works).
 //! - Timers: `alarm`, `setitimer` (ITIMER_REAL), POSIX timers and `timerfd` on the wall and
 //!   monotonic clocks (`kernel/timers.rs`); CPU-time timers are `EINVAL`.
 //! - Signals: dispositions are a process's, masks each thread's; handlers run

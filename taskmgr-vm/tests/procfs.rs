@@ -205,3 +205,35 @@ async fn proc_shows_the_tasks_other_processes() {
     );
     destroy(&manager, &domain).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ps_lists_the_tasks_processes_and_nothing_of_the_host() {
+    let Some(manager) = manager() else {
+        return;
+    };
+    let Some(busybox) = busybox() else {
+        return;
+    };
+    let domain = create(&manager, limits(0, 64), None).await;
+    let script = "sleep 5 & ls /proc | tr '\\n' ' '; echo; ps; kill $!; wait";
+    let guest = Guest::new(&busybox, "sh", &["-c", script]);
+    let done = run(&manager, &domain, "ps", &guest).await;
+    let out = done.stdout_text();
+    let mut lines = out.lines();
+    let listing = lines.next().unwrap_or_default();
+    for name in ["2", "3", "self", "cpuinfo", "meminfo", "uptime"] {
+        assert!(listing.split(' ').any(|entry| entry == name), "{out}");
+    }
+    let table: Vec<&str> = lines.collect();
+    assert!(table[0].contains("PID"), "{out}");
+    // The shell, its background sleep and ps itself (a forked shell that named itself `ps`,
+    // which ps shows in braces, as natively): the task's three processes, no more.
+    assert_eq!(table.len(), 4, "{out}");
+    assert!(table[1].ends_with(&format!("sh -c {script}")), "{out}");
+    assert!(table[2].ends_with(" sleep 5"), "{out}");
+    assert!(
+        table[3].ends_with(&format!("{{ps}} sh -c {script}")),
+        "{out}"
+    );
+    destroy(&manager, &domain).await;
+}

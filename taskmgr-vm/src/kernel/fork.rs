@@ -125,6 +125,7 @@ fn make_child(
         image: process.image.clone(),
         cmdline: process.cmdline.clone(),
         environ: process.environ.clone(),
+        comm: process.comm.clone(),
         release: process.release.clone(),
         pid,
         umask: process.umask,

@@ -80,6 +80,9 @@ pub(crate) struct Process {
     /// string followed by a NUL).
     pub(crate) cmdline: Vec<u8>,
     pub(crate) environ: Vec<u8>,
+    /// The name `prctl(PR_SET_NAME)` gave it (15 bytes at most), until its next exec; without
+    /// one its `comm` is its program's name.
+    pub(crate) comm: Option<Vec<u8>>,
     /// What `uname` reports as the release: the domain's version.
     pub(crate) release: String,
     /// Process id the task sees (its own namespace: 1 is not used, as init would be).
@@ -299,6 +302,7 @@ impl Process {
     /// its start, an exec, a chdir).
     pub(crate) fn publish(&self) {
         self.shared.publish(crate::kernel::tree::Published {
+            comm: crate::kernel::procfs::comm(self),
             cmdline: self.cmdline.clone(),
             environ: self.environ.clone(),
             exe: self.exe_path.clone(),

@@ -5,8 +5,8 @@
 //! `/proc/self/cwd` are links (`readlink`), `/proc/self/fd/N` names a descriptor
 //! (`devices.rs`). `/proc/<pid>` of the task's other processes (running or zombie) has
 //! `stat`, `status`, `cmdline`, `environ`, `comm` and the `exe` and `cwd` links, from what
-//! each process publishes of itself (`tree::Published`); not their `maps` or `fd/`, and
-//! `/proc` itself cannot be listed.
+//! each process publishes of itself (`tree::Published`); not their `maps` or `fd/`. `/proc`
+//! lists the task's processes, `self` and the domain's files (what `ps` reads).
 
 use crate::hypervisor::vm::layout::PAGE_SIZE;
 use crate::kernel::files::FsContext;
@@ -71,7 +71,7 @@ pub(crate) fn link(process: &Process, raw: &[u8]) -> Option<Vec<u8>> {
 /// `cmdline` and `environ` are empty, as on Linux). Its `maps` and `fd/` are not shown.
 fn generate_other(process: &Process, raw: &[u8]) -> Option<Vec<u8>> {
     let (pid, published, zombie, tail) = other(process, raw)?;
-    let name = comm_of(&published.cmdline);
+    let name = published.comm.clone();
     let state = if zombie { 'Z' } else { 'S' };
     let parent = process.tree.parent(pid);
     let (pgid, sid) = process.tree.group_of(pid).unwrap_or((pid, pid));
@@ -149,9 +149,61 @@ pub(crate) fn generate(process: &Process, raw: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
-/// The program's name as `comm` holds it (the last part of argv[0], 15 bytes at most).
-fn comm(process: &Process) -> String {
-    comm_of(&process.cmdline)
+/// The files `/proc` lists besides the processes.
+const PROC_FILES: [&str; 7] = [
+    "cpuinfo",
+    "meminfo",
+    "uptime",
+    "loadavg",
+    "stat",
+    "filesystems",
+    "mounts",
+];
+
+/// Whether `raw` names a directory of `/proc`: `/proc` itself, `self`, or a process of the
+/// task (so that `stat` and `opendir` of them work, as `ps` needs).
+pub(crate) fn is_dir(process: &Process, raw: &[u8]) -> bool {
+    let trimmed = raw.strip_suffix(b"/").unwrap_or(raw);
+    if trimmed == b"/proc" {
+        return true;
+    }
+    let Some(name) = trimmed.strip_prefix(b"/proc/") else {
+        return false;
+    };
+    if name == b"self" || name == b"thread-self" {
+        return true;
+    }
+    std::str::from_utf8(name)
+        .ok()
+        .and_then(|text| text.parse::<i32>().ok())
+        .is_some_and(|pid| pid == process.pid || process.tree.lookup(pid).is_some())
+}
+
+/// The entries of `/proc` as `getdents64` lists them: the task's processes, `self`, and the
+/// domain's files.
+pub(crate) fn listing(process: &Process) -> Vec<crate::kernel::overlay::Entry> {
+    let mut entries = vec![
+        (b".".to_vec(), 1, 4),
+        (b"..".to_vec(), 1, 4),
+        (b"self".to_vec(), 2, 10),
+        (b"thread-self".to_vec(), 3, 10),
+    ];
+    for pid in process.tree.pids() {
+        entries.push((pid.to_string().into_bytes(), 1000 + pid as u64, 4));
+    }
+    for (index, name) in PROC_FILES.iter().enumerate() {
+        entries.push((name.as_bytes().to_vec(), 10 + index as u64, 8));
+    }
+    entries
+}
+
+/// The process's name as `comm` holds it: what `PR_SET_NAME` gave it, or the last part of
+/// argv[0], 15 bytes at most.
+pub(crate) fn comm(process: &Process) -> String {
+    match &process.comm {
+        Some(name) => String::from_utf8_lossy(name).into_owned(),
+        None => comm_of(&process.cmdline),
+    }
 }
 
 fn comm_of(cmdline: &[u8]) -> String {

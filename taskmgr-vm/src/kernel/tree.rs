@@ -113,6 +113,7 @@ pub(crate) struct ProcessShared {
 /// A process as other processes of its task see it in `/proc/<pid>`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Published {
+    pub(crate) comm: String,
     pub(crate) cmdline: Vec<u8>,
     pub(crate) environ: Vec<u8>,
     pub(crate) exe: String,
@@ -438,6 +439,11 @@ impl Tree {
     pub(crate) fn counts(&self) -> (usize, usize) {
         let inner = lock(&self.inner);
         (inner.running, inner.processes.len())
+    }
+
+    /// Every process of the task, running or zombie, for listing `/proc`.
+    pub(crate) fn pids(&self) -> Vec<i32> {
+        lock(&self.inner).processes.keys().copied().collect()
     }
 
     /// The newest id handed out, for `/proc/loadavg`.

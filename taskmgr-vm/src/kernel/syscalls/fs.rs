@@ -39,6 +39,9 @@ const S_IFIFO: u32 = 0o010000;
 const S_IFCHR: u32 = 0o020000;
 const S_IFDIR: u32 = 0o040000;
 
+/// The path a directory handle on `/proc` carries (no file of the session has it: `/proc` is
+/// answered by `procfs.rs` before any path reaches the session).
+const PROC_DIR: &str = "proc";
 /// Size of `struct stat` on x86-64.
 const STAT_BYTES: usize = 144;
 /// Size of `struct statx`.
@@ -125,6 +128,23 @@ pub(crate) fn openat(
         // Another name for an open descriptor: its open file, shared as `dup` shares it.
         let file = process.fds.file(fd).map_err(|_| Errno::ENOENT)?;
         fastpath::unwindow_all(process, &file);
+        return process.fds.insert(Fd { file, cloexec });
+    }
+    if crate::kernel::procfs::is_dir(process, &raw) && flags & O_ACCMODE == 0 {
+        // A directory of /proc: a handle on the domain's root, listed by procfs.
+        let (dir, _) = process
+            .fs
+            .root
+            .open_dir(std::path::Path::new("."))
+            .map_err(|e| Errno::from_io(&e))?;
+        let file = OpenFile::new(
+            Kind::Dir {
+                path: PathBuf::from(PROC_DIR),
+                dir,
+                listing: std::sync::Mutex::new(None),
+            },
+            flags & (O_ACCMODE | SETFL_MASK),
+        );
         return process.fds.insert(Fd { file, cloexec });
     }
     if raw == devices::TTY {
@@ -480,6 +500,12 @@ fn stat_of_path(
     if let Some(device) = Device::at(&raw) {
         return Ok(Stat::device(S_IFCHR | 0o666, device.number()));
     }
+    if crate::kernel::procfs::is_dir(process, &raw) {
+        return Ok(Stat::device(S_IFDIR | 0o555, (0, 0)));
+    }
+    if raw.starts_with(b"/proc/") && crate::kernel::procfs::generate(process, &raw).is_some() {
+        return Ok(Stat::device(0o100444, (0, 0)));
+    }
     let path = resolve_at_bytes(process, dirfd, &raw)?;
     process
         .fs
@@ -817,7 +843,11 @@ pub(crate) fn getdents64(process: &mut Process, fd: u64, buf: u64, size: u64) ->
     {
         let mut held = lock(listing);
         if held.is_none() {
-            let entries = process.fs.root.list(path).map_err(|e| Errno::from_io(&e))?;
+            let entries = if path == std::path::Path::new(PROC_DIR) {
+                crate::kernel::procfs::listing(process)
+            } else {
+                process.fs.root.list(path).map_err(|e| Errno::from_io(&e))?
+            };
             *held = Some(Listing { entries, next: 0 });
         }
         let Some(listing) = held.as_mut() else {

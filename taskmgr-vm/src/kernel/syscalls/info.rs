@@ -123,11 +123,22 @@ pub(crate) fn sysinfo(process: &mut Process, buf: u64) -> SysResult {
 pub(crate) fn prctl(process: &mut Process, option: u64, arg: u64) -> SysResult {
     match option {
         PR_GET_NAME => {
-            process.write_user(arg, &field("task")[..16])?;
+            let name = crate::kernel::procfs::comm(process);
+            process.write_user(arg, &field(&name)[..16])?;
             Ok(0)
         }
         PR_SET_NAME => {
-            process.read_user(arg, 1)?;
+            let mut name = process.read_cstr(arg, 16).or_else(|error| {
+                // A name of 16 bytes or more without its NUL is cut at 15, as Linux does.
+                if error == Errno::ENAMETOOLONG {
+                    process.read_user(arg, 15)
+                } else {
+                    Err(error)
+                }
+            })?;
+            name.truncate(15);
+            process.comm = Some(name);
+            process.publish();
             Ok(0)
         }
         _ => Err(Errno::EINVAL),
