@@ -82,10 +82,11 @@ fn image(command: ImageCommand) -> Result<()> {
                     ""
                 }
             );
-            println!(
-                "[[linux.images]]\nname = \"{}\"\ndigest = \"{}\"",
-                built.name, built.digest
-            );
+            let entry = images::ImageEntry {
+                name: built.name,
+                digest: built.digest,
+            };
+            print!("{}", entry.to_toml());
             Ok(())
         }
         ImageCommand::Verify {

@@ -53,39 +53,14 @@ fn images_dir() -> PathBuf {
 fn image() -> Option<ImageEntry> {
     let dir = images_dir();
     let record = dir.join(format!("{IMAGE}.toml"));
-    if let Ok(text) = std::fs::read_to_string(&record)
-        && let Some(digest) = text
-            .lines()
-            .find_map(|line| line.strip_prefix("digest = \""))
-    {
-        let entry = ImageEntry {
-            name: IMAGE.to_owned(),
-            digest: digest.trim_end_matches('"').to_owned(),
-        };
-        if images::open(&dir, &entry).is_ok() {
-            return Some(entry);
-        }
-    }
     let options = images::BuildOptions {
         name: IMAGE.to_owned(),
         packages: PACKAGES.trim().split(',').map(str::to_owned).collect(),
         images_dir: dir,
         recommends: false,
     };
-    match images::build(&options, &mut |step| eprintln!("image: {step}")) {
-        Ok(built) => {
-            let _ = std::fs::write(
-                &record,
-                format!(
-                    "[[linux.images]]\nname = \"{}\"\ndigest = \"{}\"\n",
-                    built.name, built.digest
-                ),
-            );
-            Some(ImageEntry {
-                name: built.name,
-                digest: built.digest,
-            })
-        }
+    match images::reuse_or_build(&options, &record, &mut |step| eprintln!("image: {step}")) {
+        Ok(entry) => Some(entry),
         Err(error) => {
             println!("SKIP: the image cannot be built: {error}");
             None

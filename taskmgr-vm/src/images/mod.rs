@@ -89,6 +89,55 @@ pub struct ImageEntry {
     pub digest: String,
 }
 
+impl ImageEntry {
+    /// The `[[linux.images]]` entry offering it, as `xenoserver image build` prints it.
+    pub fn to_toml(&self) -> String {
+        format!(
+            "[[linux.images]]\nname = \"{}\"\ndigest = \"{}\"\n",
+            self.name, self.digest
+        )
+    }
+
+    /// The image named `name` in such an entry, if `text` gives its digest.
+    pub fn from_toml(name: &str, text: &str) -> Option<ImageEntry> {
+        let digest = text
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("digest = \""))?
+            .trim_end_matches('"');
+        Some(ImageEntry {
+            name: name.to_owned(),
+            digest: digest.to_owned(),
+        })
+    }
+}
+
+/// The image `options` describe as `record` (its `[[linux.images]]` entry) names it, if that
+/// image is there and opens; otherwise built now, and `record` rewritten.
+pub fn reuse_or_build(
+    options: &BuildOptions,
+    record: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ImageEntry, ImageError> {
+    if let Some(entry) = std::fs::read_to_string(record)
+        .ok()
+        .and_then(|text| ImageEntry::from_toml(&options.name, &text))
+        && open(&options.images_dir, &entry).is_ok()
+    {
+        return Ok(entry);
+    }
+    let built = build(options, progress)?;
+    let entry = ImageEntry {
+        name: built.name,
+        digest: built.digest,
+    };
+    std::fs::write(record, entry.to_toml()).map_err(|error| ImageError::Io {
+        name: entry.name.clone(),
+        path: record.to_owned(),
+        error,
+    })?;
+    Ok(entry)
+}
+
 /// An opened image, ready to be the lower layer of domains.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -199,6 +248,19 @@ pub fn verify(image: &Image) -> Result<(), ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_reads_back_from_what_the_build_prints() {
+        let entry = ImageEntry {
+            name: "debian-12-python".to_owned(),
+            digest: format!("{DIGEST_PREFIX}{}", "ab".repeat(32)),
+        };
+        assert_eq!(
+            ImageEntry::from_toml("debian-12-python", &entry.to_toml()),
+            Some(entry)
+        );
+        assert_eq!(ImageEntry::from_toml("x", "name = \"x\"\n"), None);
+    }
 
     #[test]
     fn names_and_digests_are_checked() {

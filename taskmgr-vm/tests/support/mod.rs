@@ -78,6 +78,16 @@ pub async fn create(
     limits: pb::DomainLimits,
     scratch: Option<&Path>,
 ) -> String {
+    create_with(manager, limits, scratch, String::new()).await
+}
+
+/// A domain made with the session's `requirements_xml`.
+async fn create_with(
+    manager: &VmTaskManager,
+    limits: pb::DomainLimits,
+    scratch: Option<&Path>,
+    requirements_xml: String,
+) -> String {
     let id = unique("domain");
     manager
         .create_domain(Request::new(pb::CreateDomainRequest {
@@ -85,7 +95,7 @@ pub async fn create(
             env_type: "Linux".into(),
             version: String::new(),
             limits: Some(limits),
-            requirements_xml: String::new(),
+            requirements_xml,
             scratch_dir: scratch.map(|p| p.display().to_string()).unwrap_or_default(),
         }))
         .await
@@ -346,21 +356,6 @@ pub fn test_image() -> Option<xeno_taskmgr_vm::images::ImageEntry> {
             let lock = std::fs::File::create(dir.join(".lock")).expect("lock file");
             rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
             let record = dir.join(format!("{TEST_IMAGE}.toml"));
-            if let Ok(text) = std::fs::read_to_string(&record) {
-                let digest = text
-                    .lines()
-                    .find_map(|line| line.strip_prefix("digest = \""))
-                    .map(|rest| rest.trim_end_matches('"').to_owned());
-                if let Some(digest) = digest {
-                    let entry = images::ImageEntry {
-                        name: TEST_IMAGE.to_owned(),
-                        digest,
-                    };
-                    if images::open(&dir, &entry).is_ok() {
-                        return Some(entry);
-                    }
-                }
-            }
             let options = images::BuildOptions {
                 name: TEST_IMAGE.to_owned(),
                 packages: TEST_IMAGE_PACKAGES
@@ -371,21 +366,10 @@ pub fn test_image() -> Option<xeno_taskmgr_vm::images::ImageEntry> {
                 images_dir: dir.clone(),
                 recommends: false,
             };
-            match images::build(&options, &mut |step| eprintln!("test image: {step}")) {
-                Ok(built) => {
-                    std::fs::write(
-                        &record,
-                        format!(
-                            "[[linux.images]]\nname = \"{}\"\ndigest = \"{}\"\n",
-                            built.name, built.digest
-                        ),
-                    )
-                    .expect("record the test image");
-                    Some(images::ImageEntry {
-                        name: built.name,
-                        digest: built.digest,
-                    })
-                }
+            match images::reuse_or_build(&options, &record, &mut |step| {
+                eprintln!("test image: {step}")
+            }) {
+                Ok(entry) => Some(entry),
                 Err(error) => {
                     xeno_tests::prerequisite::missing(&format!(
                         "the test image cannot be built ({error})"
@@ -421,19 +405,7 @@ pub fn requirements_with_image(image: &str) -> String {
 
 /// A domain whose `/` is the test image under its scratch directory.
 pub async fn create_with_image(manager: &VmTaskManager, limits: pb::DomainLimits) -> String {
-    let id = unique("domain");
-    manager
-        .create_domain(Request::new(pb::CreateDomainRequest {
-            domain_id: id.clone(),
-            env_type: "Linux".into(),
-            version: String::new(),
-            limits: Some(limits),
-            requirements_xml: requirements_with_image(TEST_IMAGE),
-            scratch_dir: String::new(),
-        }))
-        .await
-        .expect("CreateDomain with the image");
-    id
+    create_with(manager, limits, None, requirements_with_image(TEST_IMAGE)).await
 }
 
 impl Guest {
