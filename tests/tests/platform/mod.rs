@@ -54,33 +54,20 @@ fn party(id: String, certificate_pem: String, key_pem: String) -> Party {
 
 /// A corp connection without a certificate (registration).
 pub async fn anonymous(address: &str, ca: &str) -> XenoCorpClient<Channel> {
-    XenoCorpClient::new(connect_corp(address, ca, None).await)
+    XenoCorpClient::new(
+        connect(address, ca, None, &Peer::Corp(None))
+            .await
+            .expect("the corp"),
+    )
 }
 
 /// A corp connection as `who`.
 pub async fn corp_as(address: &str, ca: &str, who: &Credentials) -> XenoCorpClient<Channel> {
-    XenoCorpClient::new(connect_corp(address, ca, Some(who)).await)
-}
-
-/// Connects to the corp as `who` (or anonymously). A connection reset during the handshake
-/// is tried again, twice at most: the fault tests run the corp in a network namespace of its
-/// own, and about one run in fifteen (here and in CI) a fresh connection to it over the veth
-/// pair was reset by the peer before any call, its cause not yet found. What the tests assert
-/// is how the server rides out the corp's outages, not this link; any other failure, or a
-/// third reset, still fails the test.
-async fn connect_corp(address: &str, ca: &str, who: Option<&Credentials>) -> Channel {
-    let mut attempt = 0;
-    loop {
-        match connect(address, ca, who, &Peer::Corp(None)).await {
-            Ok(channel) => return channel,
-            Err(error) if attempt < 2 && error.to_string().contains("reset by peer") => {
-                eprintln!("connecting to the corp at {address}: {error}; trying again");
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(error) => panic!("the corp: {error:?}"),
-        }
-    }
+    XenoCorpClient::new(
+        connect(address, ca, Some(who), &Peer::Corp(None))
+            .await
+            .expect("the corp"),
+    )
 }
 
 /// A server connection as `who`, to the server `server_id`.
