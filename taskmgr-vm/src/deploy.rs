@@ -252,6 +252,7 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
         shared: Arc::clone(&shared),
         metered: 0,
         program_bytes_max,
+        published_tables: None,
         real_timer: None,
         posix_timers: BTreeMap::new(),
     };

@@ -118,8 +118,10 @@
 //!   terminal. `/proc` (`kernel/procfs.rs`) has the process's own `stat`, `status`, `cmdline`,
 //!   `environ`, `maps`, `exe`, `cwd` and `fd/`, and `cpuinfo`, `meminfo`, `uptime`, `loadavg`,
 //!   `stat`, `filesystems` and `mounts` with the domain's figures; the task's other processes
-//!   have `stat`, `status`, `cmdline`, `environ`, `comm`, `exe` and `cwd` (not `maps` or
-//!   `fd/`), and listing `/proc` shows them (`ps` works).
+//!   have `stat`, `status`, `cmdline`, `environ`, `comm`, `maps`, `exe`, `cwd` and `fd/`
+//!   (what each published after its last call that changed them), and listing `/proc` shows
+//!   them (`ps` works); `/proc/<pid>` and `/proc/<pid>/fd` list too (`lsof` works). A
+//!   descriptor links to its file's session path, `/dev/…`, `pipe:[1]` or `anon_inode:[…]`.
 //! - Timers: `alarm`, `setitimer` (ITIMER_REAL), POSIX timers and `timerfd` on the wall and
 //!   monotonic clocks (`kernel/timers.rs`); CPU-time timers are `EINVAL`.
 //! - Signals: dispositions are a process's, masks each thread's; handlers run

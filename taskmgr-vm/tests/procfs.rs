@@ -237,3 +237,121 @@ async fn ps_lists_the_tasks_processes_and_nothing_of_the_host() {
     );
     destroy(&manager, &domain).await;
 }
+
+/// `/proc/<pid>/fd` and `maps` of another process, and `/proc/self/fd`: a child opens a file,
+/// a device and pipes at chosen numbers and maps three pages, then waits; its parent lists
+/// and reads them. The parent waits for end of file on a pipe the child closes last, so the
+/// child's table is final when the parent looks.
+const FDS_C: &str = r#"
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void list(const char *path, const char *title) {
+    DIR *dir = opendir(path);
+    if (!dir) { printf("%s: cannot open\n", title); return; }
+    printf("%s:", title);
+    struct dirent *entry;
+    while ((entry = readdir(dir))) if (entry->d_name[0] != '.') printf(" %s", entry->d_name);
+    closedir(dir);
+    printf("\n");
+}
+static void link_of(const char *path, const char *title) {
+    char target[256];
+    int n = readlink(path, target, sizeof target - 1);
+    target[n < 0 ? 0 : n] = 0;
+    printf("%s -> %s\n", title, n < 0 ? "(none)" : target);
+}
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    int p[2], q[2];
+    pipe(p);
+    pipe(q);
+    pid_t child = fork();
+    if (child == 0) {
+        close(p[0]);
+        close(q[1]);
+        int f = open("data.txt", O_CREAT | O_RDWR, 0644);
+        dup2(f, 7);
+        close(f);
+        open("/dev/zero", O_RDONLY);
+        char *m = mmap(0, 3 * 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        dprintf(p[1], "%lx", (unsigned long)m);
+        close(p[1]);
+        char byte;
+        read(q[0], &byte, 1);
+        _exit(0);
+    }
+    close(p[1]);
+    close(q[0]);
+    char address[32] = {0};
+    int got = 0, n;
+    while ((n = read(p[0], address + got, sizeof address - 1 - got)) > 0) got += n;
+    usleep(100000);
+    char path[64], title[16];
+    snprintf(path, sizeof path, "/proc/%d/fd", child);
+    list(path, "fds");
+    int numbers[] = {0, 3, 5, 7};
+    for (int i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, "/proc/%d/fd/%d", child, numbers[i]);
+        snprintf(title, sizeof title, "%d", numbers[i]);
+        link_of(path, title);
+    }
+    unsigned long start = strtoul(address, 0, 16), from, to;
+    snprintf(path, sizeof path, "/proc/%d/maps", child);
+    FILE *maps = fopen(path, "r");
+    char line[256], perms[8];
+    int found = 0;
+    while (maps && fgets(line, sizeof line, maps))
+        if (sscanf(line, "%lx-%lx %7s", &from, &to, perms) == 3 && from == start)
+            found = to - from == 3 * 4096 && strcmp(perms, "r--p") == 0;
+    if (maps) fclose(maps);
+    printf("maps: the child's 3 pages r--p %d\n", found);
+    list("/proc/self/fd", "self fds");
+    link_of("/proc/self/fd/6", "self 6");
+    link_of("/proc/self/fd/9", "self 9");
+    DIR *self = opendir("/proc/self");
+    int has_maps = 0, has_fd = 0;
+    struct dirent *entry;
+    while (self && (entry = readdir(self))) {
+        has_maps |= strcmp(entry->d_name, "maps") == 0;
+        has_fd |= strcmp(entry->d_name, "fd") == 0;
+    }
+    if (self) closedir(self);
+    printf("self has maps %d fd %d\n", has_maps, has_fd);
+    write(q[1], "x", 1);
+    int status;
+    waitpid(child, &status, 0);
+    printf("child exited %d\n", WEXITSTATUS(status));
+    return 0;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proc_shows_another_processs_descriptors_and_maps() {
+    let (Some(manager), Some(program)) = (manager(), musl_program("proc_fds", FDS_C)) else {
+        return;
+    };
+    let domain = create(&manager, limits(0, 64), None).await;
+    let done = run(&manager, &domain, "fds", &Guest::new(&program, "fds", &[])).await;
+    assert_eq!(done.state(), TaskState::Exited, "{:?}", done.exit);
+    assert_eq!(
+        done.stdout_text(),
+        "fds: 0 1 2 3 5 7\n\
+         0 -> /dev/null\n\
+         3 -> /dev/zero\n\
+         5 -> pipe:[1]\n\
+         7 -> /data.txt\n\
+         maps: the child's 3 pages r--p 1\n\
+         self fds: 0 1 2 3 4 6\n\
+         self 6 -> pipe:[1]\n\
+         self 9 -> (none)\n\
+         self has maps 1 fd 1\n\
+         child exited 0\n"
+    );
+    destroy(&manager, &domain).await;
+}

@@ -49,6 +49,16 @@ impl Device {
         })
     }
 
+    /// Its path under `/dev` (`/proc/<pid>/fd/N` names it so).
+    pub(crate) fn path(self) -> &'static [u8] {
+        match self {
+            Device::Null => b"/dev/null",
+            Device::Zero => b"/dev/zero",
+            Device::Full => b"/dev/full",
+            Device::Random => b"/dev/urandom",
+        }
+    }
+
     /// Its (major, minor) device number, as Linux numbers it.
     pub(crate) fn number(self) -> (u32, u32) {
         match self {

@@ -150,6 +150,7 @@ pub(crate) fn execveat(
     process.cmdline = crate::kernel::process::nul_joined(&argv);
     process.environ = crate::kernel::process::nul_joined(&envp);
     process.comm = None;
+    process.published_tables = None;
     process.publish();
     crate::kernel::syscalls::signal::reset_for_exec(process);
     let started = vcpu.start(loaded.start);

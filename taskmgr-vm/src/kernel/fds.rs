@@ -84,6 +84,9 @@ pub(crate) struct Fd {
 
 pub(crate) struct FdTable {
     slots: Vec<Option<Fd>>,
+    /// Counts changes of which descriptor holds what, so that `/proc/<pid>/fd` is published
+    /// again only after one.
+    generation: u64,
 }
 
 impl FdTable {
@@ -101,6 +104,7 @@ impl FdTable {
                 slot(Kind::Output(OutputStream::Stdout), 1),
                 slot(Kind::Output(OutputStream::Stderr), 1),
             ],
+            generation: 0,
         }
     }
 
@@ -109,11 +113,13 @@ impl FdTable {
     pub(crate) fn fork_copy(&self) -> FdTable {
         FdTable {
             slots: self.slots.clone(),
+            generation: 0,
         }
     }
 
     /// Closes every close-on-exec descriptor (`execve`), returning them with their numbers.
     pub(crate) fn take_cloexec(&mut self) -> Vec<(u64, Fd)> {
+        self.generation += 1;
         let mut closed = Vec::new();
         for (number, slot) in self.slots.iter_mut().enumerate() {
             if slot.as_ref().is_some_and(|fd| fd.cloexec)
@@ -172,6 +178,7 @@ impl FdTable {
             }
             None => return Err(Errno::EMFILE),
         };
+        self.generation += 1;
         self.slots[index] = Some(fd);
         Ok(index as u64)
     }
@@ -189,10 +196,12 @@ impl FdTable {
         if index >= self.slots.len() {
             self.slots.resize(index + 1, None);
         }
+        self.generation += 1;
         Ok(self.slots[index].replace(fd))
     }
 
     pub(crate) fn remove(&mut self, fd: u64) -> Result<Fd, Errno> {
+        self.generation += 1;
         usize::try_from(fd)
             .ok()
             .and_then(|fd| self.slots.get_mut(fd))
@@ -200,8 +209,14 @@ impl FdTable {
             .ok_or(Errno::EBADF)
     }
 
+    /// Which change of the table this is (see `generation`).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Every open descriptor (for closing them all when the task ends).
     pub(crate) fn drain(&mut self) -> Vec<Fd> {
+        self.generation += 1;
         self.slots.drain(..).flatten().collect()
     }
 }

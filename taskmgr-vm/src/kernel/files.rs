@@ -38,13 +38,13 @@ pub(crate) fn domain_root(vm: &DomainVm, scratch: &Scratch) -> Result<Arc<Root>,
     }
     let upper = scratch_dir(scratch)?;
     let root = match &vm.image {
-        None => Root::plain(upper),
+        None => Root::plain(upper).at_host(&[scratch.path()]),
         Some(image) => {
             let lower =
                 Dir::open_ambient_dir(&image.root, ambient_authority()).map_err(|error| {
                     Error::Internal(format!("cannot open the image {}: {error}", image.name))
                 })?;
-            Root::layered(upper, lower)
+            Root::layered(upper, lower).at_host(&[scratch.path(), &image.root])
         }
     };
     Ok(Arc::clone(vm.root.get_or_init(|| Arc::new(root))))

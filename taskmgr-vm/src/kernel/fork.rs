@@ -146,6 +146,7 @@ fn make_child(
         real_timer: None,
         posix_timers: BTreeMap::new(),
         program_bytes_max: process.program_bytes_max,
+        published_tables: None,
     };
     // Pending signals are the parent's alone; the mask and dispositions are inherited.
     child.signals.pending = 0;

@@ -111,6 +111,9 @@ pub(crate) struct Mm {
     pages_owned: u64,
     kstack_gpa: u64,
     fast_page_gpa: u64,
+    /// Counts changes of its areas, so that `/proc/<pid>/maps` is published again only after
+    /// one.
+    generation: u64,
 }
 
 impl Mm {
@@ -131,6 +134,7 @@ impl Mm {
             pages_owned: 0,
             kstack_gpa: 0,
             fast_page_gpa: 0,
+            generation: 0,
         };
         if let Err(error) = mm.map_system(physical, shared) {
             mm.destroy(physical);
@@ -233,6 +237,11 @@ impl Mm {
                 )
             })
             .collect()
+    }
+
+    /// Which change of its areas this is (see `generation`).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Bytes of pages this address space owns.
@@ -411,6 +420,7 @@ impl Mm {
             return Err(MmError::NoMemory);
         }
         self.unmap(physical, start, end)?;
+        self.generation += 1;
         self.vmas.insert(
             start,
             Vma {
@@ -491,6 +501,7 @@ impl Mm {
         if !start.is_multiple_of(PAGE_SIZE) || end < start || end > USER_SYSTEM_BASE {
             return Err(MmError::Invalid);
         }
+        self.generation += 1;
         let mut freed = Vec::new();
         for (vma_start, vma) in self.carve(start, end) {
             self.vmas.remove(&vma_start);
@@ -551,6 +562,7 @@ impl Mm {
         if !self.covered(start, end) {
             return Err(MmError::NoMemory);
         }
+        self.generation += 1;
         let areas = self.carve(start, end);
         if areas
             .iter()

@@ -60,6 +60,9 @@ pub(crate) struct Root {
     lower: Option<Lower>,
     /// Whether the domain's `/tmp` is known to exist (see [`Root::ensure_tmp`]).
     tmp: std::sync::atomic::AtomicBool,
+    /// Where the layers are on the host (upper first, canonical), to name an open file by
+    /// its session path (`/proc/<pid>/fd/N`). Never shown to the task.
+    host: Vec<PathBuf>,
 }
 
 struct Lower {
@@ -104,6 +107,7 @@ impl Root {
             upper,
             lower: None,
             tmp: std::sync::atomic::AtomicBool::new(false),
+            host: Vec::new(),
         }
     }
 
@@ -116,7 +120,29 @@ impl Root {
                 whiteouts: Mutex::new(BTreeSet::new()),
             }),
             tmp: std::sync::atomic::AtomicBool::new(true),
+            host: Vec::new(),
         }
+    }
+
+    /// The same root, told where its layers are on the host (upper first).
+    pub(crate) fn at_host(mut self, layers: &[&Path]) -> Root {
+        self.host = layers
+            .iter()
+            .map(|path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()))
+            .collect();
+        self
+    }
+
+    /// The session path of the host file `host` (as the host's `/proc/self/fd` names it), if
+    /// it lies in one of the layers; what follows the path there (` (deleted)`) is kept.
+    pub(crate) fn session_path_of(&self, host: &Path) -> Option<Vec<u8>> {
+        let inside = self
+            .host
+            .iter()
+            .find_map(|layer| host.strip_prefix(layer).ok())?;
+        let mut path = b"/".to_vec();
+        path.extend_from_slice(inside.as_os_str().as_bytes());
+        Some(path)
     }
 
     /// Makes the domain's own `/tmp` (in its scratch directory) the first time a path under it

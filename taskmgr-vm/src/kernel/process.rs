@@ -115,6 +115,9 @@ pub(crate) struct Process {
     pub(crate) metered: u64,
     /// Most bytes `execve` reads of a program (the task manager's `program_bytes_max`).
     pub(crate) program_bytes_max: u64,
+    /// The generations of its address space and descriptor table last published for
+    /// `/proc/<pid>/maps` and `fd/` (`None`: never).
+    pub(crate) published_tables: Option<(u64, u64)>,
     /// ITIMER_REAL (`alarm`, `setitimer`), made at first use; it survives `execve`.
     pub(crate) real_timer: Option<Arc<crate::kernel::timers::Timer>>,
     /// POSIX timers by id, with their clock; deleted by `execve`.
@@ -310,7 +313,32 @@ impl Process {
             vsize: self.mm.mapped_bytes(),
             rss: self.mm.bytes_owned(),
             threads: self.threads.live.len(),
+            maps: self.mm.areas(),
+            fds: self.published_fds(),
         });
+    }
+
+    fn published_fds(&self) -> Vec<(u64, std::sync::Weak<crate::kernel::fds::OpenFile>)> {
+        self.fds
+            .all()
+            .iter()
+            .map(|(number, file)| (*number, Arc::downgrade(file)))
+            .collect()
+    }
+
+    /// Publishes its areas and descriptors again if either changed since they last were
+    /// (after every system call: a comparison of two counters when nothing changed).
+    pub(crate) fn publish_tables(&mut self) {
+        let now = (self.mm.generation(), self.fds.generation());
+        let before = self.published_tables.replace(now);
+        if before == Some(now) {
+            return;
+        }
+        let changed =
+            |pick: fn((u64, u64)) -> u64| before.is_none_or(|then| pick(then) != pick(now));
+        let maps = changed(|g| g.0).then(|| self.mm.areas());
+        let fds = changed(|g| g.1).then(|| self.published_fds());
+        self.shared.publish_tables(maps, fds);
     }
 
     /// Guest-physical address of user `va` with the access asked for, backing a lazily

@@ -3,13 +3,17 @@
 //! pid) with `stat`, `status`, `cmdline`, `environ`, `maps` and `mounts`, and `cpuinfo`,
 //! `meminfo`, `uptime`, `loadavg`, `stat`, `filesystems` and `mounts`. `/proc/self/exe` and
 //! `/proc/self/cwd` are links (`readlink`), `/proc/self/fd/N` names a descriptor
-//! (`devices.rs`). `/proc/<pid>` of the task's other processes (running or zombie) has
-//! `stat`, `status`, `cmdline`, `environ`, `comm` and the `exe` and `cwd` links, from what
-//! each process publishes of itself (`tree::Published`); not their `maps` or `fd/`. `/proc`
-//! lists the task's processes, `self` and the domain's files (what `ps` reads).
+//! (`devices.rs`) and reads as a link to what it has open. `/proc/<pid>` of the task's other
+//! processes (running or zombie) has `stat`, `status`, `cmdline`, `environ`, `comm`, `maps`,
+//! the `exe` and `cwd` links and `fd/`, from what each process publishes of itself
+//! (`tree::Published`: its areas and descriptors after every call that changed them).
+//! `/proc` lists the task's processes, `self` and the domain's files (what `ps` reads);
+//! `/proc/<pid>` lists its files, and `/proc/<pid>/fd` its descriptors (what `lsof` reads).
 
 use crate::hypervisor::vm::layout::PAGE_SIZE;
+use crate::kernel::fds::{Kind, OpenFile};
 use crate::kernel::files::FsContext;
+use crate::kernel::overlay::Root;
 use crate::kernel::process::Process;
 use crate::kernel::tree::Published;
 use std::fmt::Write;
@@ -56,19 +60,59 @@ pub(crate) fn link(process: &Process, raw: &[u8]) -> Option<Vec<u8>> {
             b"exe" => Some(published.exe.into_bytes()),
             b"cwd" => Some(published.cwd),
             b"root" => Some(b"/".to_vec()),
-            _ => None,
+            tail => {
+                let number = fd_number(tail)?;
+                let (_, file) = published.fds.iter().find(|(fd, _)| *fd == number)?;
+                let file = file.upgrade()?;
+                Some(fd_link(&process.fs.root, &file))
+            }
         };
     }
     match own(process, raw)?.as_slice() {
         b"exe" => Some(process.exe_path.as_bytes().to_vec()),
         b"cwd" => Some(FsContext::session_path(&process.fs.cwd)),
         b"root" => Some(b"/".to_vec()),
-        _ => None,
+        tail => {
+            let file = process.fds.file(fd_number(tail)?).ok()?;
+            Some(fd_link(&process.fs.root, &file))
+        }
+    }
+}
+
+/// The descriptor number `fd/N` names.
+fn fd_number(tail: &[u8]) -> Option<u64> {
+    let digits = tail.strip_prefix(b"fd/")?;
+    if digits.is_empty() || digits.len() > 4 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// What `/proc/<pid>/fd/N` links to, as Linux names it: a file's path in the session, a
+/// device's path, `pipe:[ino]` (the inode `fstat` reports), or `anon_inode:[…]`.
+pub(crate) fn fd_link(root: &Root, file: &OpenFile) -> Vec<u8> {
+    let anon = |what: &str| format!("anon_inode:[{what}]").into_bytes();
+    match &file.kind {
+        Kind::Device(device) => device.path().to_vec(),
+        Kind::Pipe(_) | Kind::Output(_) => b"pipe:[1]".to_vec(),
+        Kind::Event(_) => anon("eventfd"),
+        Kind::Timer { .. } => anon("timerfd"),
+        Kind::Epoll(_) => anon("eventpoll"),
+        Kind::Dir { path, .. } => FsContext::session_path(path),
+        Kind::File(handle) => {
+            use std::os::fd::AsRawFd;
+            // The host names the file by its host path; the part inside a layer is its
+            // session path. A generated file (of /proc) lies in neither.
+            std::fs::read_link(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+                .ok()
+                .and_then(|host| root.session_path_of(&host))
+                .unwrap_or_else(|| anon("file"))
+        }
     }
 }
 
 /// `/proc/<pid>/…` of another process of the task: what it published (a zombie's
-/// `cmdline` and `environ` are empty, as on Linux). Its `maps` and `fd/` are not shown.
+/// `cmdline`, `environ` and `maps` are empty, as on Linux).
 fn generate_other(process: &Process, raw: &[u8]) -> Option<Vec<u8>> {
     let (pid, published, zombie, tail) = other(process, raw)?;
     let name = published.comm.clone();
@@ -76,8 +120,8 @@ fn generate_other(process: &Process, raw: &[u8]) -> Option<Vec<u8>> {
     let parent = process.tree.parent(pid);
     let (pgid, sid) = process.tree.group_of(pid).unwrap_or((pid, pid));
     Some(match tail.as_slice() {
-        b"cmdline" if zombie => Vec::new(),
-        b"environ" if zombie => Vec::new(),
+        b"cmdline" | b"environ" | b"maps" if zombie => Vec::new(),
+        b"maps" => maps_text(&published.maps).into_bytes(),
         b"cmdline" => published.cmdline,
         b"environ" => published.environ,
         b"comm" => format!("{name}\n").into_bytes(),
@@ -111,7 +155,7 @@ pub(crate) fn generate(process: &Process, raw: &[u8]) -> Option<Vec<u8>> {
             b"status" => Some(status(process).into_bytes()),
             b"cmdline" => Some(process.cmdline.clone()),
             b"environ" => Some(process.environ.clone()),
-            b"maps" => Some(maps(process).into_bytes()),
+            b"maps" => Some(maps_text(&process.mm.areas()).into_bytes()),
             b"mounts" => Some(MOUNTS.as_bytes().to_vec()),
             b"comm" => Some(format!("{}\n", comm(process)).into_bytes()),
             _ => None,
@@ -170,13 +214,78 @@ pub(crate) fn is_dir(process: &Process, raw: &[u8]) -> bool {
     let Some(name) = trimmed.strip_prefix(b"/proc/") else {
         return false;
     };
+    let name = name.strip_suffix(b"/fd").unwrap_or(name);
+    process_dir(process, name).is_some()
+}
+
+/// The process a directory name under `/proc` names (`self`, `thread-self` or a pid of the
+/// task), if it names one.
+fn process_dir(process: &Process, name: &[u8]) -> Option<i32> {
     if name == b"self" || name == b"thread-self" {
-        return true;
+        return Some(process.pid);
+    }
+    if name.first() == Some(&b'0') {
+        return None;
     }
     std::str::from_utf8(name)
         .ok()
         .and_then(|text| text.parse::<i32>().ok())
-        .is_some_and(|pid| pid == process.pid || process.tree.lookup(pid).is_some())
+        .filter(|pid| *pid == process.pid || process.tree.lookup(*pid).is_some())
+}
+
+/// The files of `/proc/<pid>`, with their `d_type`.
+const PROCESS_FILES: [(&str, u8); 11] = [
+    ("cmdline", 8),
+    ("comm", 8),
+    ("cwd", 10),
+    ("environ", 8),
+    ("exe", 10),
+    ("fd", 4),
+    ("maps", 8),
+    ("mounts", 8),
+    ("root", 10),
+    ("stat", 8),
+    ("status", 8),
+];
+
+/// The entries of the `/proc` directory `path` (relative to the root: `proc`,
+/// `proc/<pid>` or `proc/<pid>/fd`), or `None` if it names none.
+pub(crate) fn listing_of(
+    process: &Process,
+    path: &std::path::Path,
+) -> Option<Vec<crate::kernel::overlay::Entry>> {
+    use std::os::unix::ffi::OsStrExt;
+    let raw = path.as_os_str().as_bytes();
+    if raw == b"proc" {
+        return Some(listing(process));
+    }
+    let name = raw.strip_prefix(b"proc/")?;
+    let (name, fds) = match name.strip_suffix(b"/fd") {
+        Some(name) => (name, true),
+        None => (name, false),
+    };
+    let pid = process_dir(process, name)?;
+    let mut entries = vec![(b".".to_vec(), 1, 4), (b"..".to_vec(), 1, 4)];
+    if !fds {
+        for (index, (file, kind)) in PROCESS_FILES.iter().enumerate() {
+            entries.push((file.as_bytes().to_vec(), 100 + index as u64, *kind));
+        }
+        return Some(entries);
+    }
+    let numbers: Vec<u64> = if pid == process.pid {
+        process.fds.all().iter().map(|(fd, _)| *fd).collect()
+    } else {
+        let (shared, zombie) = process.tree.lookup(pid)?;
+        if zombie {
+            Vec::new()
+        } else {
+            shared.published().fds.iter().map(|(fd, _)| *fd).collect()
+        }
+    };
+    for fd in numbers {
+        entries.push((fd.to_string().into_bytes(), 200 + fd, 10));
+    }
+    Some(entries)
 }
 
 /// The entries of `/proc` as `getdents64` lists them: the task's processes, `self`, and the
@@ -255,9 +364,10 @@ fn status(process: &Process) -> String {
     out
 }
 
-fn maps(process: &Process) -> String {
+/// `maps` of a process with these areas.
+fn maps_text(areas: &[(u64, u64, u32, bool)]) -> String {
     let mut out = String::new();
-    for (start, end, prot, stack) in process.mm.areas() {
+    for &(start, end, prot, stack) in areas {
         let r = if prot & crate::kernel::mm::PROT_READ != 0 {
             'r'
         } else {

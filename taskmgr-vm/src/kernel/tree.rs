@@ -121,6 +121,11 @@ pub(crate) struct Published {
     pub(crate) vsize: u64,
     pub(crate) rss: u64,
     pub(crate) threads: usize,
+    /// Its areas, as [`Mm::areas`](crate::kernel::mm::Mm::areas) lists them.
+    pub(crate) maps: Vec<(u64, u64, u32, bool)>,
+    /// Its descriptors and their open files: weak, so that a pipe end the process closed is
+    /// not held open by what it published.
+    pub(crate) fds: Vec<(u64, std::sync::Weak<crate::kernel::fds::OpenFile>)>,
 }
 
 impl ProcessShared {
@@ -152,6 +157,21 @@ impl ProcessShared {
         published.vsize = vsize;
         published.rss = rss;
         published.threads = threads;
+    }
+
+    /// Updates the areas `/proc/<pid>/maps` shows, and the descriptors of `/proc/<pid>/fd`.
+    pub(crate) fn publish_tables(
+        &self,
+        maps: Option<Vec<(u64, u64, u32, bool)>>,
+        fds: Option<Vec<(u64, std::sync::Weak<crate::kernel::fds::OpenFile>)>>,
+    ) {
+        let mut published = lock(&self.published);
+        if let Some(maps) = maps {
+            published.maps = maps;
+        }
+        if let Some(fds) = fds {
+            published.fds = fds;
+        }
     }
 
     /// What `/proc/<pid>` shows of the process.

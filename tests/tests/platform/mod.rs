@@ -383,7 +383,11 @@ impl Daemon {
         }
         self.killed = true;
         if let Ok(Some(status)) = self.child.try_wait() {
-            eprintln!("daemon {} (pid {}) had exited: {status}", self.grpc, self.child.id());
+            eprintln!(
+                "daemon {} (pid {}) had exited: {status}",
+                self.grpc,
+                self.child.id()
+            );
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -139,7 +139,12 @@ pub(crate) fn openat(
             .map_err(|e| Errno::from_io(&e))?;
         let file = OpenFile::new(
             Kind::Dir {
-                path: PathBuf::from(PROC_DIR),
+                // `proc`, `proc/<pid>` or `proc/<pid>/fd`, which getdents64 lists.
+                path: PathBuf::from(
+                    String::from_utf8_lossy(&raw)
+                        .trim_start_matches('/')
+                        .trim_end_matches('/'),
+                ),
                 dir,
                 listing: std::sync::Mutex::new(None),
             },
@@ -843,10 +848,13 @@ pub(crate) fn getdents64(process: &mut Process, fd: u64, buf: u64, size: u64) ->
     {
         let mut held = lock(listing);
         if held.is_none() {
-            let entries = if path == std::path::Path::new(PROC_DIR) {
-                crate::kernel::procfs::listing(process)
-            } else {
-                process.fs.root.list(path).map_err(|e| Errno::from_io(&e))?
+            let proc = path
+                .starts_with(PROC_DIR)
+                .then(|| crate::kernel::procfs::listing_of(process, path))
+                .flatten();
+            let entries = match proc {
+                Some(entries) => entries,
+                None => process.fs.root.list(path).map_err(|e| Errno::from_io(&e))?,
             };
             *held = Some(Listing { entries, next: 0 });
         }

@@ -117,7 +117,9 @@ pub(crate) fn dispatch(process: &mut Process, vcpu: &mut Vcpu) -> Flow {
         // A call run again after a wait was counted when the task made it.
         process.meter.add_syscall();
     }
-    table::run(process, vcpu, number, args)
+    let flow = table::run(process, vcpu, number, args);
+    process.publish_tables();
+    flow
 }
 
 /// `futex`: WAIT, WAKE, REQUEUE, CMP_REQUEUE and the BITSET forms (bitsets treated as all).

@@ -230,8 +230,9 @@ pub const TABLE: &[Syscall] = &[
     partial(
         59,
         "execve",
-        "static ELF programs and #! scripts; a dynamically linked program is ENOENT (no \
-         interpreter), a process with several threads EAGAIN",
+        "static and dynamically linked ELF programs and #! scripts; a dynamically linked \
+         program whose interpreter is not in the session is ENOENT, a process with several \
+         threads EAGAIN",
         |p, v, a| process::execveat(p, v, [fs::AT_FDCWD, a[0], a[1], a[2], 0]),
     ),
     full(60, "exit", |_, _, a| Flow::ExitThread(a[0] as i32)),
