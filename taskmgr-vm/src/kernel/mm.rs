@@ -867,6 +867,23 @@ impl Mm {
         self.tables.translate_user(physical, va, write)
     }
 
+    /// Writes `bytes` at `va` into pages this address space owns, whatever their protection
+    /// (the loader's segments, a private file mapping being filled): `Fault` where a page is
+    /// not owned.
+    pub(crate) fn fill(&self, physical: &Physical, va: u64, bytes: &[u8]) -> Result<(), MmError> {
+        let mut done = 0usize;
+        while done < bytes.len() {
+            let at = va + done as u64;
+            let chunk = ((PAGE_SIZE - at % PAGE_SIZE) as usize).min(bytes.len() - done);
+            let gpa = self.translate_owned(physical, at).ok_or(MmError::Fault)?;
+            if !physical.ram.write(gpa, &bytes[done..done + chunk]) {
+                return Err(MmError::Fault);
+            }
+            done += chunk;
+        }
+        Ok(())
+    }
+
     /// Guest-physical address of `va` whatever its protection (for the loader writing
     /// read-only segments), if it is backed by this task's RAM.
     pub(crate) fn translate_owned(&self, physical: &Physical, va: u64) -> Option<u64> {

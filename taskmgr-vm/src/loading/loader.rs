@@ -323,17 +323,6 @@ fn build(
 
 /// Writes `bytes` at `va` into pages the address space owns, whatever their protection.
 fn copy_in(vm: &DomainVm, mm: &Mm, va: u64, bytes: &[u8]) -> Result<(), LoadError> {
-    let mut done = 0usize;
-    while done < bytes.len() {
-        let at = va + done as u64;
-        let chunk = ((PAGE_SIZE - at % PAGE_SIZE) as usize).min(bytes.len() - done);
-        let gpa = mm
-            .translate_owned(&vm.physical, at)
-            .ok_or(LoadError::Layout)?;
-        if !vm.physical.ram.write(gpa, &bytes[done..done + chunk]) {
-            return Err(LoadError::Layout);
-        }
-        done += chunk;
-    }
-    Ok(())
+    mm.fill(&vm.physical, va, bytes)
+        .map_err(|_| LoadError::Layout)
 }

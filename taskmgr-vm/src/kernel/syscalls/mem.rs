@@ -125,12 +125,18 @@ pub(crate) fn mmap(process: &mut Process, a: [u64; 6]) -> SysResult {
         process.meter_memory();
         return Ok(start);
     }
-    // A private copy: map writable, fill from the file, then set the protection asked for.
+    // A private copy, backed with the protection asked for and filled from the file straight
+    // into its frames. They are fresh (a freed frame is discarded, which drops every
+    // translation of it), so the task holds no translation of them to outlive a lower
+    // protection: nothing to migrate (see `Mm::migrate`). With no access at all the pages are
+    // backed readable to be filled, then parked, keeping the contents a later `mprotect`
+    // shows.
+    let backed = if prot == 0 { PROT_READ } else { prot };
     process.mm.map_fixed(
         physical,
         start,
         start + len,
-        PROT_READ | PROT_WRITE,
+        backed,
         false,
         Backing::Anonymous,
     )?;
@@ -149,12 +155,20 @@ pub(crate) fn mmap(process: &mut Process, a: [u64; 6]) -> SysResult {
         if got == 0 {
             break;
         }
-        process.write_user(start + done, &chunk[..got])?;
+        if let Err(error) = process
+            .mm
+            .fill(&process.vm.physical, start + done, &chunk[..got])
+        {
+            let _ = process.mm.unmap(&process.vm.physical, start, start + len);
+            return Err(error.into());
+        }
         done += got as u64;
     }
-    process
-        .mm
-        .protect(&process.vm.physical, start, start + len, prot)?;
+    if prot == 0 {
+        process
+            .mm
+            .protect(&process.vm.physical, start, start + len, 0)?;
+    }
     Ok(start)
 }
 
