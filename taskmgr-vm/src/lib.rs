@@ -104,8 +104,7 @@
 //! ## What is not supported (yet)
 //!
 //! - Processes: `vfork` and `clone(CLONE_VM)` without `CLONE_THREAD` give the child a copy of
-//!   the parent's memory, not the parent's own; a process with several threads cannot
-//!   `execve` (`EAGAIN`); children never stop or continue (job control). Threads:
+//!   the parent's memory, not the parent's own; children never stop or continue (job control). Threads:
 //!   at most 64 per process, and the read fast path is off once a process has a second
 //!   thread. Pipes follow Linux's 16-page queue (atomic writes up to `PIPE_BUF`, `EPIPE` and
 //!   `SIGPIPE`); eventfds, timerfds and `poll`, `ppoll`, `select` and `pselect6` work over every

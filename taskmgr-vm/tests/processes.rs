@@ -532,3 +532,75 @@ async fn shared_mappings_are_shared_between_processes_and_reach_the_file() {
     assert_eq!(done.stdout_text(), expected, "{done:?}");
     destroy(&manager, &domain).await;
 }
+
+/// `execve` from a thread of a process with others: one spinning, one blocked in a pipe
+/// read, the main thread waiting in `pthread_join`. A failed exec leaves them all running;
+/// the next ends them, and the new program runs with the process's pid.
+const THREADED_EXEC_C: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+static int fds[2];
+static volatile unsigned long spins;
+static void *spinner(void *arg) { (void)arg; for (;;) spins++; return 0; }
+static void *blocker(void *arg) { (void)arg; char c; read(fds[0], &c, 1); return 0; }
+static void *execer(void *arg) {
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", getpid());
+    usleep(50000);
+    execl("bin/missing", "missing", (char *)0);
+    unsigned long before = spins;
+    usleep(50000);
+    printf("a failed exec leaves the threads running: %d\n", spins > before);
+    fflush(stdout);
+    execl("bin/mt", "mt", pid, (char *)arg, (char *)0);
+    printf("exec failed\n");
+    return 0;
+}
+int main(int argc, char **argv) {
+    if (argc == 3) {
+        printf("the new program: pid kept %d, ran from %s\n", atoi(argv[1]) == getpid(), argv[2]);
+        return 0;
+    }
+    pipe(fds);
+    pthread_t a, b, c;
+    pthread_create(&a, 0, spinner, 0);
+    pthread_create(&b, 0, blocker, 0);
+    pthread_create(&c, 0, execer, "a thread");
+    pthread_join(c, 0);
+    printf("not reached\n");
+    return 1;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_from_a_thread_ends_the_others_as_natively() {
+    let (Some(manager), Some(program)) = (manager(), musl_program("mt", THREADED_EXEC_C)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir(dir.path().join("bin")).expect("bin");
+    let exe = dir.path().join("bin/mt");
+    std::fs::write(&exe, &program).expect("write");
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let (native_stdout, native_code) = native(&exe, "/bin/mt", &[], dir.path());
+    let native_stdout = String::from_utf8_lossy(&native_stdout).into_owned();
+    assert_eq!(
+        (native_stdout.as_str(), native_code),
+        (
+            "a failed exec leaves the threads running: 1\n\
+             the new program: pid kept 1, ran from a thread\n",
+            0
+        )
+    );
+    let domain = create(&manager, limits(0, 64), None).await;
+    let guest = Guest::new(&program, "/bin/mt", &[]).executable("bin/mt", &program);
+    // Had the spinner outlived the exec, the task would not end when the new program does.
+    let finished = run(&manager, &domain, "mt", &guest).await;
+    assert_eq!(finished.stdout_text(), native_stdout, "{:?}", finished.exit);
+    assert_eq!(finished.state(), TaskState::Exited, "{:?}", finished.exit);
+    destroy(&manager, &domain).await;
+}

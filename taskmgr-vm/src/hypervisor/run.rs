@@ -98,7 +98,7 @@ pub(crate) fn run(
     tid: i32,
     start: StartState,
     on_enter: &dyn Fn(),
-) -> ThreadEnd {
+) -> (ThreadEnd, i32) {
     signal::block_in_this_thread();
     let os_tid = signal::this_thread();
     let control = Arc::clone(&runtime.task.record.control);
@@ -120,7 +120,7 @@ pub(crate) fn run(
     if let Some(shadow) = shadow {
         shadow.register(os_tid);
     }
-    let end = run_registered(
+    let (end, tid) = run_registered(
         runtime, vcpu, tid, start, &control, os_tid, &waiters, on_enter,
     );
     if let Some(shadow) = shadow {
@@ -130,7 +130,7 @@ pub(crate) fn run(
     control.deregister(os_tid);
     // A kick sent just before the thread was deregistered must not linger for its next use.
     signal::wait(Duration::ZERO);
-    end
+    (end, tid)
 }
 
 /// Records how the process ends (the first decision wins) and tells its other threads.
@@ -164,13 +164,19 @@ struct Watch<'a> {
     control: &'a TaskControl,
     limits: &'a RunLimits,
     shared: &'a ProcessShared,
+    /// The waiting thread.
+    tid: i32,
     /// The thread's signal mask during the wait.
     mask: u64,
 }
 
 impl Watch<'_> {
     fn cut(&self) -> Option<Cut> {
-        if self.control.is_stopping() || self.shared.is_ending() || past_deadline(self.limits) {
+        if self.control.is_stopping()
+            || self.shared.is_ending()
+            || self.shared.must_leave(self.tid)
+            || past_deadline(self.limits)
+        {
             return Some(Cut::Stop);
         }
         let unblockable = crate::kernel::sigframe::UNBLOCKABLE;
@@ -182,13 +188,13 @@ impl Watch<'_> {
 fn run_registered(
     runtime: &Arc<ProcessRuntime>,
     vcpu: &mut Vcpu,
-    tid: i32,
+    mut tid: i32,
     start: StartState,
     control: &TaskControl,
     os_tid: i32,
     (waiter, io_waiter): &(Arc<Waiter>, Arc<Waiter>),
     on_enter: &dyn Fn(),
-) -> ThreadEnd {
+) -> (ThreadEnd, i32) {
     let limits = &runtime.task.limits;
     let shared = &runtime.shared;
     let mut charger = Charger {
@@ -213,25 +219,28 @@ fn run_registered(
     let (cpu_timer, _wall_timer) = match timers {
         Ok(timers) => timers,
         Err(error) => {
-            return end_process(
+            let end = end_process(
                 runtime,
                 Outcome::Failed(format!(
                     "internal error: cannot create the task's timers: {error}"
                 )),
                 Status::Signaled(SIGKILL as i32),
             );
+            return (end, tid);
         }
     };
     if let Err(error) = vcpu.start(start) {
-        return end_process(
+        let end = end_process(
             runtime,
             Outcome::Failed(format!("internal error: cannot start the vCPU: {error}")),
             Status::Signaled(SIGKILL as i32),
         );
+        return (end, tid);
     }
     on_enter();
     let end = loop {
-        if shared.is_ending() {
+        if shared.is_ending() || shared.must_leave(tid) {
+            // The process ends, or another thread of it execs (which ends this one).
             break ThreadEnd::Task;
         }
         if let Some(outcome) = admit(limits, control, &cpu_timer) {
@@ -243,10 +252,13 @@ fn run_registered(
                 Some(resumed) => resumed,
                 None => step(runtime, vcpu, tid),
             };
+            // An exec from a thread other than the leader gave it the leader's id.
+            tid = shared.renamed(tid);
             let watch = |mask| Watch {
                 control,
                 limits,
                 shared,
+                tid,
                 mask,
             };
             match current {
@@ -324,7 +336,7 @@ fn run_registered(
         }
     };
     charger.charge();
-    end
+    (end, tid)
 }
 
 /// The current thread's signal mask, and any signal already pending for it, before a wait:

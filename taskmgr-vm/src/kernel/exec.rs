@@ -7,8 +7,11 @@
 //! pending signals and ignored signals; handlers go back to their defaults.
 //!
 //! An ELF program asking for an interpreter (`PT_INTERP`, a dynamically linked program) is
-//! `ENOENT` when the interpreter is not in the session, as Linux answers. A process with
-//! more than one thread cannot exec (`EAGAIN`): its other threads would have to end first.
+//! `ENOENT` when the interpreter is not in the session, as Linux answers. In a process with
+//! more than one thread, once the new program has loaded, the other threads end (each at
+//! its next exit to the VMM, or cut out of its wait), as Linux ends them, and the new
+//! program runs in the calling thread with the process's pid; an exec that fails leaves them
+//! running.
 
 use crate::hypervisor::cpu::Vcpu;
 use crate::hypervisor::fastpath;
@@ -17,6 +20,7 @@ use crate::kernel::files::{FsContext, PATH_BYTES_MAX};
 use crate::kernel::overlay::Root;
 use crate::kernel::process::Process;
 use crate::kernel::syscalls::{Errno, fs};
+use crate::kernel::wait::Blocked;
 use crate::loading::loader;
 use bytes::Bytes;
 use cap_std::fs::{MetadataExt, OpenOptions};
@@ -47,16 +51,13 @@ pub(crate) fn execveat(
     argv_va: u64,
     envp_va: u64,
     flags: u64,
-) -> Result<(), Errno> {
+) -> Result<Option<Blocked>, Errno> {
     if flags & !(AT_EMPTY_PATH | 0x100) != 0 {
         return Err(Errno::EINVAL);
     }
     let raw = process.read_cstr(path_va, PATH_BYTES_MAX)?;
     let mut argv = read_strings(process, argv_va)?;
     let envp = read_strings(process, envp_va)?;
-    if process.threads.live.len() > 1 {
-        return Err(Errno::EAGAIN);
-    }
     if raw.is_empty() && flags & AT_EMPTY_PATH != 0 {
         return Err(Errno::ENOENT);
     }
@@ -117,6 +118,22 @@ pub(crate) fn execveat(
                 loader::LoadError::Elf(_) | loader::LoadError::Layout => Errno::ENOEXEC,
             }
         })?;
+    if process.threads.live.len() > 1 {
+        // Linux ends the process's other threads before the new program starts. They leave
+        // (each at its next exit to the VMM, or from its wait), waking this thread, which
+        // runs the call again once it is the last: a second load, for a rare case.
+        loaded.mm.destroy(&vm.physical);
+        let waiter = process.io_waiter().ok_or(Errno::EINVAL)?;
+        if !process.shared.begin_exec(process.tid, &waiter) {
+            // Another thread execs first, and this one is to leave.
+            return Err(Errno::EAGAIN);
+        }
+        return Ok(Some(Blocked {
+            until: None,
+            progress: 0,
+        }));
+    }
+    process.shared.end_exec(process.tid);
     // Past the point of no return: the old program is gone whatever happens now.
     for (number, fd) in process.fds.take_cloexec() {
         fastpath::close_window(process, number, &fd.file);
@@ -138,6 +155,7 @@ pub(crate) fn execveat(
     }
     if tid != process.pid {
         process.tree.rename_thread(tid, process.pid);
+        process.shared.note_renamed(tid, process.pid);
     }
     process.tid = process.pid;
     process.kstack = slot;
@@ -164,7 +182,7 @@ pub(crate) fn execveat(
         tracing::warn!("cannot restart the vCPU after execve: {error}");
         return Err(Errno::EFAULT);
     }
-    Ok(())
+    Ok(None)
 }
 
 /// A NULL-terminated array of string pointers (`argv`, `envp`); a null array is empty.

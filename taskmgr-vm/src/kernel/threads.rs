@@ -9,8 +9,8 @@
 //!
 //! Limits: at most [`THREADS_MAX`] threads per task. With more than one thread the read fast
 //! path is off (its save area is one per address space). Signal masks are per thread;
-//! dispositions and pending signals are the task's. `fork` and `vfork` (a second address
-//! space) are not supported: `EAGAIN`.
+//! dispositions and pending signals are the process's. An `execve` from any thread ends the
+//! others first (`kernel/exec.rs`); processes are `kernel/fork.rs`'s.
 
 use crate::Domain;
 use crate::Task;
@@ -189,7 +189,7 @@ pub(crate) fn thread_main(
     start: StartState,
     on_enter: &dyn Fn(),
 ) {
-    let end = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let (end, tid) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run::run(&runtime, &mut vcpu, tid, start, on_enter)
     }))
     .unwrap_or_else(|_| {
@@ -203,7 +203,7 @@ pub(crate) fn thread_main(
         );
         drop(process);
         runtime.shared.end();
-        ThreadEnd::Task
+        (ThreadEnd::Task, tid)
     });
     leave(&runtime, vcpu, tid, end);
 }
@@ -216,6 +216,7 @@ fn leave(runtime: &ProcessRuntime, vcpu: Vcpu, tid: i32, end: ThreadEnd) {
     let vm = Arc::clone(&process.vm);
     let info = process.threads.live.remove(&tid);
     process.tree.thread_ended(tid);
+    runtime.shared.thread_left();
     if let ThreadEnd::Exit(status) = end {
         if let Some(info) = &info
             && info.clear_child_tid != 0

@@ -105,6 +105,13 @@ pub(crate) struct ProcessShared {
     /// A `vfork` parent waits for this: set when the child execs or ends.
     vfork_done: AtomicBool,
     vfork_waiters: Mutex<WaitQueue>,
+    /// The thread that is exec'ing while the process has other threads (0: none): every
+    /// other thread leaves, as Linux's exec ends them, and it waits in `exec_waiters`.
+    exec_tid: AtomicI32,
+    exec_waiters: Mutex<WaitQueue>,
+    /// A thread renamed by its exec: its old id in the high half, the leader's in the low
+    /// half (0: none), for its run loop to pick up.
+    renamed: AtomicU64,
     /// What `/proc/<pid>` shows of it to the task's other processes, published by the
     /// process itself (at its start, exec and chdir; memory as it is metered).
     published: Mutex<Published>,
@@ -142,6 +149,9 @@ impl ProcessShared {
             children: Mutex::new(WaitQueue::default()),
             vfork_done: AtomicBool::new(false),
             vfork_waiters: Mutex::new(WaitQueue::default()),
+            exec_tid: AtomicI32::new(0),
+            exec_waiters: Mutex::new(WaitQueue::default()),
+            renamed: AtomicU64::new(0),
             published: Mutex::new(Published::default()),
         })
     }
@@ -254,6 +264,61 @@ impl ProcessShared {
             0 => None,
             signal => Some(signal),
         }
+    }
+
+    /// Thread `tid` execs while the process has other threads: each of them is told to leave
+    /// ([`must_leave`](Self::must_leave)) and `waiter` is woken as each does. False when
+    /// another thread of the process is exec'ing already (it goes first; this one leaves).
+    pub(crate) fn begin_exec(&self, tid: i32, waiter: &Arc<Waiter>) -> bool {
+        let mut waiters = lock(&self.exec_waiters);
+        match self
+            .exec_tid
+            .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {}
+            Err(current) if current == tid => {}
+            Err(_) => return false,
+        }
+        waiters.register(waiter);
+        drop(waiters);
+        self.kick_all();
+        true
+    }
+
+    /// Thread `tid` is no longer exec'ing (it did, or it gave up: it made another call).
+    pub(crate) fn end_exec(&self, tid: i32) {
+        let _ = self
+            .exec_tid
+            .compare_exchange(tid, 0, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Whether thread `tid` must leave its process: another thread of it is exec'ing.
+    pub(crate) fn must_leave(&self, tid: i32) -> bool {
+        let execing = self.exec_tid.load(Ordering::Acquire);
+        execing != 0 && execing != tid
+    }
+
+    /// Thread `tid` took the id `pid` of the leader in an exec.
+    pub(crate) fn note_renamed(&self, tid: i32, pid: i32) {
+        let packed = (u64::from(tid as u32) << 32) | u64::from(pid as u32);
+        self.renamed.store(packed, Ordering::Release);
+    }
+
+    /// The id thread `tid` has now: the leader's if its exec renamed it.
+    pub(crate) fn renamed(&self, tid: i32) -> i32 {
+        let packed = self.renamed.load(Ordering::Acquire);
+        if packed == 0 || (packed >> 32) as u32 != tid as u32 {
+            return tid;
+        }
+        let _ = self
+            .renamed
+            .compare_exchange(packed, 0, Ordering::AcqRel, Ordering::Acquire);
+        packed as u32 as i32
+    }
+
+    /// A thread of the process left: an exec'ing thread looks again.
+    pub(crate) fn thread_left(&self) {
+        lock(&self.exec_waiters).wake_all();
     }
 
     /// The child of a `vfork` has exec'd or ended: its parent goes on.

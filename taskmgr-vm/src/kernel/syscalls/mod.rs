@@ -107,6 +107,9 @@ pub(crate) enum Flow {
 
 pub(crate) type SysResult = Result<u64, Errno>;
 
+const EXECVE: u64 = 59;
+const EXECVEAT: u64 = 322;
+
 /// Handles the system call in `regs` for `process`: the row of [`table::TABLE`] for its
 /// number, or `ENOSYS` counted as unknown.
 pub(crate) fn dispatch(process: &mut Process, vcpu: &mut Vcpu) -> Flow {
@@ -116,6 +119,11 @@ pub(crate) fn dispatch(process: &mut Process, vcpu: &mut Vcpu) -> Flow {
     if process.resume.is_none() {
         // A call run again after a wait was counted when the task made it.
         process.meter.add_syscall();
+    }
+    if number != EXECVE && number != EXECVEAT {
+        // A thread that was exec'ing and makes another call gave up (its exec was cut short
+        // by a signal): the process's threads may stay.
+        process.shared.end_exec(process.tid);
     }
     let flow = table::run(process, vcpu, number, args);
     process.publish_tables();

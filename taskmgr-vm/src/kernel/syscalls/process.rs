@@ -50,7 +50,8 @@ pub(super) fn vfork() -> Flow {
 /// `execve` and `execveat`: on success every register is the new program's.
 pub(super) fn execveat(process: &mut Process, vcpu: &mut Vcpu, a: [u64; 5]) -> Flow {
     match exec::execveat(process, vcpu, a[0], a[1], a[2], a[3], a[4]) {
-        Ok(()) => Flow::Restored,
+        Ok(None) => Flow::Restored,
+        Ok(Some(blocked)) => Flow::Block(blocked),
         Err(Errno(code)) => Flow::Return((-i64::from(code)) as u64),
     }
 }

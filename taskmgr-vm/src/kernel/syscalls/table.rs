@@ -231,8 +231,8 @@ pub const TABLE: &[Syscall] = &[
         59,
         "execve",
         "static and dynamically linked ELF programs and #! scripts; a dynamically linked \
-         program whose interpreter is not in the session is ENOENT, a process with several \
-         threads EAGAIN",
+         program whose interpreter is not in the session is ENOENT; the process's other \
+         threads end first",
         |p, v, a| process::execveat(p, v, [fs::AT_FDCWD, a[0], a[1], a[2], 0]),
     ),
     full(60, "exit", |_, _, a| Flow::ExitThread(a[0] as i32)),
