@@ -159,8 +159,6 @@ async fn alarms_interval_timers_posix_timers_and_timerfds_fire_as_natively() {
         &Guest::new(&program, "timers", &[]),
     )
     .await;
-    // ITIMER_VIRTUAL is the one line that differs: natively it arms, here it is EINVAL.
-    let expected = expected.replace("ITIMER_VIRTUAL: armed", "ITIMER_VIRTUAL: Invalid argument");
     assert_eq!(finished.stdout_text(), expected, "{:?}", finished.exit);
     assert_eq!(finished.state(), TaskState::Failed, "{:?}", finished.exit);
     assert!(
@@ -258,5 +256,91 @@ async fn sigtimedwait_takes_blocked_signals_and_times_out_as_natively() {
     assert_eq!(finished.state(), TaskState::Exited, "{:?}", finished.exit);
     // The waits took their time: the child's 0.1 s, the 0.2 s timeout, the 1 s alarm.
     assert!(started.elapsed() >= std::time::Duration::from_millis(1300));
+    destroy(&manager, &domain).await;
+}
+
+/// `ITIMER_PROF` and `ITIMER_VIRTUAL` count the process's CPU time: they fire while it spins,
+/// not while it sleeps; their interval is kept; a child of `fork` starts without them, and
+/// they survive `execve`.
+const CPU_TIMERS_C: &str = r#"
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static volatile int prof, virt;
+static void on_prof(int s) { (void)s; prof++; }
+static void on_virt(int s) { (void)s; virt++; }
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    struct itimerval now;
+    if (argc > 1) {
+        getitimer(ITIMER_PROF, &now);
+        printf("after exec: still armed %d\n", now.it_value.tv_sec > 0 || now.it_value.tv_usec > 0);
+        return 0;
+    }
+    signal(SIGPROF, on_prof);
+    signal(SIGVTALRM, on_virt);
+    struct itimerval every = {{0, 20000}, {0, 20000}}, off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_PROF, &every, NULL);
+    setitimer(ITIMER_VIRTUAL, &every, NULL);
+    volatile unsigned long spin = 0;
+    while (prof < 3 || virt < 3) spin++;
+    printf("spinning: 3 of each %d\n", prof >= 3 && virt >= 3);
+    int before = prof;
+    usleep(300000);
+    printf("sleeping 300 ms: at most one more %d\n", prof - before <= 1);
+    getitimer(ITIMER_PROF, &now);
+    printf("interval kept: %ld us\n", (long)now.it_interval.tv_usec);
+    pid_t child = fork();
+    if (child == 0) {
+        getitimer(ITIMER_PROF, &now);
+        printf("child: none %d\n", now.it_value.tv_sec == 0 && now.it_value.tv_usec == 0);
+        _exit(0);
+    }
+    waitpid(child, NULL, 0);
+    setitimer(ITIMER_VIRTUAL, &off, NULL);
+    getitimer(ITIMER_VIRTUAL, &now);
+    printf("disarmed: %d\n", now.it_value.tv_sec == 0 && now.it_value.tv_usec == 0);
+    printf("bad which: %s\n", setitimer(5, &every, NULL) == 0 ? "armed" : strerror(errno));
+    signal(SIGPROF, SIG_IGN);
+    execl(argv[0], argv[0], "again", (char *)0);
+    return 1;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_time_interval_timers_fire_as_natively() {
+    let (Some(manager), Some(program)) = (manager(), musl_program("cputimers", CPU_TIMERS_C))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let exe = dir.path().join("cputimers");
+    std::fs::write(&exe, &program).expect("write");
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let output = std::process::Command::new(&exe)
+        .current_dir(dir.path())
+        .output()
+        .expect("native run");
+    let expected = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        expected,
+        "spinning: 3 of each 1\n\
+         sleeping 300 ms: at most one more 1\n\
+         interval kept: 20000 us\n\
+         child: none 1\n\
+         disarmed: 1\n\
+         bad which: Invalid argument\n\
+         after exec: still armed 1\n"
+    );
+    let domain = create(&manager, limits(0, 64), None).await;
+    let guest = Guest::new(&program, "/cputimers", &[]).executable("cputimers", &program);
+    let finished = run(&manager, &domain, "cputimers", &guest).await;
+    assert_eq!(finished.stdout_text(), expected, "{:?}", finished.exit);
+    assert_eq!(finished.state(), TaskState::Exited, "{:?}", finished.exit);
     destroy(&manager, &domain).await;
 }

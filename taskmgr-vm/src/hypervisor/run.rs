@@ -61,6 +61,8 @@ struct Charger<'a> {
     last_ns: u64,
     meter: &'a xeno_taskmgr_kit::metering::TaskMeter,
     gate: Option<&'a CpuGate>,
+    /// The thread's process: its CPU time, and the CPU-time timers that expire in it.
+    process: &'a ProcessShared,
 }
 
 impl Charger<'_> {
@@ -72,8 +74,14 @@ impl Charger<'_> {
         if let Some(gate) = self.gate {
             gate.charge(used, Instant::now());
         }
+        for signal in self.process.cpu.charge(used) {
+            self.process.send(signal, SI_KERNEL, 0);
+        }
     }
 }
+
+/// `si_code` of a signal the kernel sends (a CPU-time timer's).
+const SI_KERNEL: i32 = 0x80;
 
 enum Step {
     Continue,
@@ -201,6 +209,7 @@ fn run_registered(
         last_ns: thread_cpu_ns(),
         meter: &runtime.task.record.meter,
         gate: limits.gate.as_deref(),
+        process: shared,
     };
     let timers = Timer::new(libc::CLOCK_THREAD_CPUTIME_ID, os_tid).and_then(|cpu| {
         let wall = match limits.deadline {
@@ -243,7 +252,7 @@ fn run_registered(
             // The process ends, or another thread of it execs (which ends this one).
             break ThreadEnd::Task;
         }
-        if let Some(outcome) = admit(limits, control, &cpu_timer) {
+        if let Some(outcome) = admit(limits, control, &cpu_timer, shared) {
             break end_process(runtime, outcome, Status::Signaled(SIGKILL as i32));
         }
         let mut next = None;
@@ -415,7 +424,12 @@ fn interrupt_call(process: &mut Process, vcpu: &mut Vcpu, progress: u64, cut: Cu
 }
 
 /// Waits until the task may enter the guest and arms the CPU timer; or says why it ends.
-fn admit(limits: &RunLimits, control: &TaskControl, cpu_timer: &Timer) -> Option<Outcome> {
+fn admit(
+    limits: &RunLimits,
+    control: &TaskControl,
+    cpu_timer: &Timer,
+    process: &ProcessShared,
+) -> Option<Outcome> {
     loop {
         if control.is_stopping() {
             return Some(Outcome::Stopped(control.reason()));
@@ -437,6 +451,10 @@ fn admit(limits: &RunLimits, control: &TaskControl, cpu_timer: &Timer) -> Option
                 }
             },
         };
+        // Out of the guest in time for a CPU-time timer of the process (each of its threads
+        // is kicked when it alone has used what is left: the process's time is charged
+        // from all of them, so the timer is late by at most what the others used).
+        let budget = process.cpu.left().map_or(budget, |left| budget.min(left));
         cpu_timer.arm(budget.max(Duration::from_micros(1)));
         return None;
     }

@@ -3,11 +3,13 @@
 //! file descriptors in [`fds`] over the session directory in [`files`]), run by vCPU threads
 //! ([`threads`]) that answer its system calls ([`syscalls`]), deliver its signals
 //! ([`sigframe`]), resolve its page faults ([`fault`]) and stream its output ([`output`]); a
-//! task is stopped through its [`control`] and paced by its domain's CPU gate ([`rate`]).
+//! task is stopped through its [`control`] and paced by its domain's CPU gate ([`rate`]);
+//! a process's CPU time and the timers counted in it are its [`cputimers`].
 //! Besides files, a descriptor can be a [`pipe`], an [`eventfd`] or one of the [`devices`];
 //! a call that must wait for one blocks through [`wait`].
 
 pub(crate) mod control;
+pub(crate) mod cputimers;
 pub(crate) mod devices;
 pub(crate) mod eventfd;
 pub(crate) mod exec;

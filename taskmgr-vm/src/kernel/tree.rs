@@ -112,6 +112,8 @@ pub(crate) struct ProcessShared {
     /// A thread renamed by its exec: its old id in the high half, the leader's in the low
     /// half (0: none), for its run loop to pick up.
     renamed: AtomicU64,
+    /// Its CPU time and `ITIMER_VIRTUAL`/`ITIMER_PROF`, charged by its threads.
+    pub(crate) cpu: crate::kernel::cputimers::CpuTimers,
     /// What `/proc/<pid>` shows of it to the task's other processes, published by the
     /// process itself (at its start, exec and chdir; memory as it is metered).
     published: Mutex<Published>,
@@ -152,6 +154,7 @@ impl ProcessShared {
             exec_tid: AtomicI32::new(0),
             exec_waiters: Mutex::new(WaitQueue::default()),
             renamed: AtomicU64::new(0),
+            cpu: crate::kernel::cputimers::CpuTimers::default(),
             published: Mutex::new(Published::default()),
         })
     }

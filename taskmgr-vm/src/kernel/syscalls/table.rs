@@ -23,8 +23,9 @@ pub enum Support {
 }
 
 const LEVEL_TRIGGERED: &str = "events are reported level-triggered (EPOLLET is accepted; a program that reads until EAGAIN sees the same data); EPOLLONESHOT holds";
-const ITIMER_REAL_ONLY: &str =
-    "ITIMER_REAL only; ITIMER_VIRTUAL and ITIMER_PROF (CPU-time timers) are EINVAL";
+const ITIMERS: &str = "ITIMER_REAL on the wall clock; ITIMER_VIRTUAL and ITIMER_PROF \
+     both count the process's CPU time, guest and VMM together (there is no separate user \
+     time), checked at least every CPU slice";
 const TIMER_CLOCKS: &str = "REALTIME, MONOTONIC and BOOTTIME clocks; CPU-time clocks are EINVAL";
 
 /// Runs one call: the process, the vCPU it came from and its six argument registers.
@@ -197,11 +198,11 @@ pub const TABLE: &[Syscall] = &[
         |p, _, _| may_wait(process::sigsuspend(p, 0, 0)),
     ),
     full(35, "nanosleep", |p, _, a| time::sleep(p, 35, a)),
-    partial(36, "getitimer", ITIMER_REAL_ONLY, |p, _, a| {
+    partial(36, "getitimer", ITIMERS, |p, _, a| {
         done(timers::getitimer(p, a[0], a[1]))
     }),
     full(37, "alarm", |p, _, a| done(timers::alarm(p, a[0]))),
-    partial(38, "setitimer", ITIMER_REAL_ONLY, |p, _, a| {
+    partial(38, "setitimer", ITIMERS, |p, _, a| {
         done(timers::setitimer(p, a[0], a[1], a[2]))
     }),
     full(39, "getpid", |p, _, _| done(Ok(p.pid as u64))),

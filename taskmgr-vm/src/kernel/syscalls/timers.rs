@@ -147,19 +147,20 @@ fn write_itimerval(
     process.write_user(va, &out)
 }
 
-/// `getitimer(which, value)`: ITIMER_REAL only.
+/// `getitimer(which, value)`: ITIMER_REAL, ITIMER_VIRTUAL or ITIMER_PROF.
 pub(crate) fn getitimer(process: &mut Process, which: u64, value: u64) -> SysResult {
-    if which != 0 {
-        return Err(Errno::EINVAL);
-    }
-    let current = real_timer(process).get();
+    let current = match which {
+        0 => real_timer(process).get(),
+        _ => process.shared.cpu.get(which).ok_or(Errno::EINVAL)?,
+    };
     write_itimerval(process, value, current)?;
     Ok(0)
 }
 
-/// `setitimer(which, new, old)`: ITIMER_REAL only.
+/// `setitimer(which, new, old)`: ITIMER_REAL (wall clock), ITIMER_VIRTUAL and ITIMER_PROF
+/// (the process's CPU time, `kernel/cputimers.rs`).
 pub(crate) fn setitimer(process: &mut Process, which: u64, new: u64, old: u64) -> SysResult {
-    if which != 0 {
+    if which > 2 {
         return Err(Errno::EINVAL);
     }
     let (interval, value) = if new == 0 {
@@ -167,8 +168,15 @@ pub(crate) fn setitimer(process: &mut Process, which: u64, new: u64, old: u64) -
     } else {
         timeval_pair(process, new)?
     };
-    let timer = real_timer(process);
-    let previous = timer.set((!value.is_zero()).then_some(value), interval);
+    let previous = if which == 0 {
+        real_timer(process).set((!value.is_zero()).then_some(value), interval)
+    } else {
+        process
+            .shared
+            .cpu
+            .set(which, value, interval)
+            .ok_or(Errno::EINVAL)?
+    };
     write_itimerval(process, old, previous)?;
     Ok(0)
 }
