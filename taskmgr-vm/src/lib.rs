@@ -123,8 +123,9 @@
 //!   descriptor links to its file's session path, `/dev/…`, `pipe:[1]` or `anon_inode:[…]`.
 //! - Timers: `alarm`, `setitimer` (ITIMER_REAL), POSIX timers and `timerfd` on the wall and
 //!   monotonic clocks (`kernel/timers.rs`); `setitimer`'s ITIMER_VIRTUAL and ITIMER_PROF in
-//!   the process's CPU time (`kernel/cputimers.rs`: both count guest and VMM time alike).
-//!   POSIX timers and timerfds on CPU-time clocks are `EINVAL`.
+//!   the process's CPU time (`kernel/cputimers.rs`: both count guest and VMM time alike),
+//!   and POSIX timers on the process's CPU clock; thread CPU clocks and timerfds on CPU
+//!   clocks are `EINVAL`.
 //! - Signals: dispositions are a process's, masks each thread's; handlers run
 //!   (`kernel/sigframe.rs`) with masks, `SA_NODEFER`, `SA_RESETHAND`, `SA_RESTART` and
 //!   `rt_sigreturn`, alternate signal stacks (SA_ONSTACK) and the FPU state in the frame;

@@ -261,7 +261,7 @@ async fn sigtimedwait_takes_blocked_signals_and_times_out_as_natively() {
 
 /// `ITIMER_PROF` and `ITIMER_VIRTUAL` count the process's CPU time: they fire while it spins,
 /// not while it sleeps; their interval is kept; a child of `fork` starts without them, and
-/// they survive `execve`.
+/// they survive `execve`. A POSIX timer on the process's CPU clock fires as it spins too.
 const CPU_TIMERS_C: &str = r#"
 #include <errno.h>
 #include <signal.h>
@@ -269,10 +269,13 @@ const CPU_TIMERS_C: &str = r#"
 #include <string.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 static volatile int prof, virt;
 static void on_prof(int s) { (void)s; prof++; }
 static void on_virt(int s) { (void)s; virt++; }
+static volatile int usr2s;
+static void on_usr2(int s) { (void)s; usr2s++; }
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     struct itimerval now;
@@ -305,6 +308,23 @@ int main(int argc, char **argv) {
     getitimer(ITIMER_VIRTUAL, &now);
     printf("disarmed: %d\n", now.it_value.tv_sec == 0 && now.it_value.tv_usec == 0);
     printf("bad which: %s\n", setitimer(5, &every, NULL) == 0 ? "armed" : strerror(errno));
+    /* A POSIX timer on the process's CPU clock: SIGUSR2 every 10 ms of CPU, while spinning. */
+    struct sigaction sa = {0};
+    sa.sa_handler = on_usr2;
+    sigaction(SIGUSR2, &sa, NULL);
+    struct sigevent ev = {0};
+    ev.sigev_notify = SIGEV_SIGNAL;
+    ev.sigev_signo = SIGUSR2;
+    timer_t cpu;
+    printf("cpu timer: %d\n", timer_create(CLOCK_PROCESS_CPUTIME_ID, &ev, &cpu));
+    struct itimerspec ten = {{0, 10000000}, {0, 10000000}};
+    timer_settime(cpu, 0, &ten, NULL);
+    while (usr2s < 3) spin++;
+    struct itimerspec got;
+    timer_gettime(cpu, &got);
+    printf("cpu timer fired 3 times, interval %ld ns\n", got.it_interval.tv_nsec);
+    timer_delete(cpu);
+    printf("thread CPU clock: %s\n", timer_create(CLOCK_THREAD_CPUTIME_ID, &ev, &cpu) == 0 ? "made" : strerror(errno));
     signal(SIGPROF, SIG_IGN);
     execl(argv[0], argv[0], "again", (char *)0);
     return 1;
@@ -335,7 +355,15 @@ async fn cpu_time_interval_timers_fire_as_natively() {
          child: none 1\n\
          disarmed: 1\n\
          bad which: Invalid argument\n\
+         cpu timer: 0\n\
+         cpu timer fired 3 times, interval 10000000 ns\n\
+         thread CPU clock: made\n\
          after exec: still armed 1\n"
+    );
+    // The one line that differs: timers on a thread's CPU clock are not kept here.
+    let expected = expected.replace(
+        "thread CPU clock: made",
+        "thread CPU clock: Invalid argument",
     );
     let domain = create(&manager, limits(0, 64), None).await;
     let guest = Guest::new(&program, "/cputimers", &[]).executable("cputimers", &program);

@@ -74,14 +74,11 @@ impl Charger<'_> {
         if let Some(gate) = self.gate {
             gate.charge(used, Instant::now());
         }
-        for signal in self.process.cpu.charge(used) {
-            self.process.send(signal, SI_KERNEL, 0);
+        for (signal, code) in self.process.cpu.charge(used) {
+            self.process.send(signal, code, 0);
         }
     }
 }
-
-/// `si_code` of a signal the kernel sends (a CPU-time timer's).
-const SI_KERNEL: i32 = 0x80;
 
 enum Step {
     Continue,

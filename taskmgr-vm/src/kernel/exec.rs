@@ -161,8 +161,11 @@ pub(crate) fn execveat(
     process.kstack = slot;
     process.futexes.clear();
     for (_, (timer, _)) in std::mem::take(&mut process.posix_timers) {
-        timer.disarm();
+        if let Some(timer) = timer {
+            timer.disarm();
+        }
     }
+    process.shared.cpu.posix_clear();
     process.exe_path = exe_path;
     process.image = image;
     process.cmdline = crate::kernel::process::nul_joined(&argv);

@@ -121,7 +121,7 @@ pub(crate) struct Process {
     /// ITIMER_REAL (`alarm`, `setitimer`), made at first use; it survives `execve`.
     pub(crate) real_timer: Option<Arc<crate::kernel::timers::Timer>>,
     /// POSIX timers by id, with their clock; deleted by `execve`.
-    pub(crate) posix_timers: BTreeMap<i32, (Arc<crate::kernel::timers::Timer>, u64)>,
+    pub(crate) posix_timers: BTreeMap<i32, (Option<Arc<crate::kernel::timers::Timer>>, u64)>,
 }
 
 /// A thread's place in `futex` waits: set when woken, and its vCPU thread to kick.
@@ -253,6 +253,7 @@ impl Process {
             timer.disarm();
         }
         for (_, (timer, _)) in std::mem::take(&mut self.posix_timers) {
+            let Some(timer) = timer else { continue };
             timer.disarm();
         }
     }

@@ -26,7 +26,9 @@ const LEVEL_TRIGGERED: &str = "events are reported level-triggered (EPOLLET is a
 const ITIMERS: &str = "ITIMER_REAL on the wall clock; ITIMER_VIRTUAL and ITIMER_PROF \
      both count the process's CPU time, guest and VMM together (there is no separate user \
      time), checked at least every CPU slice";
-const TIMER_CLOCKS: &str = "REALTIME, MONOTONIC and BOOTTIME clocks; CPU-time clocks are EINVAL";
+const TIMER_CLOCKS: &str = "REALTIME, MONOTONIC and BOOTTIME clocks, and the process's own CPU \
+     clock (its CPU time, checked at least every CPU slice); thread CPU clocks and other \
+     processes' are EINVAL";
 
 /// Runs one call: the process, the vCPU it came from and its six argument registers.
 pub(crate) type Handler = fn(&mut Process, &mut Vcpu, [u64; 6]) -> Flow;

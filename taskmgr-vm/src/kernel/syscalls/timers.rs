@@ -19,12 +19,34 @@ const TIMER_ABSTIME: u64 = 1;
 const TFD_NONBLOCK: u64 = 0o4000;
 const TFD_CLOEXEC: u64 = 0o2000000;
 
-/// Clocks a timer may run on: REALTIME, MONOTONIC, BOOTTIME and their ALARM forms.
+/// Clocks a timerfd may run on: REALTIME, MONOTONIC, BOOTTIME and their ALARM forms.
 fn timer_clock(clock: u64) -> Result<u64, Errno> {
     match clock as u32 as i32 {
         0 | 1 | 7 | 8 | 9 => Ok(clock as u32 as u64),
         _ => Err(Errno::EINVAL),
     }
+}
+
+/// `CLOCK_PROCESS_CPUTIME_ID`, as a POSIX timer records it.
+const PROCESS_CPU_CLOCK: u64 = 2;
+
+/// Clocks a POSIX timer may run on: those of [`timer_clock`], and the process's CPU clock
+/// (`CLOCK_PROCESS_CPUTIME_ID`, or `clock_getcpuclockid` of itself: pid 0 or its own).
+fn posix_clock(process: &Process, clock: u64) -> Result<u64, Errno> {
+    let id = clock as u32 as i32;
+    if id == 2 {
+        return Ok(PROCESS_CPU_CLOCK);
+    }
+    // A CPU clock id of a process: !pid << 3 | 2 (CPUCLOCK_SCHED of the process).
+    if id < 0 && id & 7 == 2 {
+        let pid = !(id >> 3);
+        return if pid == 0 || pid == process.pid {
+            Ok(PROCESS_CPU_CLOCK)
+        } else {
+            Err(Errno::EINVAL)
+        };
+    }
+    timer_clock(clock)
 }
 
 /// A `timespec` at `va`.
@@ -183,7 +205,7 @@ pub(crate) fn setitimer(process: &mut Process, which: u64, new: u64, old: u64) -
 
 /// `timer_create(clock, sevp, timerid)`.
 pub(crate) fn timer_create(process: &mut Process, clock: u64, sevp: u64, id_va: u64) -> SysResult {
-    timer_clock(clock)?;
+    let clock = posix_clock(process, clock)?;
     if process.posix_timers.len() >= POSIX_TIMERS_MAX {
         return Err(Errno::EAGAIN);
     }
@@ -209,16 +231,36 @@ pub(crate) fn timer_create(process: &mut Process, clock: u64, sevp: u64, id_va: 
         .find(|id| !process.posix_timers.contains_key(id))
         .ok_or(Errno::EAGAIN)?;
     process.write_user(id_va, &id.to_le_bytes())?;
-    process.posix_timers.insert(id, (Timer::new(fire), clock));
+    if clock == PROCESS_CPU_CLOCK {
+        // Counted in the process's CPU time by its threads (`kernel/cputimers.rs`).
+        let signal = match fire {
+            Fire::Signal { signal, .. } => signal,
+            _ => 0,
+        };
+        process.shared.cpu.posix_create(id, signal);
+        process.posix_timers.insert(id, (None, clock));
+    } else {
+        process
+            .posix_timers
+            .insert(id, (Some(Timer::new(fire)), clock));
+    }
     Ok(0)
 }
 
-fn posix_timer(process: &Process, id: u64) -> Result<(Arc<Timer>, u64), Errno> {
-    process
-        .posix_timers
-        .get(&(id as u32 as i32))
-        .map(|(timer, clock)| (Arc::clone(timer), *clock))
-        .ok_or(Errno::EINVAL)
+/// A POSIX timer of the process: on a wall clock (the timer and its clock), or on the
+/// process's CPU clock (its id, in `ProcessShared::cpu`).
+enum Posix {
+    Wall(Arc<Timer>, u64),
+    Cpu(i32),
+}
+
+fn posix_timer(process: &Process, id: u64) -> Result<Posix, Errno> {
+    let id = id as u32 as i32;
+    match process.posix_timers.get(&id) {
+        Some((Some(timer), clock)) => Ok(Posix::Wall(Arc::clone(timer), *clock)),
+        Some((None, _)) => Ok(Posix::Cpu(id)),
+        None => Err(Errno::EINVAL),
+    }
 }
 
 /// `timer_settime(id, flags, new, old)`.
@@ -229,36 +271,62 @@ pub(crate) fn timer_settime(
     new: u64,
     old: u64,
 ) -> SysResult {
-    let (timer, clock) = posix_timer(process, id)?;
-    let (value, interval) = read_itimerspec(process, new, clock, flags & TIMER_ABSTIME != 0)?;
-    let previous = timer.set(value, interval);
+    let absolute = flags & TIMER_ABSTIME != 0;
+    let previous = match posix_timer(process, id)? {
+        Posix::Wall(timer, clock) => {
+            let (value, interval) = read_itimerspec(process, new, clock, absolute)?;
+            timer.set(value, interval)
+        }
+        Posix::Cpu(id) => {
+            let (value, interval) = read_itimerspec(process, new, PROCESS_CPU_CLOCK, false)?;
+            let value = match value {
+                // An absolute time on the process's CPU clock: what is left of it now.
+                Some(at) if absolute => {
+                    let used = Duration::from_nanos(process.shared.cpu.used());
+                    Some(at.saturating_sub(used).max(Duration::from_nanos(1)))
+                }
+                value => value,
+            };
+            process
+                .shared
+                .cpu
+                .posix_set(id, value, interval)
+                .ok_or(Errno::EINVAL)?
+        }
+    };
     write_itimerspec(process, old, previous)?;
     Ok(0)
 }
 
 /// `timer_gettime(id, value)`.
 pub(crate) fn timer_gettime(process: &mut Process, id: u64, value: u64) -> SysResult {
-    let (timer, _) = posix_timer(process, id)?;
+    let current = match posix_timer(process, id)? {
+        Posix::Wall(timer, _) => timer.get(),
+        Posix::Cpu(id) => process.shared.cpu.posix_get(id).ok_or(Errno::EINVAL)?,
+    };
     if value == 0 {
         return Err(Errno::EFAULT);
     }
-    write_itimerspec(process, value, timer.get())?;
+    write_itimerspec(process, value, current)?;
     Ok(0)
 }
 
 /// `timer_getoverrun(id)`.
 pub(crate) fn timer_getoverrun(process: &mut Process, id: u64) -> SysResult {
-    let (timer, _) = posix_timer(process, id)?;
-    Ok(timer.overrun().min(i32::MAX as u64))
+    let overrun = match posix_timer(process, id)? {
+        Posix::Wall(timer, _) => timer.overrun(),
+        Posix::Cpu(id) => process.shared.cpu.posix_overrun(id).ok_or(Errno::EINVAL)?,
+    };
+    Ok(overrun.min(i32::MAX as u64))
 }
 
 /// `timer_delete(id)`.
 pub(crate) fn timer_delete(process: &mut Process, id: u64) -> SysResult {
-    let (timer, _) = process
-        .posix_timers
-        .remove(&(id as u32 as i32))
-        .ok_or(Errno::EINVAL)?;
-    timer.disarm();
+    let id = id as u32 as i32;
+    match process.posix_timers.remove(&id).ok_or(Errno::EINVAL)? {
+        (Some(timer), _) => timer.disarm(),
+        (None, _) => process.shared.cpu.posix_delete(id),
+    }
     Ok(0)
 }
 
