@@ -372,3 +372,60 @@ async fn cpu_time_interval_timers_fire_as_natively() {
     assert_eq!(finished.state(), TaskState::Exited, "{:?}", finished.exit);
     destroy(&manager, &domain).await;
 }
+
+/// The process's CPU clock and `getrusage(RUSAGE_SELF)` count all its threads: two threads
+/// that each spin for 100 ms of their own CPU make at least 190 ms of the process's.
+const PROCESS_CLOCK_C: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <time.h>
+static long ns(clockid_t clock) {
+    struct timespec t;
+    clock_gettime(clock, &t);
+    return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+static void *spin(void *arg) {
+    (void)arg;
+    volatile unsigned long n = 0;
+    while (ns(CLOCK_THREAD_CPUTIME_ID) < 100000000L) n++;
+    return 0;
+}
+int main(void) {
+    long before = ns(CLOCK_PROCESS_CPUTIME_ID);
+    pthread_t a, b;
+    pthread_create(&a, 0, spin, 0);
+    pthread_create(&b, 0, spin, 0);
+    pthread_join(a, 0);
+    pthread_join(b, 0);
+    long after = ns(CLOCK_PROCESS_CPUTIME_ID);
+    printf("process CPU clock counts both threads: %d\n", after - before >= 190000000L);
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    long us = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1000000L
+        + usage.ru_utime.tv_usec + usage.ru_stime.tv_usec;
+    printf("getrusage too: %d\n", us >= 190000);
+    return 0;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_process_cpu_clock_counts_every_thread() {
+    let (Some(manager), Some(program)) = (manager(), musl_program("procclock", PROCESS_CLOCK_C))
+    else {
+        return;
+    };
+    let expected = "process CPU clock counts both threads: 1\ngetrusage too: 1\n";
+    let dir = tempfile::tempdir().expect("dir");
+    let exe = dir.path().join("procclock");
+    std::fs::write(&exe, &program).expect("write");
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let native = std::process::Command::new(&exe).output().expect("native");
+    assert_eq!(String::from_utf8_lossy(&native.stdout), expected);
+    let domain = create(&manager, limits(0, 64), None).await;
+    let guest = Guest::new(&program, "procclock", &[]);
+    let finished = run(&manager, &domain, "procclock", &guest).await;
+    assert_eq!(finished.stdout_text(), expected, "{:?}", finished.exit);
+    destroy(&manager, &domain).await;
+}

@@ -95,8 +95,14 @@ pub(crate) fn prlimit(
     Ok(0)
 }
 
-pub(crate) fn getrusage(process: &mut Process, _who: u64, buf: u64) -> SysResult {
-    let cpu_us = thread_cpu_ns() / 1000;
+pub(crate) fn getrusage(process: &mut Process, who: u64, buf: u64) -> SysResult {
+    let cpu_ns = match who as u32 as i32 {
+        0 => super::time::process_cpu_ns(process), // RUSAGE_SELF
+        1 => thread_cpu_ns(),                      // RUSAGE_THREAD
+        -1 => 0, // RUSAGE_CHILDREN: the children's time is not summed here
+        _ => return Err(Errno::EINVAL),
+    };
+    let cpu_us = cpu_ns / 1000;
     let mut out = [0u8; 144];
     out[..8].copy_from_slice(&(cpu_us / 1_000_000).to_le_bytes());
     out[8..16].copy_from_slice(&(cpu_us % 1_000_000).to_le_bytes());

@@ -322,9 +322,13 @@ pub const TABLE: &[Syscall] = &[
         "the domain's own limits: the stack's and the descriptors'; others unlimited",
         |p, _, a| done(info::getrlimit(p, a[0], a[1])),
     ),
-    full(98, "getrusage", |p, _, a| {
-        done(info::getrusage(p, a[0], a[1]))
-    }),
+    partial(
+        98,
+        "getrusage",
+        "RUSAGE_SELF (the process's CPU time) and RUSAGE_THREAD, all as user time, with the \
+         resident size; RUSAGE_CHILDREN reports no time (children's times are not summed)",
+        |p, _, a| done(info::getrusage(p, a[0], a[1])),
+    ),
     full(99, "sysinfo", |p, _, a| done(info::sysinfo(p, a[0]))),
     full(100, "times", |p, _, a| done(time::times(p, a[0]))),
     partial(102, "getuid", ROOT_ONLY, |_, _, _| done(Ok(0))),

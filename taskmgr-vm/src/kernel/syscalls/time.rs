@@ -22,12 +22,19 @@ fn monotonic_ns(process: &Process) -> u64 {
     u64::try_from(process.boot.elapsed().as_nanos()).unwrap_or(u64::MAX) + NANOS_PER_SECOND
 }
 
+/// The process's CPU time: what its threads were charged (`kernel/cputimers.rs`), or this
+/// thread's own CPU time where that is more (it includes what the thread used since its last
+/// charge, at most a CPU slice). Never decreasing, as both are not.
+pub(crate) fn process_cpu_ns(process: &Process) -> u64 {
+    thread_cpu_ns().max(process.shared.cpu.used())
+}
+
 pub(crate) fn clock_ns(process: &Process, clock: u64) -> Result<u64, Errno> {
     match clock as u32 as i32 {
         0 | 5 | 8 | 11 => Ok(realtime_ns()), // REALTIME, _COARSE, _ALARM, TAI
         1 | 4 | 6 | 7 | 9 => Ok(monotonic_ns(process)), // MONOTONIC, _RAW, _COARSE, BOOTTIME, _ALARM
-        2 | 3 => Ok(thread_cpu_ns()),                   // PROCESS_ and THREAD_CPUTIME_ID
-        -6 | -2 => Ok(thread_cpu_ns()),                 // CPU clocks of self by id
+        2 | -6 => Ok(process_cpu_ns(process)),          // PROCESS_CPUTIME_ID, and by id
+        3 | -2 => Ok(thread_cpu_ns()),                  // THREAD_CPUTIME_ID, and by id
         _ => Err(Errno::EINVAL),
     }
 }
