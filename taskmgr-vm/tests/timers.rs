@@ -374,12 +374,15 @@ async fn cpu_time_interval_timers_fire_as_natively() {
 }
 
 /// The process's CPU clock and `getrusage(RUSAGE_SELF)` count all its threads: two threads
-/// that each spin for 100 ms of their own CPU make at least 190 ms of the process's.
+/// that each spin for 100 ms of their own CPU make at least 190 ms of the process's. A child
+/// that spins for 100 ms is reported so by `wait4` and `RUSAGE_CHILDREN`.
 const PROCESS_CLOCK_C: &str = r#"
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 static long ns(clockid_t clock) {
     struct timespec t;
     clock_gettime(clock, &t);
@@ -405,17 +408,32 @@ int main(void) {
     long us = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1000000L
         + usage.ru_utime.tv_usec + usage.ru_stime.tv_usec;
     printf("getrusage too: %d\n", us >= 190000);
+    pid_t child = fork();
+    if (child == 0) {
+        spin(0);
+        _exit(0);
+    }
+    struct rusage of_child;
+    wait4(child, NULL, 0, &of_child);
+    long child_us = of_child.ru_utime.tv_sec * 1000000L + of_child.ru_utime.tv_usec
+        + of_child.ru_stime.tv_sec * 1000000L + of_child.ru_stime.tv_usec;
+    printf("wait4 reports the child's 100 ms: %d\n", child_us >= 95000);
+    getrusage(RUSAGE_CHILDREN, &usage);
+    us = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1000000L
+        + usage.ru_utime.tv_usec + usage.ru_stime.tv_usec;
+    printf("RUSAGE_CHILDREN too: %d\n", us >= 95000);
     return 0;
 }
 "#;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_process_cpu_clock_counts_every_thread() {
+async fn cpu_clocks_and_rusage_count_every_thread_and_reaped_child() {
     let (Some(manager), Some(program)) = (manager(), musl_program("procclock", PROCESS_CLOCK_C))
     else {
         return;
     };
-    let expected = "process CPU clock counts both threads: 1\ngetrusage too: 1\n";
+    let expected = "process CPU clock counts both threads: 1\ngetrusage too: 1\n\
+                    wait4 reports the child's 100 ms: 1\nRUSAGE_CHILDREN too: 1\n";
     let dir = tempfile::tempdir().expect("dir");
     let exe = dir.path().join("procclock");
     std::fs::write(&exe, &program).expect("write");

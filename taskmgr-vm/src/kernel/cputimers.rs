@@ -105,6 +105,9 @@ struct Timers {
 pub(crate) struct CpuTimers {
     /// Nanoseconds of CPU its threads have been charged.
     used: AtomicU64,
+    /// Nanoseconds of CPU of its children that it reaped (theirs and their reaped
+    /// children's), for `RUSAGE_CHILDREN` and `times`.
+    children: AtomicU64,
     /// The earliest deadline of any timer (`u64::MAX`: none), for a check without the lock
     /// at every charge.
     next: AtomicU64,
@@ -115,6 +118,7 @@ impl Default for CpuTimers {
     fn default() -> CpuTimers {
         CpuTimers {
             used: AtomicU64::new(0),
+            children: AtomicU64::new(0),
             next: AtomicU64::new(u64::MAX),
             timers: Mutex::new(Timers::default()),
         }
@@ -182,6 +186,22 @@ impl CpuTimers {
     /// CPU time charged so far, ns.
     pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Acquire)
+    }
+
+    /// CPU time of the children it reaped, ns.
+    pub(crate) fn children(&self) -> u64 {
+        self.children.load(Ordering::Acquire)
+    }
+
+    /// Its own CPU time and its reaped children's: what its parent's `wait` reports and
+    /// adds to its own children's time once the process has ended.
+    pub(crate) fn total(&self) -> u64 {
+        self.used().saturating_add(self.children())
+    }
+
+    /// A child that used `ns` (with its own reaped children) was reaped.
+    pub(crate) fn add_children(&self, ns: u64) {
+        self.children.fetch_add(ns, Ordering::AcqRel);
     }
 
     /// `setitimer` of `which` (ITIMER_VIRTUAL or ITIMER_PROF): arms it to expire after `value`

@@ -387,8 +387,9 @@ pub(crate) enum Which {
 /// What a `wait` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Found {
-    /// A child that has ended (reaped unless asked not to).
-    Ended(i32, Status),
+    /// A child that has ended (reaped unless asked not to), and the CPU time, ns, it and
+    /// the children it reaped used.
+    Ended(i32, Status, u64),
     /// Matching children, none ended yet.
     Running,
     /// No child matches (ECHILD).
@@ -636,16 +637,16 @@ impl Tree {
             }
             any = true;
             if let Some(status) = entry.status {
-                ended = Some((*pid, status));
+                ended = Some((*pid, status, entry.shared.cpu.total()));
                 break;
             }
         }
         match ended {
-            Some((pid, status)) => {
+            Some((pid, status, cpu)) => {
                 if !keep {
                     inner.processes.remove(&pid);
                 }
-                Found::Ended(pid, status)
+                Found::Ended(pid, status, cpu)
             }
             None if any => Found::Running,
             None => Found::None,
@@ -779,11 +780,11 @@ mod tests {
         assert_eq!(tree.parent(b), ROOT_PID, "adopted by the root");
         assert_eq!(
             tree.wait(ROOT_PID, Which::Pid(a), true),
-            Found::Ended(a, Status::Exited(3))
+            Found::Ended(a, Status::Exited(3), 0)
         );
         assert_eq!(
             tree.wait(ROOT_PID, Which::Pid(a), false),
-            Found::Ended(a, Status::Exited(3))
+            Found::Ended(a, Status::Exited(3), 0)
         );
         assert_eq!(tree.wait(ROOT_PID, Which::Pid(a), false), Found::None);
         assert_eq!(Status::Exited(3).wstatus(), 0x300);

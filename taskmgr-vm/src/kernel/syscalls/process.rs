@@ -2,7 +2,7 @@
 //! sessions, `execve`, and waiting for a signal (`rt_sigsuspend`, `pause`). `fork`, `vfork`
 //! and `clone` are run by the run loop (`kernel/fork.rs`), which has the vCPU threads.
 
-use super::{Errno, Flow};
+use super::{Errno, Flow, info};
 use crate::hypervisor::cpu::Vcpu;
 use crate::kernel::exec;
 use crate::kernel::process::Process;
@@ -20,8 +20,6 @@ const WNOWAIT: u64 = 0x0100_0000;
 const WNOTHREAD: u64 = 0x2000_0000;
 const WALL: u64 = 0x4000_0000;
 const WCLONE: u64 = 0x8000_0000;
-/// `struct rusage`: its size (children's usage is reported as zero).
-const RUSAGE_BYTES: usize = 144;
 const CLONE_VM: u64 = 0x100;
 const CLONE_VFORK: u64 = 0x4000;
 
@@ -95,13 +93,14 @@ pub(super) fn wait4(
             until: None,
             progress: 0,
         })),
-        Found::Ended(child, status) => {
+        Found::Ended(child, status, cpu) => {
             process.vm.processes_ended(1);
+            process.shared.cpu.add_children(cpu);
             if wstatus != 0 {
                 process.write_user(wstatus, &status.wstatus().to_le_bytes())?;
             }
             if rusage != 0 {
-                process.write_user(rusage, &[0u8; RUSAGE_BYTES])?;
+                process.write_user(rusage, &info::rusage_bytes(cpu, 0))?;
             }
             Ok(Io::Done(child as u64))
         }
@@ -146,15 +145,16 @@ pub(super) fn waitid(process: &mut Process, a: [u64; 6]) -> IoResult {
             until: None,
             progress: 0,
         })),
-        Found::Ended(child, status) => {
+        Found::Ended(child, status, cpu) => {
             if !keep {
                 process.vm.processes_ended(1);
+                process.shared.cpu.add_children(cpu);
             }
             if infop != 0 {
                 process.write_user(infop, &siginfo(child, status))?;
             }
             if rusage != 0 {
-                process.write_user(rusage, &[0u8; RUSAGE_BYTES])?;
+                process.write_user(rusage, &info::rusage_bytes(cpu, 0))?;
             }
             Ok(Io::Done(0))
         }

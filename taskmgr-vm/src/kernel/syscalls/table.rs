@@ -325,8 +325,8 @@ pub const TABLE: &[Syscall] = &[
     partial(
         98,
         "getrusage",
-        "RUSAGE_SELF (the process's CPU time) and RUSAGE_THREAD, all as user time, with the \
-         resident size; RUSAGE_CHILDREN reports no time (children's times are not summed)",
+        "RUSAGE_SELF (the process's CPU time), RUSAGE_THREAD and RUSAGE_CHILDREN (of the \
+         children reaped), all as user time, with the resident size (none for children)",
         |p, _, a| done(info::getrusage(p, a[0], a[1])),
     ),
     full(99, "sysinfo", |p, _, a| done(info::sysinfo(p, a[0]))),
