@@ -604,3 +604,127 @@ async fn exec_from_a_thread_ends_the_others_as_natively() {
     assert_eq!(finished.state(), TaskState::Exited, "{:?}", finished.exit);
     destroy(&manager, &domain).await;
 }
+
+/// Pages that are read-only at fork are shared, not copied: a change of protection, a
+/// discard or an unmap on one side leaves the other's alone (each child touches the page
+/// first, so a translation that outlived the change would show), a write to one is SIGSEGV
+/// as natively, and a process with a large read-only mapping forks in a domain that could
+/// not hold copies of it.
+const SHARED_READ_ONLY_C: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PAGE 4096L
+static const char text[] = "read-only data of the program";
+
+static void show(const char *what, pid_t pid) {
+    int status;
+    if (waitpid(pid, &status, 0) != pid) { printf("%s: waitpid failed\n", what); return; }
+    if (WIFEXITED(status)) printf("%s: exited %d\n", what, WEXITSTATUS(status));
+    else printf("%s: killed by %d\n", what, WTERMSIG(status));
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    char *p = mmap(0, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    for (int i = 0; i < 4; i++) memset(p + i * PAGE, 'a' + i, PAGE);
+    mprotect(p, 4 * PAGE, PROT_READ);
+    pid_t pid = fork();
+    if (pid == 0) {
+        printf("child before: %c%c%c%c %s\n", p[0], p[PAGE], p[2 * PAGE], p[3 * PAGE], text);
+        mprotect(p, PAGE, PROT_READ | PROT_WRITE);
+        p[0] = 'X';
+        mprotect(p + PAGE, PAGE, PROT_READ | PROT_WRITE);
+        int fd = open("data.txt", O_RDONLY);
+        ssize_t got = read(fd, p + PAGE, 4);
+        close(fd);
+        madvise(p + 2 * PAGE, PAGE, MADV_DONTNEED);
+        munmap(p + 3 * PAGE, PAGE);
+        char *q = mmap(p + 3 * PAGE, PAGE, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        printf("child after: %c %zd:%.4s %d %d\n", p[0], got, p + PAGE, p[2 * PAGE],
+               q == p + 3 * PAGE ? q[0] : -1);
+        _exit(0);
+    }
+    show("child", pid);
+    printf("parent: %c%c%c%c\n", p[0], p[PAGE], p[2 * PAGE], p[3 * PAGE]);
+    mprotect(p, 4 * PAGE, PROT_READ | PROT_WRITE);
+    p[3 * PAGE] = 'Z';
+    printf("parent writes its own: %c\n", p[3 * PAGE]);
+
+    /* A write to a shared read-only page is SIGSEGV, and the parent's page is unchanged. */
+    mprotect(p, PAGE, PROT_READ);
+    pid = fork();
+    if (pid == 0) { p[0] = 'Y'; _exit(0); }
+    show("writer", pid);
+    printf("parent's page: %c\n", p[0]);
+
+    /* 24 MiB read-only in a 40 MiB domain: two children that each hold it. */
+    long big = 24L << 20;
+    char *b = mmap(0, big, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    for (long at = 0; at < big; at += PAGE) b[at] = (char)(at / PAGE);
+    mprotect(b, big, PROT_READ);
+    pid_t kids[2];
+    int ready[2], go[2];
+    pipe(ready);
+    pipe(go);
+    for (int k = 0; k < 2; k++) {
+        kids[k] = fork();
+        if (kids[k] < 0) { printf("fork %d failed\n", k); return 1; }
+        if (kids[k] == 0) {
+            long sum = 0;
+            for (long at = 0; at < big; at += PAGE) sum += b[at];
+            write(ready[1], "r", 1);
+            char c;
+            read(go[0], &c, 1);
+            _exit(sum % 251);
+        }
+    }
+    char c;
+    read(ready[0], &c, 1);
+    read(ready[0], &c, 1);
+    write(go[1], "gg", 2);
+    show("big child 1", kids[0]);
+    show("big child 2", kids[1]);
+    return 0;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_shares_read_only_pages_and_each_side_changes_only_its_own() {
+    let (Some(manager), Some(program)) = (manager(), musl_program("cow", SHARED_READ_ONLY_C))
+    else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("dir");
+    let exe = work.path().join("prog");
+    std::fs::write(&exe, &program).expect("program");
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    std::fs::write(work.path().join("data.txt"), b"text").expect("data");
+    let (native_out, _) = native(&exe, "prog", &[], work.path());
+    let native_out = String::from_utf8_lossy(&native_out).into_owned();
+    assert!(
+        native_out.contains("child after: X 4:text 0 0\n")
+            && native_out.contains("parent: abcd\n")
+            && native_out.contains("writer: killed by 11\n"),
+        "{native_out}"
+    );
+    let domain = create(&manager, limits(0, 40), None).await;
+    let done = run(
+        &manager,
+        &domain,
+        "cow",
+        &Guest::new(&program, "prog", &[]).file("data.txt", b"text"),
+    )
+    .await;
+    assert_eq!(done.stdout_text(), native_out, "{done:?}");
+    assert_eq!(done.state(), TaskState::Exited, "{done:?}");
+    destroy(&manager, &domain).await;
+}

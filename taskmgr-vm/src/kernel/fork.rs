@@ -1,5 +1,6 @@
-//! `fork`, `vfork` and `clone` of a process: a child process of the task with its own copy
-//! of the caller's address space (see [`Mm::fork_copy`](crate::kernel::mm::Mm::fork_copy)),
+//! `fork`, `vfork` and `clone` of a process: a child process of the task with an address
+//! space of its own, sharing the caller's read-only pages and holding copies of the rest
+//! (see [`Mm::fork_copy`](crate::kernel::mm::Mm::fork_copy)),
 //! its open files (shared, as on Linux), its signal dispositions and mask, running the
 //! calling thread's registers on a vCPU and host thread of its own, returning 0.
 //!

@@ -16,8 +16,8 @@ use crate::hypervisor::vm::layout::{
 use crate::hypervisor::vm::physical::Physical;
 use crate::hypervisor::vm::system::{SharedPages, gdt_page};
 use crate::kernel::paging::{
-    ACCESSED, ADDRESS_MASK, DIRTY, NO_EXECUTE, NoMemory, OWNED, PRESENT, PageTables, SHARED, USER,
-    WRITABLE,
+    ACCESSED, ADDRESS_MASK, BORROWED, COPY_ON_WRITE, DIRTY, NO_EXECUTE, NoMemory, OWNED, PRESENT,
+    PageTables, SHARED, USER, WRITABLE,
 };
 use std::collections::BTreeMap;
 
@@ -96,6 +96,20 @@ fn lowers(old: u64, flags: u64) -> bool {
             || (old & NO_EXECUTE == 0 && flags & NO_EXECUTE != 0))
 }
 
+/// Frames `mprotect` has taken out of the tables, to be freed.
+#[derive(Debug, Default)]
+struct Retired {
+    /// Frames of this address space alone: freed in batches as the call goes.
+    frames: Vec<u64>,
+    /// Frames shared since a fork: freed (one hold given up, and KVM made to forget this
+    /// address space's translations, once) at the end.
+    shared: Vec<u64>,
+}
+
+/// Frames a lowered `mprotect` frees at a time: it moves each page to a fresh frame, so this
+/// bounds the frames it needs besides the area's own.
+const RETIRED_BATCH: usize = 256;
+
 /// A task's address space.
 #[derive(Debug)]
 pub(crate) struct Mm {
@@ -107,8 +121,11 @@ pub(crate) struct Mm {
     /// mmap places areas top-down from here.
     mmap_top: u64,
     /// Frames this address space owns (its pages and its page tables are both in RAM; this
-    /// counts pages only), for the task's memory meter.
+    /// counts pages only): its resident set.
     pages_owned: u64,
+    /// Of those, pages shared from the parent at fork ([`BORROWED`]), which the parent's
+    /// process counts in the task's memory meter.
+    pages_borrowed: u64,
     kstack_gpa: u64,
     fast_page_gpa: u64,
     /// Counts changes of its areas, so that `/proc/<pid>/maps` is published again only after
@@ -132,6 +149,7 @@ impl Mm {
             brk: 0,
             mmap_top,
             pages_owned: 0,
+            pages_borrowed: 0,
             kstack_gpa: 0,
             fast_page_gpa: 0,
             generation: 0,
@@ -244,29 +262,39 @@ impl Mm {
         self.generation
     }
 
-    /// Bytes of pages this address space owns.
+    /// Bytes of pages this address space owns (its resident set).
     pub(crate) fn bytes_owned(&self) -> u64 {
         self.pages_owned * PAGE_SIZE
     }
 
-    /// The child's copy for `fork`: the same areas, heap and layout, every page the parent
-    /// owns copied into a fresh frame (parked pages too, still parked). The fast-path
-    /// windows must have been dropped first (they are one address space's; see
-    /// `threads.rs`): window areas are not copied.
+    /// Bytes it adds to its task's memory: its pages less those shared from its parent at
+    /// fork, so that a page two processes share counts once, in the parent's (not at all
+    /// once the parent has let it go; the domain's own meter counts frames, exactly).
+    pub(crate) fn bytes_charged(&self) -> u64 {
+        (self.pages_owned - self.pages_borrowed) * PAGE_SIZE
+    }
+
+    /// The child's address space for `fork`: the same areas, heap and layout. A page the
+    /// parent owns that is read-only (program text, read-only data, RELRO) is shared: both
+    /// map the same frame, marked [`COPY_ON_WRITE`], which neither writes (a later change of
+    /// its protection gives the changer a copy). Every other owned page (writable, or
+    /// parked) is copied into a fresh frame now. The fast-path windows must have been
+    /// dropped first (they are one address space's; see `threads.rs`): window areas are not
+    /// copied.
     ///
-    /// Copied rather than shared copy-on-write: a write-protected parent page would still be
-    /// writable through translations KVM's shadow MMU holds (the VMM writes page tables
-    /// from the host, which it does not see), and lowering access safely needs a fresh frame
-    /// anyway (see `migrate`); and each copy-on-write fault would be an exit of about 55 µs,
-    /// against about a microsecond to copy a page here.
+    /// Writable pages are copied rather than shared copy-on-write: write-protecting the
+    /// parent's would not hold (KVM's shadow MMU keeps the writable translations it made of
+    /// the parent's tables, since the VMM writes tables from the host, unseen; dropping them
+    /// means flushing the whole domain), and each copy-on-write fault would be an exception
+    /// exit of about 55 µs, against about a microsecond to copy a page here. A read-only
+    /// page needs neither: its translations are already read-only in the parent.
     pub(crate) fn fork_copy(
         &self,
         physical: &Physical,
         shared: &SharedPages,
     ) -> Result<Mm, MmError> {
-        let needed = self.pages_owned;
-        // The child's tables and system pages need a few frames more than its pages.
-        if needed + 64 > physical.free_frames() {
+        // The child's tables and system pages need a few frames besides its copies.
+        if physical.free_frames() < 64 {
             return Err(MmError::NoMemory);
         }
         let mut child = Mm::new(physical, shared, self.mmap_top)?;
@@ -305,11 +333,23 @@ impl Mm {
                     })?;
                 continue;
             }
+            let parent = &self.tables;
             let tables = &child.tables;
-            let owned = &mut child.pages_owned;
+            let (owned, borrowed) = (&mut child.pages_owned, &mut child.pages_borrowed);
             self.tables
                 .for_each_leaf(physical, start, vma.end, &mut |va, entry| {
                     if entry & OWNED == 0 {
+                        return Ok(());
+                    }
+                    if entry & PRESENT != 0 && entry & WRITABLE == 0 {
+                        // Only a software bit changes in the parent's entry: the translations
+                        // KVM holds of it stay right.
+                        let entry = entry | COPY_ON_WRITE;
+                        parent.set(physical, va, entry)?;
+                        tables.set(physical, va, entry | BORROWED)?;
+                        physical.hold(entry & ADDRESS_MASK);
+                        *owned += 1;
+                        *borrowed += 1;
                         return Ok(());
                     }
                     let fresh = physical.alloc().ok_or(NoMemory)?;
@@ -348,6 +388,7 @@ impl Mm {
         self.tables.release(physical);
         self.vmas.clear();
         self.pages_owned = 0;
+        self.pages_borrowed = 0;
     }
 
     /// Whether `[start, end)` is a valid user range for a new mapping.
@@ -511,6 +552,9 @@ impl Mm {
                 if old & OWNED != 0 {
                     freed.push(old & ADDRESS_MASK);
                 }
+                if old & BORROWED != 0 {
+                    self.pages_borrowed -= 1;
+                }
                 if old & SHARED != 0
                     && let Backing::Shared { id, page } = vma.backing
                 {
@@ -571,18 +615,44 @@ impl Mm {
             return Err(MmError::Access);
         }
         let flags = leaf_flags(prot);
-        let mut retired = Vec::new();
+        let mut retired = Retired::default();
+        let done = self.protect_areas(physical, areas, prot, flags, &mut retired);
+        // Whatever happened, the frames given up are not in the tables any more.
+        physical.free(&mut retired.frames);
+        physical.free(&mut retired.shared);
+        done
+    }
+
+    /// `protect`'s page-by-page work over `areas`, giving up frames into `retired`.
+    fn protect_areas(
+        &mut self,
+        physical: &Physical,
+        areas: Vec<(u64, Vma)>,
+        prot: u32,
+        flags: u64,
+        retired: &mut Retired,
+    ) -> Result<(), MmError> {
         for (vma_start, vma) in areas {
             self.vmas.insert(vma_start, Vma { prot, ..vma });
             let mut va = vma_start;
             while va < vma.end {
                 let old = self.tables.get(physical, va);
                 let frame = old & ADDRESS_MASK;
-                if old & OWNED != 0 && lowers(old, flags) {
+                if old & COPY_ON_WRITE != 0
+                    && old & !(ADDRESS_MASK | OWNED | COPY_ON_WRITE | BORROWED) != flags
+                {
+                    self.unshare(physical, va, old, flags, retired)?;
+                } else if old & COPY_ON_WRITE != 0 {
+                    // The same access: the page stays shared.
+                } else if old & OWNED != 0 && lowers(old, flags) {
                     // See `migrate`: the page moves to a fresh frame.
                     let fresh = self.migrate(physical, frame)?;
                     self.tables.set(physical, va, fresh | flags | OWNED)?;
-                    retired.push(frame);
+                    retired.frames.push(frame);
+                    if retired.frames.len() >= RETIRED_BATCH {
+                        // Freed as it goes: a large area needs few frames besides its own.
+                        physical.free(&mut retired.frames);
+                    }
                 } else if old & OWNED != 0 {
                     self.tables.set(physical, va, frame | flags | OWNED)?;
                 } else if old & SHARED != 0 {
@@ -609,7 +679,40 @@ impl Mm {
                 va += PAGE_SIZE;
             }
         }
-        physical.free(&mut retired);
+        Ok(())
+    }
+
+    /// Gives the shared page at `va` (entry `old`, see [`COPY_ON_WRITE`]) a frame of its own
+    /// with access `flags` (0: parked): a copy, the shared frame going into `retired` (one
+    /// hold given up when it is freed), or the frame itself once no other address space
+    /// holds it. Then no other address space can have a translation of it either: each
+    /// that held it gave it up through [`Physical::free`], which makes KVM forget them.
+    fn unshare(
+        &mut self,
+        physical: &Physical,
+        va: u64,
+        old: u64,
+        flags: u64,
+        retired: &mut Retired,
+    ) -> Result<(), MmError> {
+        let frame = old & ADDRESS_MASK;
+        // A lowered access needs a fresh frame even when this is the last holder (see
+        // `migrate`).
+        let frame = if physical.holders(frame) > 1 {
+            let fresh = self.migrate(physical, frame)?;
+            retired.shared.push(frame);
+            fresh
+        } else if lowers(old, flags) {
+            let fresh = self.migrate(physical, frame)?;
+            retired.frames.push(frame);
+            fresh
+        } else {
+            frame
+        };
+        self.tables.set(physical, va, frame | flags | OWNED)?;
+        if old & BORROWED != 0 {
+            self.pages_borrowed -= 1;
+        }
         Ok(())
     }
 
@@ -811,24 +914,59 @@ impl Mm {
     }
 
     /// `madvise(MADV_DONTNEED)`: the task's pages in `[start, end)` read as zero afterwards
-    /// (their frames stay the task's; the host gets the memory back until touched).
-    pub(crate) fn discard(&mut self, physical: &Physical, start: u64, end: u64) {
+    /// (their frames stay the task's; the host gets the memory back until touched). A page
+    /// shared since a fork gets a zeroed frame of its own, which may be `NoMemory`.
+    pub(crate) fn discard(
+        &mut self,
+        physical: &Physical,
+        start: u64,
+        end: u64,
+    ) -> Result<(), MmError> {
         let areas: Vec<(u64, Vma)> = self
             .vmas
             .range(..end)
             .filter(|(_, vma)| vma.end > start)
             .map(|(s, vma)| (*s, *vma))
             .collect();
+        let mut retired = Vec::new();
+        let done = self.discard_areas(physical, areas, start, end, &mut retired);
+        physical.free(&mut retired);
+        done
+    }
+
+    /// `discard`'s page-by-page work, giving up shared frames into `retired`.
+    fn discard_areas(
+        &mut self,
+        physical: &Physical,
+        areas: Vec<(u64, Vma)>,
+        start: u64,
+        end: u64,
+        retired: &mut Vec<u64>,
+    ) -> Result<(), MmError> {
         for (area_start, vma) in areas {
             let mut va = area_start.max(start);
             while va < vma.end.min(end) {
                 let entry = self.tables.get(physical, va);
-                if entry & OWNED != 0 {
-                    physical.ram.discard(entry & ADDRESS_MASK, PAGE_SIZE);
+                let frame = entry & ADDRESS_MASK;
+                if entry & COPY_ON_WRITE != 0 && physical.holders(frame) > 1 {
+                    // Shared since a fork: this address space alone gets a zeroed frame.
+                    let fresh = physical.alloc().ok_or(MmError::NoMemory)?;
+                    let flags = entry & !(ADDRESS_MASK | COPY_ON_WRITE | BORROWED);
+                    if let Err(error) = self.tables.set(physical, va, fresh | flags) {
+                        physical.free(&mut vec![fresh]);
+                        return Err(error.into());
+                    }
+                    if entry & BORROWED != 0 {
+                        self.pages_borrowed -= 1;
+                    }
+                    retired.push(frame);
+                } else if entry & OWNED != 0 {
+                    physical.ram.discard(frame, PAGE_SIZE);
                 }
                 va += PAGE_SIZE;
             }
         }
+        Ok(())
     }
 
     /// The shared object and its page index mapped at `va`, if `va` is in a shared area.
@@ -885,10 +1023,12 @@ impl Mm {
     }
 
     /// Guest-physical address of `va` whatever its protection (for the loader writing
-    /// read-only segments), if it is backed by this task's RAM.
+    /// read-only segments), if it is backed by this task's RAM in a frame of its own (not
+    /// one shared since a fork).
     pub(crate) fn translate_owned(&self, physical: &Physical, va: u64) -> Option<u64> {
         let entry = self.tables.get(physical, va);
-        (entry & OWNED != 0).then_some((entry & ADDRESS_MASK) | (va & (PAGE_SIZE - 1)))
+        (entry & (OWNED | COPY_ON_WRITE) == OWNED)
+            .then_some((entry & ADDRESS_MASK) | (va & (PAGE_SIZE - 1)))
     }
 }
 
@@ -938,6 +1078,124 @@ mod tests {
         let found = mm.find_free(0x10_0000).expect("room");
         assert_eq!(found, 0x7000_0000 - 0x10_0000);
         mm.destroy(&physical);
+        assert_eq!(physical.free_frames(), before, "every frame came back");
+    }
+
+    /// Fork shares read-only pages and copies writable ones; a change of protection or a
+    /// discard of a shared page gives that process a copy and leaves the other's alone, and
+    /// the last holder changes it in place; every frame comes back.
+    #[test]
+    fn fork_shares_read_only_pages_until_one_side_changes_them() {
+        let (physical, shared) = setup(512);
+        let before = physical.free_frames();
+        let mut parent = Mm::new(&physical, &shared, 0x7000_0000).expect("mm");
+        let (rw, ro) = (PROT_READ | PROT_WRITE, PROT_READ);
+        let base = 0x40_0000;
+        parent
+            .map_fixed(
+                &physical,
+                base,
+                base + 4 * PAGE_SIZE,
+                rw,
+                false,
+                Backing::Anonymous,
+            )
+            .expect("map");
+        for page in 0..4 {
+            parent
+                .fill(&physical, base + page * PAGE_SIZE, &[b'a' + page as u8; 8])
+                .expect("fill");
+        }
+        parent
+            .protect(&physical, base, base + 3 * PAGE_SIZE, ro)
+            .expect("read-only");
+        let gpa = |mm: &Mm, page: u64| mm.translate(&physical, base + page * PAGE_SIZE, false);
+        let byte = |mm: &Mm, page: u64| {
+            let mut one = [0u8];
+            assert!(physical.ram.read(gpa(mm, page).expect("mapped"), &mut one));
+            one[0]
+        };
+        let empty_cost = {
+            let free = physical.free_frames();
+            let empty = Mm::new(&physical, &shared, 0x7000_0000).expect("mm");
+            let cost = free - physical.free_frames();
+            empty.destroy(&physical);
+            cost
+        };
+        let free_before_fork = physical.free_frames();
+        let mut child = parent.fork_copy(&physical, &shared).expect("fork");
+        // Its system pages, three tables for the area, and one copy (not four).
+        assert_eq!(
+            free_before_fork - physical.free_frames(),
+            empty_cost + 3 + 1
+        );
+        for page in 0..3 {
+            assert_eq!(
+                gpa(&child, page),
+                gpa(&parent, page),
+                "page {page} is shared"
+            );
+        }
+        assert_ne!(
+            gpa(&child, 3),
+            gpa(&parent, 3),
+            "the writable page is copied"
+        );
+        assert_eq!(byte(&child, 3), b'd');
+        assert_eq!(child.bytes_owned(), 4 * PAGE_SIZE);
+        assert_eq!(
+            child.bytes_charged(),
+            PAGE_SIZE,
+            "shared pages count in the parent"
+        );
+        assert_eq!(parent.bytes_charged(), 4 * PAGE_SIZE);
+        assert!(
+            child.translate_owned(&physical, base).is_none(),
+            "never written"
+        );
+
+        // The parent makes page 0 writable: it gets a copy; the child keeps the original.
+        let original = gpa(&child, 0);
+        parent
+            .protect(&physical, base, base + PAGE_SIZE, rw)
+            .expect("writable");
+        let copy = parent
+            .translate(&physical, base, true)
+            .expect("writable now");
+        assert_ne!(Some(copy & ADDRESS_MASK), original);
+        assert!(physical.ram.write(copy, b"A"));
+        assert_eq!((byte(&parent, 0), byte(&child, 0)), (b'A', b'a'));
+        assert_eq!(gpa(&child, 0), original);
+
+        // The child discards page 1: zero for it, the parent's contents unchanged.
+        child
+            .discard(&physical, base + PAGE_SIZE, base + 2 * PAGE_SIZE)
+            .expect("discard");
+        assert_eq!((byte(&child, 1), byte(&parent, 1)), (0, b'b'));
+
+        // The child unmaps page 2 (the parent's frame stays), then ends.
+        child
+            .unmap(&physical, base + 2 * PAGE_SIZE, base + 3 * PAGE_SIZE)
+            .expect("unmap");
+        assert_eq!(byte(&parent, 2), b'c');
+        child.destroy(&physical);
+        assert_eq!(
+            physical.free_frames(),
+            free_before_fork,
+            "the child's frames came back (the original of page 0 with them)"
+        );
+        // Now the parent alone holds page 2's frame: made writable in place.
+        let alone = gpa(&parent, 2);
+        parent
+            .protect(&physical, base + 2 * PAGE_SIZE, base + 3 * PAGE_SIZE, rw)
+            .expect("writable");
+        assert_eq!(gpa(&parent, 2), alone, "no copy for the last holder");
+        assert!(
+            parent
+                .translate_owned(&physical, base + 2 * PAGE_SIZE)
+                .is_some()
+        );
+        parent.destroy(&physical);
         assert_eq!(physical.free_frames(), before, "every frame came back");
     }
 

@@ -25,6 +25,13 @@ pub(crate) const OWNED: u64 = 1 << 9;
 /// Software bit: a page of a shared-memory object (`kernel/shared.rs`), counted there once
 /// per entry; parked like an owned page when inaccessible.
 pub(crate) const SHARED: u64 = 1 << 10;
+/// Software bit, on an owned read-only page: since a fork its frame may be held by other
+/// address spaces too (counted in [`Physical`]), so it is never written; a change of its
+/// protection or a discard gives the page a frame of its own first (`kernel/mm.rs`).
+pub(crate) const COPY_ON_WRITE: u64 = 1 << 11;
+/// Software bit (ignored by the MMU in a leaf entry), with [`COPY_ON_WRITE`]: the page came
+/// from the parent at fork, which still counts it in its task's memory.
+pub(crate) const BORROWED: u64 = 1 << 52;
 /// No execute (EFER.NXE is on).
 pub(crate) const NO_EXECUTE: u64 = 1 << 63;
 /// The frame address bits of an entry.

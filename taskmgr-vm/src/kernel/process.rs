@@ -294,12 +294,15 @@ impl Process {
     /// Updates the task's memory meter from this process's address space (the task's
     /// figure is the sum over its processes).
     pub(crate) fn meter_memory(&mut self) {
-        let now = self.mm.bytes_owned();
+        let now = self.mm.bytes_charged();
         let total = self.tree.memory_changed(self.metered, now);
         self.metered = now;
         self.meter.set_memory(total);
-        self.shared
-            .publish_memory(self.mm.mapped_bytes(), now, self.threads.live.len());
+        self.shared.publish_memory(
+            self.mm.mapped_bytes(),
+            self.mm.bytes_owned(),
+            self.threads.live.len(),
+        );
     }
 
     /// Publishes what the task's other processes see of this one in `/proc/<pid>` (after

@@ -1,9 +1,15 @@
 //! A domain's physical memory: its RAM and the frame allocator over it, with the domain's
 //! memory meter (what `memory_mb_ms` and `memory_peak_bytes` report).
+//!
+//! A frame may be held by several address spaces at once: `fork` gives the child the
+//! parent's read-only pages rather than copies (`kernel/mm.rs`, the `COPY_ON_WRITE` bit).
+//! Such a frame is counted here; every way of freeing a frame gives up one hold, and only
+//! the last one frees it, so the rule lives once, below every caller.
 
 use super::frames::Frames;
 use super::memory::GuestRam;
 use super::shadow::Shadow;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 use xeno_taskmgr_kit::lock;
@@ -25,6 +31,8 @@ pub(crate) struct Physical {
     flushes: Mutex<u64>,
     /// The domain's shared-memory objects (`MAP_SHARED`), whose frames are allocated here.
     pub(crate) shared: crate::kernel::shared::SharedMemory,
+    /// Frames held by more than one address space, with how many holds beyond the first.
+    holds: Mutex<HashMap<u64, u32>>,
 }
 
 impl Physical {
@@ -37,7 +45,41 @@ impl Physical {
             shadow: std::sync::OnceLock::new(),
             flushes: Mutex::new(0),
             shared: crate::kernel::shared::SharedMemory::default(),
+            holds: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// One more address space holds the frame at `gpa` (a fork child sharing its parent's
+    /// read-only page): it is freed only once every holder has freed it.
+    pub(crate) fn hold(&self, gpa: u64) {
+        *lock(&self.holds).entry(gpa).or_insert(0) += 1;
+    }
+
+    /// Address spaces holding the frame at `gpa` (1 for a frame of one).
+    pub(crate) fn holders(&self, gpa: u64) -> u32 {
+        lock(&self.holds).get(&gpa).map_or(1, |extra| extra + 1)
+    }
+
+    /// Gives up one hold on each frame of `gpas` that another address space also holds,
+    /// and keeps in `gpas` only the frames that are to be freed now. Whether every frame
+    /// was.
+    fn give_up_holds(&self, gpas: &mut Vec<u64>) -> bool {
+        let mut holds = lock(&self.holds);
+        if holds.is_empty() {
+            return true;
+        }
+        let before = gpas.len();
+        gpas.retain(|gpa| match holds.get_mut(gpa) {
+            Some(extra) => {
+                *extra -= 1;
+                if *extra == 0 {
+                    holds.remove(gpa);
+                }
+                false
+            }
+            None => true,
+        });
+        gpas.len() == before
     }
 
     /// Gives the allocator its VM's flush, so that quarantined page-table frames can be
@@ -70,6 +112,7 @@ impl Physical {
     /// Frees the pages of an address space no vCPU can use any more (see
     /// [`Frames::free_unreachable`]), and empties `gpas`.
     pub(crate) fn free_unreachable(&self, gpas: &mut Vec<u64>) {
+        self.give_up_holds(gpas);
         if gpas.is_empty() {
             return;
         }
@@ -98,16 +141,30 @@ impl Physical {
         }
     }
 
+    /// Makes KVM drop every translation it holds of the domain's RAM, for an address space
+    /// that gave up a frame another one still holds (see [`Physical::free`]): its old
+    /// translation of that frame must not outlive the change. Costly (the domain pauses,
+    /// and every process rebuilds its translations as it runs), and rare: a page shared
+    /// since a fork is made writable, discarded or unmapped before the process ends or execs.
+    fn forget_translations(&self) {
+        self.flush_shadow(true);
+    }
+
     /// Makes KVM drop every shadow page table (running processes rebuild theirs from their
     /// tables, the truth), then frees the frames quarantined before it began. Whether any
     /// frame was freed.
     fn flush(&self) -> bool {
+        self.flush_shadow(false)
+    }
+
+    /// The flush, done even with nothing in quarantine when `always`.
+    fn flush_shadow(&self, always: bool) -> bool {
         let Some(shadow) = self.shadow.get() else {
             return false;
         };
         let mut flushes = lock(&self.flushes);
         let held = lock(&self.frames).take_quarantine();
-        if held.is_empty() {
+        if held.is_empty() && !always {
             return false;
         }
         if !shadow.flush() {
@@ -125,8 +182,20 @@ impl Physical {
         true
     }
 
-    /// Frees frames this domain allocated (and empties `gpas`).
+    /// Frees frames this domain allocated (and empties `gpas`); a frame another address
+    /// space also holds only loses one hold. The caller's address space may still reach
+    /// such a frame through translations KVM holds (the discard a free does is what
+    /// invalidates them), so KVM is then made to forget them before anything runs again.
     pub(crate) fn free(&self, gpas: &mut Vec<u64>) {
+        let all = self.give_up_holds(gpas);
+        self.free_held(gpas);
+        if !all {
+            self.forget_translations();
+        }
+    }
+
+    /// Frees frames no other address space holds (and empties `gpas`).
+    fn free_held(&self, gpas: &mut Vec<u64>) {
         if gpas.is_empty() {
             return;
         }

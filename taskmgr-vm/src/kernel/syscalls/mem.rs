@@ -245,7 +245,8 @@ pub(crate) fn madvise(process: &mut Process, addr: u64, len: u64, advice: u64) -
             .and_then(|len| addr.checked_add(len))
             .filter(|end| *end <= USER_SYSTEM_BASE)
             .ok_or(Errno::EINVAL)?;
-        process.mm.discard(&process.vm.physical, addr, end);
+        process.mm.discard(&process.vm.physical, addr, end)?;
+        process.meter_memory();
     }
     Ok(0)
 }
