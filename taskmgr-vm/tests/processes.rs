@@ -728,3 +728,72 @@ async fn fork_shares_read_only_pages_and_each_side_changes_only_its_own() {
     assert_eq!(done.state(), TaskState::Exited, "{done:?}");
     destroy(&manager, &domain).await;
 }
+
+/// A page of shared memory that another process still maps, once unmapped or made
+/// inaccessible here, is gone here at once: fresh memory mapped in its place reads as zero,
+/// and a read of it with no access is SIGSEGV, as natively.
+const SHARED_UNMAP_C: &str = r#"
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    char *s = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    memset(s, 'S', 4096);
+    int go[2];
+    pipe(go);
+    pid_t holder = fork();
+    if (holder == 0) { char c; read(go[0], &c, 1); _exit(s[0] == 'S' ? 0 : 1); }
+    pid_t pid = fork();
+    if (pid == 0) {
+        volatile char seen = s[0];
+        mprotect(s, 4096, PROT_NONE);
+        seen = s[0];
+        _exit(seen);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    printf("no access: %s %d\n", WIFSIGNALED(status) ? "killed by" : "exited",
+           WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+    printf("before: %c\n", s[0]);
+    munmap(s, 4096);
+    char *fresh = mmap(s, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                       -1, 0);
+    printf("fresh memory in its place: %d\n", fresh == s ? fresh[0] : -1);
+    write(go[1], "g", 1);
+    waitpid(holder, &status, 0);
+    printf("the other process kept it: %d\n", WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    return 0;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_memory_unmapped_here_is_gone_here_while_another_process_maps_it() {
+    let (Some(manager), Some(program)) = (manager(), musl_program("shunmap", SHARED_UNMAP_C))
+    else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("dir");
+    let exe = work.path().join("prog");
+    std::fs::write(&exe, &program).expect("program");
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let (native_out, _) = native(&exe, "prog", &[], work.path());
+    let expected = "no access: killed by 11\nbefore: S\nfresh memory in its place: 0\n\
+                    the other process kept it: 1\n";
+    assert_eq!(String::from_utf8_lossy(&native_out), expected);
+    let domain = create(&manager, limits(0, 32), None).await;
+    let done = run(
+        &manager,
+        &domain,
+        "shunmap",
+        &Guest::new(&program, "prog", &[]),
+    )
+    .await;
+    assert_eq!(done.stdout_text(), expected, "{done:?}");
+    destroy(&manager, &domain).await;
+}

@@ -104,6 +104,8 @@ struct Retired {
     /// Frames shared since a fork: freed (one hold given up, and KVM made to forget this
     /// address space's translations, once) at the end.
     shared: Vec<u64>,
+    /// Whether a page of shared memory lost access, which KVM must be made to see.
+    forget: bool,
 }
 
 /// Frames a lowered `mprotect` frees at a time: it moves each page to a fresh frame, so this
@@ -321,7 +323,8 @@ impl Mm {
                         if entry & SHARED != 0 {
                             physical.shared.retain(id, page + (va - start) / PAGE_SIZE);
                             if let Err(error) = tables.set(physical, va, entry) {
-                                physical.shared.release(
+                                // The child never ran on it: nothing of it to forget.
+                                let _ = physical.shared.release(
                                     physical,
                                     id,
                                     page + (va - start) / PAGE_SIZE,
@@ -383,7 +386,7 @@ impl Mm {
             .map(|(start, vma)| (*start, vma.end))
             .collect();
         for (start, end) in shared {
-            let _ = self.unmap(physical, start, end);
+            let _ = self.unmap_range(physical, start, end, false);
         }
         self.tables.release(physical);
         self.vmas.clear();
@@ -503,7 +506,7 @@ impl Mm {
                         .ok_or(MmError::NoMemory)?;
                     let entry = frame | SHARED | if flags == 0 { 0 } else { flags };
                     if let Err(error) = self.tables.set(physical, va, entry) {
-                        physical.shared.release(physical, id, index);
+                        let _ = physical.shared.release(physical, id, index);
                         return Err(error.into());
                     }
                 }
@@ -539,10 +542,23 @@ impl Mm {
         start: u64,
         end: u64,
     ) -> Result<(), MmError> {
+        self.unmap_range(physical, start, end, true)
+    }
+
+    /// `unmap`; `in_use` when the address space goes on being used afterwards (not when it
+    /// is being released), so that its translations of frames other mappings keep must go.
+    fn unmap_range(
+        &mut self,
+        physical: &Physical,
+        start: u64,
+        end: u64,
+        in_use: bool,
+    ) -> Result<(), MmError> {
         if !start.is_multiple_of(PAGE_SIZE) || end < start || end > USER_SYSTEM_BASE {
             return Err(MmError::Invalid);
         }
         self.generation += 1;
+        let mut lingering = false;
         let mut freed = Vec::new();
         for (vma_start, vma) in self.carve(start, end) {
             self.vmas.remove(&vma_start);
@@ -558,12 +574,18 @@ impl Mm {
                 if old & SHARED != 0
                     && let Backing::Shared { id, page } = vma.backing
                 {
-                    physical
-                        .shared
-                        .release(physical, id, page + (va - vma_start) / PAGE_SIZE);
+                    lingering |=
+                        physical
+                            .shared
+                            .release(physical, id, page + (va - vma_start) / PAGE_SIZE);
                 }
                 va += PAGE_SIZE;
             }
+        }
+        if lingering && in_use {
+            // Another mapping keeps those frames, so no discard invalidated this address
+            // space's translations of them: fresh memory mapped here must not read them.
+            physical.forget_translations();
         }
         self.pages_owned -= freed.len() as u64;
         physical.free(&mut freed);
@@ -620,6 +642,9 @@ impl Mm {
         // Whatever happened, the frames given up are not in the tables any more.
         physical.free(&mut retired.frames);
         physical.free(&mut retired.shared);
+        if retired.forget {
+            physical.forget_translations();
+        }
         done
     }
 
@@ -656,8 +681,9 @@ impl Mm {
                 } else if old & OWNED != 0 {
                     self.tables.set(physical, va, frame | flags | OWNED)?;
                 } else if old & SHARED != 0 {
-                    // Shared frames cannot move (every mapping holds them): a lowered access
-                    // holds once KVM next rebuilds its translations of this address space.
+                    // Shared frames cannot move (every mapping holds them): for a lowered
+                    // access to hold, KVM forgets its translations (once, at the end).
+                    retired.forget |= lowers(old, flags);
                     self.tables.set(physical, va, frame | flags | SHARED)?;
                 } else if let Backing::Shared { id, page } = vma.backing {
                     let index = page + (va - vma_start) / PAGE_SIZE;

@@ -168,18 +168,20 @@ impl SharedMemory {
     }
 
     /// Page `index` of `id` counted once fewer: at none, a file's page is written back and
-    /// the frame freed.
-    pub(crate) fn release(&self, physical: &Physical, id: u32, index: u64) {
+    /// the frame freed. Whether the page is still held (by another mapping, which keeps
+    /// the frame: the caller's old translations of it outlive the release until KVM is made
+    /// to forget them).
+    pub(crate) fn release(&self, physical: &Physical, id: u32, index: u64) -> bool {
         let mut inner = lock(&self.inner);
         let Some(object) = inner.objects.get_mut(&id) else {
-            return;
+            return false;
         };
         let Some(page) = object.pages.get_mut(&index) else {
-            return;
+            return false;
         };
         page.refs = page.refs.saturating_sub(1);
         if page.refs > 0 {
-            return;
+            return true;
         }
         let gpa = page.gpa;
         object.pages.remove(&index);
@@ -188,6 +190,7 @@ impl SharedMemory {
         }
         physical.free(&mut vec![gpa]);
         inner.collect(id);
+        false
     }
 
     /// `msync`: writes pages `first..=last` of `id` back to its file (nothing for anonymous
@@ -262,10 +265,10 @@ mod tests {
         shared.retain(id, 3);
         assert_eq!(physical.free_frames(), free - 1);
         for _ in 0..2 {
-            shared.release(&physical, id, 3);
+            let _ = shared.release(&physical, id, 3);
             assert_eq!(physical.free_frames(), free - 1, "still mapped");
         }
-        shared.release(&physical, id, 3);
+        let _ = shared.release(&physical, id, 3);
         assert_eq!(physical.free_frames(), free);
         // The object went with its last page: its id no longer gives pages.
         assert!(shared.page(&physical, id, 0).is_none());
@@ -289,7 +292,7 @@ mod tests {
         let mut back = [0u8; 16];
         let read = file.read_at(&mut back, 0).expect("read");
         assert_eq!(&back[..read], b"HELLO", "the file does not grow");
-        shared.release(&physical, id, 0);
+        let _ = shared.release(&physical, id, 0);
         for key in 0..FILE_OBJECTS_MAX as u64 {
             shared.file(&file, (9, key)).expect("within the bound");
         }

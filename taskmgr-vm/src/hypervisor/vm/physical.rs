@@ -145,8 +145,9 @@ impl Physical {
     /// that gave up a frame another one still holds (see [`Physical::free`]): its old
     /// translation of that frame must not outlive the change. Costly (the domain pauses,
     /// and every process rebuilds its translations as it runs), and rare: a page shared
-    /// since a fork is made writable, discarded or unmapped before the process ends or execs.
-    fn forget_translations(&self) {
+    /// since a fork is made writable, discarded or unmapped before the process ends or execs,
+    /// or a page of shared memory another mapping keeps is unmapped or loses access.
+    pub(crate) fn forget_translations(&self) {
         self.flush_shadow(true);
     }
 
