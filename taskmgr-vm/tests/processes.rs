@@ -512,15 +512,10 @@ async fn shared_mappings_are_shared_between_processes_and_reach_the_file() {
     let Some(program) = musl_program("shared_mappings", SHARED_MAPPINGS_C) else {
         return;
     };
-    let work = tempfile::tempdir().expect("dir");
-    let exe = work.path().join("prog");
-    std::fs::write(&exe, &program).expect("program");
-    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
-    let (native_out, _) = native(&exe, "prog", &[], work.path());
+    let native_out = native_prog(&program, &[]);
     let expected = "child sees: parent wrote\nchild wrote|second page|42|0\nfile: child wrote\n\
                     private: c\nafter munmap: second page\n";
-    assert_eq!(String::from_utf8_lossy(&native_out), expected);
+    assert_eq!(native_out, expected);
     let domain = create(&manager, limits(0, 64), None).await;
     let done = run(
         &manager,
@@ -702,14 +697,7 @@ async fn fork_shares_read_only_pages_and_each_side_changes_only_its_own() {
     else {
         return;
     };
-    let work = tempfile::tempdir().expect("dir");
-    let exe = work.path().join("prog");
-    std::fs::write(&exe, &program).expect("program");
-    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
-    std::fs::write(work.path().join("data.txt"), b"text").expect("data");
-    let (native_out, _) = native(&exe, "prog", &[], work.path());
-    let native_out = String::from_utf8_lossy(&native_out).into_owned();
+    let native_out = native_prog(&program, &[("data.txt", b"text")]);
     assert!(
         native_out.contains("child after: X 4:text 0 0\n")
             && native_out.contains("parent: abcd\n")
@@ -777,15 +765,10 @@ async fn shared_memory_unmapped_here_is_gone_here_while_another_process_maps_it(
     else {
         return;
     };
-    let work = tempfile::tempdir().expect("dir");
-    let exe = work.path().join("prog");
-    std::fs::write(&exe, &program).expect("program");
-    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
-    let (native_out, _) = native(&exe, "prog", &[], work.path());
+    let native_out = native_prog(&program, &[]);
     let expected = "no access: killed by 11\nbefore: S\nfresh memory in its place: 0\n\
                     the other process kept it: 1\n";
-    assert_eq!(String::from_utf8_lossy(&native_out), expected);
+    assert_eq!(native_out, expected);
     let domain = create(&manager, limits(0, 32), None).await;
     let done = run(
         &manager,
@@ -796,4 +779,18 @@ async fn shared_memory_unmapped_here_is_gone_here_while_another_process_maps_it(
     .await;
     assert_eq!(done.stdout_text(), expected, "{done:?}");
     destroy(&manager, &domain).await;
+}
+
+/// The stdout of `program` run natively as `prog` in a fresh directory holding `files`.
+fn native_prog(program: &[u8], files: &[(&str, &[u8])]) -> String {
+    let work = tempfile::tempdir().expect("dir");
+    let exe = work.path().join("prog");
+    std::fs::write(&exe, program).expect("program");
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    for (name, bytes) in files {
+        std::fs::write(work.path().join(name), bytes).expect("file");
+    }
+    let (stdout, _) = native(&exe, "prog", &[], work.path());
+    String::from_utf8_lossy(&stdout).into_owned()
 }
