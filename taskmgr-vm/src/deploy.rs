@@ -222,6 +222,7 @@ fn vcpu_thread(launch: Launch, slot: TaskSlot) {
     let mut process = Process {
         vm: Arc::clone(&vm),
         mm: loaded.mm,
+        loan: None,
         fds: FdTable::standard(),
         fs: FsContext { root, cwd },
         signals: Signals::new(),

@@ -105,8 +105,10 @@
 //!
 //! ## What is not supported (yet)
 //!
-//! - Processes: `vfork` and `clone(CLONE_VM)` without `CLONE_THREAD` give the child a copy of
-//!   the parent's memory, not the parent's own; children never stop or continue (job control). Threads:
+//! - Processes: `clone(CLONE_VM)` without `CLONE_VFORK` or `CLONE_THREAD`, and `vfork` from a
+//!   process with several threads, give the child a copy of the parent's memory, not the
+//!   parent's own (`vfork` otherwise lends the child the parent's address space, as Linux
+//!   does); children never stop or continue (job control). Threads:
 //!   at most 64 per process, and the read fast path is off once a process has a second
 //!   thread. Pipes follow Linux's 16-page queue (atomic writes up to `PIPE_BUF`, `EPIPE` and
 //!   `SIGPIPE`); eventfds, timerfds and `poll`, `ppoll`, `select` and `pselect6` work over every

@@ -781,6 +781,122 @@ async fn shared_memory_unmapped_here_is_gone_here_while_another_process_maps_it(
     destroy(&manager, &domain).await;
 }
 
+/// `vfork` and `posix_spawn` with glibc, whose `posix_spawn` learns of a failed exec from
+/// what its child wrote in the parent's memory.
+const VFORK_C: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+extern char **environ;
+static volatile int written, exec_errno;
+static char *volatile mapped;
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    if (argc > 1 && strcmp(argv[1], "hang") == 0) {
+        /* The task ends (its wall-clock limit) while the child holds the parent's memory. */
+        if (vfork() == 0) for (;;) pause();
+        return 0;
+    }
+    if (argc > 1) return atoi(argv[1]);
+    pid_t pid;
+    int status;
+    char *missing[] = {"missing", NULL};
+    int err = posix_spawn(&pid, "/no/such/program", NULL, NULL, missing, environ);
+    printf("spawn of a missing program: %s\n", err ? strerror(err) : "started");
+    if (err == 0) {
+        waitpid(pid, &status, 0);
+        printf("  which exited %d\n", WEXITSTATUS(status));
+    }
+    char *self[] = {"prog", "9", NULL};
+    err = posix_spawn(&pid, "./prog", NULL, NULL, self, environ);
+    printf("spawn of itself: %s\n", err ? strerror(err) : "started");
+    if (err == 0 && waitpid(pid, &status, 0) == pid) printf("  which exited %d\n", WEXITSTATUS(status));
+    err = posix_spawnp(&pid, "no-such-command-anywhere", NULL, NULL, missing, environ);
+    printf("spawnp of a missing command: %s\n", err ? strerror(err) : "started");
+
+    pid = vfork();
+    if (pid == 0) { written = 42; _exit(0); }
+    waitpid(pid, &status, 0);
+    printf("the vfork child wrote: %d\n", written);
+    pid = vfork();
+    if (pid == 0) {
+        char *a[] = {"x", NULL};
+        execve("/no/such", a, environ);
+        exec_errno = errno;
+        _exit(127);
+    }
+    waitpid(pid, &status, 0);
+    printf("its failed exec: %s, exit %d\n", strerror(exec_errno), WEXITSTATUS(status));
+    pid = vfork();
+    if (pid == 0) {
+        char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p != MAP_FAILED) { strcpy(p, "mapped by the child"); mapped = p; }
+        _exit(0);
+    }
+    waitpid(pid, &status, 0);
+    printf("memory it mapped: %s\n", mapped ? mapped : "(none)");
+    pid = vfork();
+    if (pid == 0) {
+        char *a[] = {"prog", "3", NULL};
+        execve("./prog", a, environ);
+        _exit(127);
+    }
+    waitpid(pid, &status, 0);
+    printf("an exec'd child exited %d; the parent's memory is as it was: %d\n",
+           WEXITSTATUS(status), written == 42 && strcmp(mapped, "mapped by the child") == 0);
+    int sum = 0;
+    for (int i = 0; i < 300; i++) {
+        pid = vfork();
+        if (pid == 0) _exit(i & 7);
+        if (waitpid(pid, &status, 0) == pid) sum += WEXITSTATUS(status);
+    }
+    printf("300 vforks: %d\n", sum);
+    return 0;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vfork_child_runs_on_its_parents_memory_so_posix_spawn_reports_exec_errors() {
+    let (Some(manager), Some(program)) = (manager(), glibc_program("vfork", VFORK_C)) else {
+        return;
+    };
+    let native_out = native_prog(&program, &[]);
+    let expected = "spawn of a missing program: No such file or directory\n\
+                    spawn of itself: started\n  which exited 9\n\
+                    spawnp of a missing command: No such file or directory\n\
+                    the vfork child wrote: 42\n\
+                    its failed exec: No such file or directory, exit 127\n\
+                    memory it mapped: mapped by the child\n\
+                    an exec'd child exited 3; the parent's memory is as it was: 1\n\
+                    300 vforks: 1042\n";
+    assert_eq!(native_out, expected);
+    let domain = create(&manager, limits(0, 32), None).await;
+    let guest = Guest::new(&program, "prog", &[]).executable("prog", &program);
+    let done = run(&manager, &domain, "vfork", &guest).await;
+    assert_eq!(done.stdout_text(), expected, "{done:?}");
+    assert_eq!(done.state(), TaskState::Exited, "{done:?}");
+    // A task ended while its vfork child holds the parent's memory: both go, the memory
+    // with the last of them, and the domain goes on.
+    let mut hang = Guest::new(&program, "prog", &["hang"]);
+    hang.task.wall_clock_seconds = Some(1);
+    let hung = run(&manager, &domain, "vfork-hang", &hang).await;
+    assert!(
+        hung.exit.reason.contains("wall-clock limit"),
+        "{:?}",
+        hung.exit
+    );
+    let again = run(&manager, &domain, "vfork-again", &guest).await;
+    assert_eq!(again.stdout_text(), expected, "{again:?}");
+    destroy(&manager, &domain).await;
+}
+
 /// The stdout of `program` run natively as `prog` in a fresh directory holding `files`.
 fn native_prog(program: &[u8], files: &[(&str, &[u8])]) -> String {
     let work = tempfile::tempdir().expect("dir");

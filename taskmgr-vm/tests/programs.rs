@@ -42,25 +42,9 @@ async fn musl_program_sees_its_arguments_environment_and_exit_status() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn glibc_static_pie_runs() {
-    let Some(manager) = manager() else { return };
-    let Some(gcc) = tool("/usr/bin/gcc", "gcc") else {
+    let (Some(manager), Some(program)) = (manager(), glibc_program("pie", HELLO_C)) else {
         return;
     };
-    let dir = tempfile::tempdir().expect("dir");
-    let source = dir.path().join("pie.c");
-    std::fs::write(&source, HELLO_C).expect("source");
-    let out = dir.path().join("pie");
-    let built = std::process::Command::new(gcc)
-        .args(["-static-pie", "-O2", "-o"])
-        .arg(&out)
-        .arg(&source)
-        .status()
-        .expect("gcc runs");
-    if !built.success() {
-        xeno_tests::prerequisite::missing("gcc cannot link static-pie here");
-        return;
-    }
-    let program = std::fs::read(&out).expect("built");
     let domain = create(&manager, limits(0, 32), None).await;
     let guest = Guest::new(&program, "pie", &["a", "7"]);
     let finished = run(&manager, &domain, "pie", &guest).await;

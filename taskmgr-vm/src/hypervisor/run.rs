@@ -328,6 +328,7 @@ fn run_registered(
                         }
                         signal::wait(WAIT_STEP);
                     }
+                    crate::kernel::fork::take_back_mm(&mut lock(&runtime.process));
                     vcpu.regs_mut().rax = pid as u64;
                     break None;
                 }

@@ -177,8 +177,8 @@ pub(crate) fn execveat(
     let started = vcpu.start(loaded.start);
     // The vCPU no longer uses the old tables: their frames can go (and with them every
     // translation KVM held of them).
-    let mut old = old;
-    old.release(&vm.physical);
+    // (A `vfork` child's go back to its parent instead.)
+    crate::kernel::fork::give_up_mm(process, old);
     process.meter_memory();
     process.shared.release_vfork();
     if let Err(error) = started {

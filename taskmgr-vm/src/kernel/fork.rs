@@ -4,16 +4,25 @@
 //! its open files (shared, as on Linux), its signal dispositions and mask, running the
 //! calling thread's registers on a vCPU and host thread of its own, returning 0.
 //!
-//! `vfork` (and `clone` with `CLONE_VFORK`) suspends the parent until the child calls
-//! `execve` or ends, as Linux does. The child runs on a copy, not on the parent's memory
-//! (`CLONE_VM` without `CLONE_THREAD` is treated as a copy): what `vfork` permits a child to
-//! do (call `execve` or `_exit`) behaves the same, but a child that writes to its parent's
-//! variables before it execs is not seen by the parent.
+//! `vfork` (and `clone` with `CLONE_VM | CLONE_VFORK`) suspends the parent until the child
+//! calls `execve` or ends, as Linux does, and the child runs on the parent's memory: the
+//! parent's address space is lent to it (a [`Loan`]) and comes back at the child's exec or
+//! end, with whatever the child wrote in it. That is how glibc's `posix_spawn` reports an
+//! exec that failed: the child stores the error in the parent's memory before `_exit(127)`.
+//! The parent's thread holds no address space meanwhile ([`Mm::none`]), which is safe
+//! because it is waiting in the VMM and runs no guest code until the loan is back.
+//!
+//! Two cases still give the child a copy, which behaves the same for a child that only
+//! execs or exits but does not show its writes to the parent: a parent with other threads
+//! (they go on running on the memory a loan would take from them), and `CLONE_VM` without
+//! `CLONE_VFORK` (the parent would run beside the child on one address space as a second
+//! process, which the VMM's per-process records do not allow).
 
 use crate::hypervisor::cpu::StartState;
 use crate::hypervisor::cpu::Vcpu;
 use crate::hypervisor::fastpath;
 use crate::hypervisor::vm::layout::KernelSlot;
+use crate::kernel::mm::Mm;
 use crate::kernel::process::{Process, ThreadInfo, Threads};
 use crate::kernel::syscalls::Errno;
 use crate::kernel::threads::{
@@ -23,10 +32,11 @@ use crate::kernel::threads::{
 use crate::kernel::tree::ProcessShared;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use xeno_taskmgr_kit::lock;
 
 const CLONE_VFORK: u64 = 0x4000;
-/// `clone` flags a new process may have: the exit signal (low byte), `CLONE_VM` (a copy, see
-/// above), `CLONE_FS` (a copy too: the child's `chdir` is its own), `CLONE_VFORK`, TLS and
+/// `clone` flags a new process may have: the exit signal (low byte), `CLONE_VM` (the
+/// parent's memory with `CLONE_VFORK`, else a copy: see above), `CLONE_FS` (a copy too: the child's `chdir` is its own), `CLONE_VFORK`, TLS and
 /// the tid words. Anything else (shared descriptor tables, namespaces, ...) is EINVAL.
 const PROCESS_FLAGS: u64 = 0xff
     | threads::CLONE_VM
@@ -36,6 +46,84 @@ const PROCESS_FLAGS: u64 = 0xff
     | CLONE_PARENT_SETTID
     | CLONE_CHILD_CLEARTID
     | CLONE_CHILD_SETTID;
+
+/// A `vfork` parent's address space, out with its child.
+#[derive(Debug, Default)]
+pub(crate) struct Loan {
+    state: Mutex<LoanState>,
+}
+
+#[derive(Debug, Default)]
+enum LoanState {
+    /// The child runs on it.
+    #[default]
+    Out,
+    /// The child exec'd or ended: the parent takes it back.
+    Back(Mm),
+    /// The parent ended first: the child frees it when it is done with it.
+    Abandoned,
+}
+
+/// A process's side of a [`Loan`].
+#[derive(Debug)]
+pub(crate) enum MmLoan {
+    /// Its address space is its `vfork` child's until the child execs or ends.
+    Lent(Arc<Loan>),
+    /// It runs on its `vfork` parent's address space.
+    Borrowed(Arc<Loan>),
+}
+
+/// Gives up `mm`, the address space `process` no longer runs on (at its exec or its end):
+/// one borrowed from a `vfork` parent goes back to it, any other is freed.
+pub(crate) fn give_up_mm(process: &mut Process, mut mm: Mm) {
+    let physical = &process.vm.physical;
+    match process.loan.take() {
+        Some(MmLoan::Borrowed(loan)) => {
+            let mut state = lock(&loan.state);
+            if matches!(*state, LoanState::Out) {
+                *state = LoanState::Back(mm);
+                return;
+            }
+            drop(state);
+            mm.release(physical);
+        }
+        Some(MmLoan::Lent(loan)) => {
+            // The parent ends with its memory still out: whoever holds it last frees it.
+            let back = std::mem::replace(&mut *lock(&loan.state), LoanState::Abandoned);
+            if let LoanState::Back(back) = back {
+                back.destroy(physical);
+            }
+            mm.release(physical);
+        }
+        None => mm.release(physical),
+    }
+}
+
+/// A `vfork` parent goes on: its address space comes back from the child, if the child has
+/// exec'd or ended (a parent stopped while waiting may find it still out; it ends then).
+pub(crate) fn take_back_mm(process: &mut Process) {
+    let Some(MmLoan::Lent(loan)) = &process.loan else {
+        return;
+    };
+    let mut state = lock(&loan.state);
+    let mm = match std::mem::take(&mut *state) {
+        LoanState::Back(mm) => mm,
+        other => {
+            *state = other;
+            return;
+        }
+    };
+    drop(state);
+    process.mm = mm;
+    process.loan = None;
+    process.meter_memory();
+}
+
+/// Undoes a loan made for a child that could not be started: `mm` goes back to `process`.
+fn unlend(process: &mut Process, mm: Mm) {
+    process.mm = mm;
+    process.loan = None;
+}
 
 /// A child made: its pid, and (for `vfork`) the child to wait for.
 #[derive(Debug)]
@@ -77,19 +165,12 @@ fn make_child(
     for (_, file) in process.fds.all() {
         fastpath::unwindow_all(process, &file);
     }
-    let mm = process
-        .mm
-        .fork_copy(&vm.physical, &vm.shared)
-        .map_err(|_| Errno::ENOMEM)?;
-    let Some(pid) = process.tree.new_process_id() else {
-        mm.destroy(&vm.physical);
-        return Err(Errno::EAGAIN);
-    };
     let fpu = vcpu.fpu();
     let sregs = vcpu.sregs();
     let (Ok(fpu), Ok(sregs)) = (fpu, sregs) else {
-        process.tree.thread_ended(pid);
-        mm.destroy(&vm.physical);
+        return Err(Errno::EAGAIN);
+    };
+    let Some(pid) = process.tree.new_process_id() else {
         return Err(Errno::EAGAIN);
     };
     let child_vcpu = match vm.take_vcpu() {
@@ -97,8 +178,25 @@ fn make_child(
         Err(error) => {
             tracing::warn!("cannot create a vCPU for a process: {error}");
             process.tree.thread_ended(pid);
-            mm.destroy(&vm.physical);
             return Err(Errno::EAGAIN);
+        }
+    };
+    let vfork = threads::CLONE_VM | CLONE_VFORK;
+    let lend =
+        args.flags & vfork == vfork && process.threads.live.len() == 1 && process.loan.is_none();
+    let (mm, loan) = if lend {
+        let loan = Arc::new(Loan::default());
+        process.loan = Some(MmLoan::Lent(Arc::clone(&loan)));
+        let mm = std::mem::replace(&mut process.mm, Mm::none());
+        (mm, Some(MmLoan::Borrowed(loan)))
+    } else {
+        match process.mm.fork_copy(&vm.physical, &vm.shared) {
+            Ok(mm) => (mm, None),
+            Err(_) => {
+                process.tree.thread_ended(pid);
+                vm.give_back(child_vcpu);
+                return Err(Errno::ENOMEM);
+            }
         }
     };
     let mut slot = KernelSlot::at(0);
@@ -117,6 +215,7 @@ fn make_child(
     let mut child = Process {
         vm: Arc::clone(&vm),
         mm,
+        loan,
         fds: process.fds.fork_copy(),
         fs: process.fs.clone(),
         signals: process.signals.clone(),
@@ -174,7 +273,12 @@ fn make_child(
             || process.write_user(args.parent_tid, &tid_bytes).is_ok());
     if !written {
         process.tree.thread_ended(pid);
-        child.mm.release(&vm.physical);
+        let mm = std::mem::replace(&mut child.mm, Mm::none());
+        if lend {
+            unlend(process, mm);
+        } else {
+            mm.destroy(&vm.physical);
+        }
         vm.give_back(child_vcpu);
         return Err(Errno::EFAULT);
     }
@@ -211,9 +315,16 @@ fn make_child(
         // The vCPU went with the closure; the child's memory is given back here.
         tracing::warn!("cannot start a process's host thread: {error}");
         process.tree.remove_unstarted(pid);
-        let mut child = xeno_taskmgr_kit::lock(&child_runtime.process);
-        child.mm.release(&vm.physical);
+        let mut child = lock(&child_runtime.process);
+        let mm = std::mem::replace(&mut child.mm, Mm::none());
+        child.loan = None;
         child.meter_memory();
+        drop(child);
+        if lend {
+            unlend(process, mm);
+        } else {
+            mm.destroy(&vm.physical);
+        }
         return Err(Errno::EAGAIN);
     }
     Ok(Forked {

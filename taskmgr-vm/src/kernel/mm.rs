@@ -163,6 +163,23 @@ impl Mm {
         Ok(mm)
     }
 
+    /// An address space with nothing in it and no tables: what a `vfork` parent holds
+    /// while its own is lent to the child (see [`crate::kernel::fork`]).
+    pub(crate) const fn none() -> Mm {
+        Mm {
+            tables: PageTables::none(),
+            vmas: BTreeMap::new(),
+            brk_base: 0,
+            brk: 0,
+            mmap_top: 0,
+            pages_owned: 0,
+            pages_borrowed: 0,
+            kstack_gpa: 0,
+            fast_page_gpa: 0,
+            generation: 0,
+        }
+    }
+
     fn map_system(&mut self, physical: &Physical, shared: &SharedPages) -> Result<(), MmError> {
         let kernel = PRESENT | ACCESSED | DIRTY;
         let set = |va: u64, entry: u64| self.tables.set(physical, va, entry);

@@ -61,6 +61,12 @@ impl PageTables {
         })
     }
 
+    /// No tables at all (a root of 0, as after [`PageTables::release`]): nothing is mapped
+    /// and nothing can be.
+    pub(crate) const fn none() -> PageTables {
+        PageTables { root: 0 }
+    }
+
     /// The PML4's guest-physical address, for CR3.
     pub(crate) fn root(&self) -> u64 {
         self.root
@@ -78,6 +84,10 @@ impl PageTables {
         } else {
             PRESENT | WRITABLE
         };
+        if self.root == 0 {
+            // Released, or never made: frame 0 is not a table of this address space.
+            return if create { Err(NoMemory) } else { Ok(None) };
+        }
         let mut table = self.root;
         for level in (1..=3).rev() {
             let slot = table + index(va, level) * 8;
@@ -150,6 +160,9 @@ impl PageTables {
         end: u64,
         visit: &mut dyn FnMut(u64, u64) -> Result<(), NoMemory>,
     ) -> Result<(), NoMemory> {
+        if self.root == 0 {
+            return Ok(());
+        }
         walk(physical, self.root, 3, 0, start, end, visit)
     }
 

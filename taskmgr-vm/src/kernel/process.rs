@@ -66,6 +66,8 @@ impl Signals {
 pub(crate) struct Process {
     pub(crate) vm: Arc<DomainVm>,
     pub(crate) mm: Mm,
+    /// Its address space lent to a `vfork` child, or its parent's it runs on.
+    pub(crate) loan: Option<crate::kernel::fork::MmLoan>,
     pub(crate) fds: FdTable,
     pub(crate) fs: FsContext,
     pub(crate) signals: Signals,
@@ -276,10 +278,10 @@ impl Process {
         Some(waiter)
     }
 
-    /// Whether the task has more than one thread (the read fast path is then off: its save
-    /// area is one per address space).
-    pub(crate) fn threaded(&self) -> bool {
-        self.threads.live.len() > 1
+    /// Whether another thread, or a `vfork` parent, runs on this address space (the read
+    /// fast path is then off: its save area and table are one per address space).
+    pub(crate) fn shares_address_space(&self) -> bool {
+        self.threads.live.len() > 1 || self.loan.is_some()
     }
 
     /// Records an unknown system call (bounded).
@@ -294,7 +296,9 @@ impl Process {
     /// Updates the task's memory meter from this process's address space (the task's
     /// figure is the sum over its processes).
     pub(crate) fn meter_memory(&mut self) {
-        let now = self.mm.bytes_charged();
+        // A `vfork` child's pages are its parent's, counted there.
+        let borrowed = matches!(self.loan, Some(crate::kernel::fork::MmLoan::Borrowed(_)));
+        let now = if borrowed { 0 } else { self.mm.bytes_charged() };
         let total = self.tree.memory_changed(self.metered, now);
         self.metered = now;
         self.meter.set_memory(total);

@@ -81,7 +81,7 @@ pub(crate) fn clone(
     if args.flags & thread != thread || process.threads.live.len() >= THREADS_MAX {
         return Err(Errno::EAGAIN);
     }
-    if !process.threaded() {
+    if !process.shares_address_space() {
         // The fast path's save area is one per address space: off from now on.
         let files: Vec<_> = (0..crate::kernel::fds::FDS_MAX as u64)
             .filter_map(|fd| process.fds.file(fd).ok())
@@ -257,7 +257,8 @@ fn leave(runtime: &ProcessRuntime, vcpu: Vcpu, tid: i32, end: ThreadEnd) {
     for fd in process.fds.drain() {
         fastpath::release(&mut process, &fd.file);
     }
-    process.mm.release(&vm.physical);
+    let mm = std::mem::replace(&mut process.mm, crate::kernel::mm::Mm::none());
+    crate::kernel::fork::give_up_mm(&mut process, mm);
     process.meter_memory();
     let pid = process.pid;
     let tree = Arc::clone(&process.tree);

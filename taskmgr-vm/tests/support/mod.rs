@@ -264,18 +264,32 @@ pub async fn usage(manager: &VmTaskManager, domain: &str) -> pb::ReportUsageResp
 
 /// Builds a static executable from C with musl-gcc (cached per source for the test run).
 pub fn musl_program(name: &str, source: &str) -> Option<Vec<u8>> {
-    let gcc = tool("/usr/bin/musl-gcc", "musl-tools")?;
+    c_program(("/usr/bin/musl-gcc", "musl-tools"), "-static", name, source)
+}
+
+/// Builds a static-PIE executable from C with gcc and glibc.
+pub fn glibc_program(name: &str, source: &str) -> Option<Vec<u8>> {
+    c_program(("/usr/bin/gcc", "gcc"), "-static-pie", name, source)
+}
+
+fn c_program(
+    (compiler, package): (&str, &str),
+    link: &str,
+    name: &str,
+    source: &str,
+) -> Option<Vec<u8>> {
+    let gcc = tool(compiler, package)?;
     let dir = build_dir();
     let c = dir.join(format!("{name}.c"));
     let out = dir.join(name);
     std::fs::write(&c, source).expect("write source");
     let status = Command::new(gcc)
-        .args(["-static", "-O2", "-o"])
+        .args([link, "-O2", "-o"])
         .arg(&out)
         .arg(&c)
         .status()
-        .expect("musl-gcc runs");
-    assert!(status.success(), "musl-gcc failed for {name}");
+        .expect("the C compiler runs");
+    assert!(status.success(), "{compiler} failed for {name}");
     Some(std::fs::read(out).expect("built program"))
 }
 

@@ -235,7 +235,8 @@ pub(crate) fn openat(
             Kind::File(file)
         }
     };
-    let windowable = matches!(kind, Kind::File(_)) && access == 0 && !process.threaded();
+    let windowable =
+        matches!(kind, Kind::File(_)) && access == 0 && !process.shares_address_space();
     let file = OpenFile::new(kind, flags & (O_ACCMODE | SETFL_MASK));
     let fd = process.fds.insert(Fd {
         file: std::sync::Arc::clone(&file),
