@@ -11,7 +11,8 @@
 //!
 //! Run: `cargo bench -p xeno-taskmgr-vm --bench images` (needs /dev/kvm and apt access to
 //! build the image once, into `XENO_TEST_IMAGES_DIR` or `/var/tmp/xeno-test-images`, as the
-//! tests do; qemu-user for its column).
+//! tests do; qemu-user for its column). `XENO_BENCH_CASES=python` runs only the cases whose
+//! title contains one of the comma-separated words (for profiling one of them).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -210,8 +211,13 @@ async fn main() {
             setup: format!("mkdir -p /tmp/calc && cd /tmp/calc && rm -f *.o calc && {PROJECT}"),
         },
     ];
+    let wanted = std::env::var("XENO_BENCH_CASES").unwrap_or_default();
+    let wanted: Vec<&str> = wanted.split(',').filter(|word| !word.is_empty()).collect();
     println!("Debian programs from the image {IMAGE} (best of {ROUNDS} whole runs):");
     for (index, case) in cases.iter().enumerate() {
+        if !wanted.is_empty() && !wanted.iter().any(|word| case.title.contains(word)) {
+            continue;
+        }
         let domain = format!("images-bench-{index}");
         manager
             .create_domain(Request::new(pb::CreateDomainRequest {

@@ -217,8 +217,9 @@ pub const TABLE: &[Syscall] = &[
     partial(
         56,
         "clone",
-        "threads (CLONE_VM | CLONE_THREAD | CLONE_SIGHAND) and processes; CLONE_VM without \
-         CLONE_THREAD gives the child a copy of the memory, not the parent's own; shared \
+        "threads (CLONE_VM | CLONE_THREAD | CLONE_SIGHAND) and processes; CLONE_VM with \
+         CLONE_VFORK runs the child on the parent's memory (as vfork); CLONE_VM without \
+         either gives the child a copy of the memory, not the parent's own; shared \
          descriptor tables and namespaces are EINVAL",
         |_, _, a| clone_flow(a),
     ),
@@ -226,8 +227,9 @@ pub const TABLE: &[Syscall] = &[
     partial(
         58,
         "vfork",
-        "the parent waits for the child's execve or exit; the child runs on a copy of the \
-         parent's memory",
+        "the parent waits for the child's execve or exit, and the child runs on the parent's \
+         memory (what it writes there the parent sees, as glibc's posix_spawn needs); from a \
+         process with several threads the child runs on a copy",
         |_, _, _| process::vfork(),
     ),
     partial(
