@@ -80,6 +80,33 @@ impl GuestRam {
         self.memory.write_slice(data, GuestAddress(gpa)).is_ok()
     }
 
+    /// Makes KVM drop every translation it holds of the pages `[gpa, gpa + len)`, keeping
+    /// their contents: the host mapping is made read-only and writable again, and KVM,
+    /// told of each change of the host's page tables, zaps its shadow entries for them (a
+    /// vCPU that reaches them again faults them back in from the guest's tables). False if
+    /// the range is not page-aligned inside RAM or the host refused.
+    pub(crate) fn invalidate(&self, gpa: u64, len: u64) -> bool {
+        let inside = gpa.checked_add(len).is_some_and(|end| {
+            end <= self.bytes && gpa.is_multiple_of(PAGE_SIZE) && len.is_multiple_of(PAGE_SIZE)
+        });
+        let (true, Ok(host), Ok(len)) = (
+            inside,
+            self.memory.get_host_address(GuestAddress(gpa)),
+            usize::try_from(len),
+        ) else {
+            return false;
+        };
+        // SAFETY: `[host, host + len)` lies inside the RAM mapping this struct owns (checked
+        // above). Between the two calls the pages are read-only to the host: the caller
+        // passes only pages that nothing writes meanwhile (copy-on-write frames, read-only in
+        // every guest table that maps them and never written by the VMM, while a hold keeps
+        // any address space from making them writable), so no write can fault.
+        unsafe {
+            libc::mprotect(host.cast(), len, libc::PROT_READ) == 0
+                && libc::mprotect(host.cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0
+        }
+    }
+
     /// Gives the pages `[gpa, gpa + len)` back to the host: they read as zero afterwards and
     /// hold no host memory until touched again. Page-aligned ranges inside RAM only.
     pub(crate) fn discard(&self, gpa: u64, len: u64) {

@@ -19,6 +19,10 @@ use xeno_taskmgr_kit::metering::MemoryMeter;
 /// flush pauses the domain and makes every process of it rebuild its translations, about
 /// 7 µs a page, so it is batched; 8 MiB at most, a sixteenth of the RAM for small domains).
 const QUARANTINE_MAX: usize = 2048;
+/// Most frames whose translations one free makes KVM forget one range at a time (two host
+/// `mprotect` calls a range, a few µs); beyond, one flush of every translation (150-250 µs
+/// and a fault for every page touched after) is cheaper.
+const FORGET_PAGES_MAX: usize = 256;
 
 #[derive(Debug)]
 pub(crate) struct Physical {
@@ -61,14 +65,26 @@ impl Physical {
     }
 
     /// Gives up one hold on each frame of `gpas` that another address space also holds,
-    /// and keeps in `gpas` only the frames that are to be freed now. Whether every frame
-    /// was.
-    fn give_up_holds(&self, gpas: &mut Vec<u64>) -> bool {
+    /// and keeps in `gpas` only the frames that are to be freed now. With `forget`, KVM is
+    /// first made to drop its translations of the frames that stay held (the caller's
+    /// address space goes on running: see [`Physical::free`]). Whether that was done (or
+    /// not needed); false means every translation must go.
+    fn give_up_holds(&self, gpas: &mut Vec<u64>, forget: bool) -> bool {
         let mut holds = lock(&self.holds);
         if holds.is_empty() {
             return true;
         }
-        let before = gpas.len();
+        let mut forgotten = true;
+        if forget {
+            let mut kept: Vec<u64> = gpas
+                .iter()
+                .copied()
+                .filter(|gpa| holds.contains_key(gpa))
+                .collect();
+            // Done under the lock: while this address space holds them, no other can make
+            // them writable in place, which the invalidation relies on.
+            forgotten = kept.len() <= FORGET_PAGES_MAX && self.invalidate(&mut kept);
+        }
         gpas.retain(|gpa| match holds.get_mut(gpa) {
             Some(extra) => {
                 *extra -= 1;
@@ -79,7 +95,16 @@ impl Physical {
             }
             None => true,
         });
-        gpas.len() == before
+        forgotten
+    }
+
+    /// Makes KVM drop its translations of the copy-on-write frames `gpas` (sorted here, and
+    /// invalidated in runs of neighbours). Whether every run was.
+    fn invalidate(&self, gpas: &mut [u64]) -> bool {
+        gpas.sort_unstable();
+        let page = super::layout::PAGE_SIZE;
+        let mut runs = gpas.chunk_by(|a, b| b.checked_sub(*a) == Some(page));
+        runs.all(|run| self.ram.invalidate(run[0], run.len() as u64 * page))
     }
 
     /// Gives the allocator its VM's flush, so that quarantined page-table frames can be
@@ -112,7 +137,7 @@ impl Physical {
     /// Frees the pages of an address space no vCPU can use any more (see
     /// [`Frames::free_unreachable`]), and empties `gpas`.
     pub(crate) fn free_unreachable(&self, gpas: &mut Vec<u64>) {
-        self.give_up_holds(gpas);
+        self.give_up_holds(gpas, false);
         if gpas.is_empty() {
             return;
         }
@@ -186,11 +211,13 @@ impl Physical {
     /// Frees frames this domain allocated (and empties `gpas`); a frame another address
     /// space also holds only loses one hold. The caller's address space may still reach
     /// such a frame through translations KVM holds (the discard a free does is what
-    /// invalidates them), so KVM is then made to forget them before anything runs again.
+    /// invalidates them), so KVM is made to forget its translations of that frame (of a few
+    /// such frames, one by one; of many, all translations at once) before anything runs
+    /// again.
     pub(crate) fn free(&self, gpas: &mut Vec<u64>) {
-        let all = self.give_up_holds(gpas);
+        let forgotten = self.give_up_holds(gpas, true);
         self.free_held(gpas);
-        if !all {
+        if !forgotten {
             self.forget_translations();
         }
     }
