@@ -91,11 +91,7 @@ pub(crate) fn read(process: &mut Process, fd: u64, buf: u64, count: u64) -> IoRe
                     fastpath::set_window_position(process, fd, position + got as u64);
                     got
                 }
-                None => {
-                    let got = (&*handle).read(&mut data).map_err(|e| Errno::from_io(&e))?;
-                    fastpath::note_read(process, fd, &file);
-                    got
-                }
+                None => (&*handle).read(&mut data).map_err(|e| Errno::from_io(&e))?,
             };
             data.truncate(got);
             data
@@ -219,9 +215,6 @@ pub(crate) fn pread(
         .read_at(&mut data, offset)
         .map_err(|e| Errno::from_io(&e))?;
     process.write_user(buf, &data[..got])?;
-    if fastpath::window_position(process, fd).is_none() {
-        fastpath::note_read(process, fd, &file);
-    }
     Ok(got as u64)
 }
 
