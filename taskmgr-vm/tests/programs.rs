@@ -503,6 +503,114 @@ async fn lowered_protections_and_moved_mappings_take_effect_at_once() {
     destroy(&manager, &domain).await;
 }
 
+const MOVED_C: &str = r#"
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#define PAGE 4096
+static sigjmp_buf env;
+static void on_segv(int sig) { siglongjmp(env, 1); }
+/* Whether writing a byte at `at` faults. */
+static int write_faults(volatile char *at) {
+    if (sigsetjmp(env, 1)) return 1;
+    *at = 9;
+    return 0;
+}
+/* `len` bytes read-write, followed by a read-only page of their own (so that growing them
+   has to move them). */
+static char *blocked(size_t len) {
+    char *p = mmap(0, len + PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    mprotect(p + len, PAGE, PROT_READ);
+    return p;
+}
+int main(void) {
+    setvbuf(stdout, 0, _IONBF, 0);
+    signal(SIGSEGV, on_segv);
+    /* 1. The grown part of a moved mapping is part of it, for every call after. */
+    for (int round = 0; round < 50; round++) {
+        size_t small = 2 * PAGE, big = (16 + round) * PAGE;
+        char *p = blocked(small);
+        memset(p, 'a', small);
+        char *q = mremap(p, small, big, MREMAP_MAYMOVE);
+        if (q == MAP_FAILED || q == p) { printf("round %d: not moved\n", round); return 1; }
+        memset(q + small, 'b', big - small);
+        int r = mprotect(q, big, PROT_READ);
+        int w = mprotect(q, big, PROT_READ | PROT_WRITE);
+        /* Fresh memory over the grown part reads as zero, not as what was there. */
+        char *fresh = mmap(q + small, big - small, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        int zero = fresh == q + small;
+        for (size_t i = 0; zero && i < big - small; i += 512) zero = fresh[i] == 0;
+        int kept = q[0] == 'a' && q[small - 1] == 'a';
+        int gone = munmap(q, big);
+        if (round < 2 || r || w || !zero || !kept || gone)
+            printf("round %d: mprotect %d %d, fresh reads zero %d, kept %d, munmap %d\n",
+                   round, r, w, zero, kept, gone);
+        munmap(p + small, PAGE);
+    }
+    /* 2. A moved mapping keeps its access, and a parked page its contents; a range over
+       mappings of different access is refused. */
+    char *none = blocked(2 * PAGE);
+    memset(none, 'y', 2 * PAGE);
+    mprotect(none, 2 * PAGE, PROT_NONE);
+    char *moved = mremap(none, 2 * PAGE, 5 * PAGE, MREMAP_MAYMOVE);
+    printf("parked: moved %d\n", moved != MAP_FAILED && moved != none);
+    int faults[3] = {write_faults(moved), write_faults(moved + 4 * PAGE), write_faults(none)};
+    printf("write faults: moved %d, grown %d, old place %d\n", faults[0], faults[1], faults[2]);
+    mprotect(moved, 5 * PAGE, PROT_READ);
+    printf("kept %c, grown reads %d\n", moved[PAGE + 7], moved[4 * PAGE]);
+    char *ro = blocked(PAGE);
+    ro[0] = 'z';
+    mprotect(ro, PAGE, PROT_READ);
+    char *moved_ro = mremap(ro, PAGE, 3 * PAGE, MREMAP_MAYMOVE);
+    int ro_faults[2] = {write_faults(moved_ro), write_faults(moved_ro + 2 * PAGE)};
+    printf("read-only: kept %c, write faults %d %d\n", moved_ro[0], ro_faults[0], ro_faults[1]);
+    char *mixed = blocked(2 * PAGE);
+    mprotect(mixed + PAGE, PAGE, PROT_READ);
+    errno = 0;
+    char *refused = mremap(mixed, 2 * PAGE, 4 * PAGE, MREMAP_MAYMOVE);
+    printf("mixed: failed %d, errno %d, first page still writable %d\n",
+           refused == MAP_FAILED, errno, !write_faults(mixed));
+    return 0;
+}
+"#;
+
+/// `mremap` moving a mapping to grow it: the grown part belongs to the mapping (mprotect
+/// and munmap cover it, fresh memory mapped over it reads zero), the mapping keeps its
+/// access and its parked pages, the old place is gone, and a range over mappings of
+/// different access is refused as Linux does. (The grown part once had page-table entries but no
+/// area: memory mapped over it later kept reading its old frames, through translations KVM
+/// never dropped.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_moved_mapping_keeps_its_grown_part_and_its_access() {
+    let (Some(manager), Some(program)) = (manager(), musl_program("moved", MOVED_C)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("moved");
+    std::fs::write(&path, &program).expect("program");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let (expected, code) = native(&path, "moved", &[], dir.path());
+    assert_eq!(code, 0, "native: {}", String::from_utf8_lossy(&expected));
+    let domain = create(&manager, limits(0, 32), None).await;
+    let finished = run(
+        &manager,
+        &domain,
+        "moved",
+        &Guest::new(&program, "moved", &[]),
+    )
+    .await;
+    assert_eq!(finished.state(), TaskState::Exited, "{:?}", finished.exit);
+    assert_eq!(finished.stdout_text(), String::from_utf8_lossy(&expected));
+    destroy(&manager, &domain).await;
+}
+
 const SIGNALS_C: &str = r#"
 #define _GNU_SOURCE
 #include <setjmp.h>

@@ -543,6 +543,9 @@ impl Mm {
     }
 
     fn back_page(&mut self, physical: &Physical, va: u64, flags: u64) -> Result<(), MmError> {
+        // An entry overwritten here would leak its frame and leave KVM translating the page
+        // to it (nothing discarded it): every caller backs only pages that have none.
+        debug_assert_eq!(self.tables.get(physical, va), 0, "backing {va:#x} twice");
         let frame = physical.alloc().ok_or(MmError::NoMemory)?;
         if let Err(error) = self.tables.set(physical, va, frame | flags | OWNED) {
             physical.free(&mut vec![frame]);
@@ -872,7 +875,7 @@ impl Mm {
     }
 
     /// `mremap`: shrinks, grows in place, or (with `may_move`) moves `[old, old + old_len)` to
-    /// a new place of `new_len` bytes by moving its page table entries (no copy).
+    /// a new place of `new_len` bytes (its pages copied into fresh frames there).
     pub(crate) fn remap(
         &mut self,
         physical: &Physical,
@@ -897,6 +900,10 @@ impl Mm {
             return Err(MmError::Invalid);
         }
         let last = areas.last().map(|(_, vma)| *vma).ok_or(MmError::Fault)?;
+        // Linux grows one mapping: a range over areas of different access is several there.
+        if areas.iter().any(|(_, vma)| vma.prot != last.prot) {
+            return Err(MmError::Fault);
+        }
         let grown_end = old.checked_add(new_len).ok_or(MmError::NoMemory)?;
         if grown_end <= USER_SYSTEM_BASE && self.is_free(old_end, grown_end) {
             self.map_fixed(
@@ -915,45 +922,60 @@ impl Mm {
         let new = self.find_free(new_len).ok_or(MmError::NoMemory)?;
         // Moved by copying into fresh frames and freeing the old ones, not by moving entries:
         // the old addresses' translations must die with their frames (see `migrate`).
-        self.map_fixed(
+        if let Err(error) = self.move_areas(physical, &areas, old, new) {
+            let _ = self.unmap(physical, new, new + old_len);
+            return Err(error);
+        }
+        if let Err(error) = self.map_fixed(
             physical,
-            new,
+            new + old_len,
             new + new_len,
             last.prot,
             last.lazy,
             Backing::Anonymous,
-        )?;
+        ) {
+            let _ = self.unmap(physical, new, new + new_len);
+            return Err(error);
+        }
+        self.unmap(physical, old, old_end)?;
+        Ok(new)
+    }
+
+    /// `remap`'s move: each area of `areas` (taken from `[old, ..)`) mapped again at the same
+    /// offset from `new`, and a copy in a frame of its own for each page that had one
+    /// (parked pages stay parked).
+    fn move_areas(
+        &mut self,
+        physical: &Physical,
+        areas: &[(u64, Vma)],
+        old: u64,
+        new: u64,
+    ) -> Result<(), MmError> {
         let mut page = [0u8; PAGE_SIZE as usize];
-        for (start, vma) in areas {
+        for &(start, vma) in areas {
             let target = new + (start - old);
+            let end = target + (vma.end - start);
+            self.map_fixed(physical, target, end, vma.prot, true, Backing::Anonymous)?;
+            if let Some(moved) = self.vmas.get_mut(&target) {
+                moved.lazy = vma.lazy;
+            }
             let mut va = start;
             while va < vma.end {
                 let entry = self.tables.get(physical, va);
                 if entry & OWNED != 0 {
                     let to = target + (va - start);
-                    if self.tables.get(physical, to) & OWNED == 0 {
-                        self.back_page(physical, to, leaf_flags(vma.prot | PROT_READ))?;
-                    }
-                    let copied = physical.ram.read(entry & ADDRESS_MASK, &mut page)
-                        && self
-                            .translate_owned(physical, to)
-                            .is_some_and(|gpa| physical.ram.write(gpa, &page));
-                    if !copied {
+                    self.back_page(physical, to, leaf_flags(vma.prot))?;
+                    let fresh = self.tables.get(physical, to) & ADDRESS_MASK;
+                    if !(physical.ram.read(entry & ADDRESS_MASK, &mut page)
+                        && physical.ram.write(fresh, &page))
+                    {
                         return Err(MmError::NoMemory);
                     }
                 }
                 va += PAGE_SIZE;
             }
-            self.vmas.insert(
-                target,
-                Vma {
-                    end: target + (vma.end - start),
-                    ..vma
-                },
-            );
         }
-        self.unmap(physical, old, old_end)?;
-        Ok(new)
+        Ok(())
     }
 
     /// `madvise(MADV_DONTNEED)`: the task's pages in `[start, end)` read as zero afterwards
@@ -1120,6 +1142,56 @@ mod tests {
         assert_eq!(mm.bytes_owned(), 6 * PAGE_SIZE);
         let found = mm.find_free(0x10_0000).expect("room");
         assert_eq!(found, 0x7000_0000 - 0x10_0000);
+        mm.destroy(&physical);
+        assert_eq!(physical.free_frames(), before, "every frame came back");
+    }
+
+    /// A mapping moved to grow keeps every page in an area: unmapping where it went gives
+    /// back each frame it took, with none left in the tables.
+    #[test]
+    fn a_moved_mapping_is_all_areas_and_gives_every_frame_back() {
+        let (physical, shared) = setup(256);
+        let before = physical.free_frames();
+        let mut mm = Mm::new(&physical, &shared, 0x7000_0000).expect("mm");
+        let rw = PROT_READ | PROT_WRITE;
+        let (old, blocker) = (0x40_0000, 0x40_2000);
+        mm.map_fixed(&physical, old, blocker, rw, false, Backing::Anonymous)
+            .expect("map");
+        mm.map_fixed(
+            &physical,
+            blocker,
+            blocker + PAGE_SIZE,
+            PROT_READ,
+            false,
+            Backing::Anonymous,
+        )
+        .expect("blocker");
+        mm.fill(&physical, old + 5, b"kept").expect("fill");
+        let new = mm
+            .remap(&physical, old, 2 * PAGE_SIZE, 8 * PAGE_SIZE, true)
+            .expect("moved");
+        assert_ne!(new, old);
+        assert!(
+            mm.covered(new, new + 8 * PAGE_SIZE),
+            "the grown part is mapped"
+        );
+        assert!(mm.is_free(old, blocker), "the old place is free");
+        let gpa = mm.translate(&physical, new + 5, false).expect("moved page");
+        let mut word = [0u8; 4];
+        assert!(physical.ram.read(gpa, &mut word));
+        assert_eq!(&word, b"kept");
+        assert_eq!(mm.bytes_owned(), 9 * PAGE_SIZE);
+        mm.unmap(&physical, new, new + 8 * PAGE_SIZE)
+            .expect("unmap");
+        assert_eq!(mm.bytes_owned(), PAGE_SIZE, "the blocker alone");
+        let mut left = 0;
+        mm.tables
+            .for_each_leaf(&physical, new, new + 8 * PAGE_SIZE, &mut |_, _| {
+                left += 1;
+                Ok(())
+            })
+            .expect("walk");
+        assert_eq!(left, 0, "no entry outlives its area");
         mm.destroy(&physical);
         assert_eq!(physical.free_frames(), before, "every frame came back");
     }
