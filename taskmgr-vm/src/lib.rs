@@ -48,7 +48,8 @@
 //!   `jmp rcx`; where it enters ring 0, with `sysretq`. The start-up self-test
 //!   (`hypervisor/vm/selftest.rs`) finds which ([`SyscallPath`]) and checks the round trip.
 //! - **The read fast path** (`hypervisor/fastpath.rs`, `hypervisor/vm/windows.rs`). A regular file opened read-only
-//!   gets a *window*: the file mapped read-only into the domain as a memory slot of its own and
+//!   and read often (after `WINDOW_AFTER_READS` reads through the VMM: a window is dear to
+//!   make and to drop) gets a *window*: the file mapped read-only into the domain as a memory slot of its own and
 //!   into the task read-only; `read` and `pread64` on it are served by the trampoline in
 //!   ring 3 with no exit (measured ~550-810 k calls/s against ~30 k/s with an exit each).
 //!   Everything on the guest side is untrusted: the VMM decides what is windowed from its own

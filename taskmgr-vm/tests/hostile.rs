@@ -528,7 +528,9 @@ const RESIZE_C: &str = r#"
 static char buf[200000];
 int main(void) {
     int reader = open("data", O_RDONLY);
-    long first = read(reader, buf, 1000);
+    /* Read often enough for a window (the read fast path), then truncated. */
+    long first = 0;
+    for (int i = 0; i < 10; i++) first += read(reader, buf, 100);
     /* Truncated through another descriptor: the reader sees the end of the file. */
     int writer = open("data", O_WRONLY | O_TRUNC);
     long after_truncate = read(reader, buf, 1000);

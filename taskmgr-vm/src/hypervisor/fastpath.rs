@@ -1,11 +1,12 @@
 //! The read fast path: `read` and `pread64` of a file the VMM has mapped into the domain are
 //! served by the trampoline in the guest, with no exit.
 //!
-//! When a task opens a regular file read-only (and its size is between
-//! [`WINDOW_BYTES_MIN`] and [`WINDOW_BYTES_MAX`]), the VMM maps the file read-only into the
-//! domain as a memory slot (`vm/windows.rs`), maps that into the task's address space
-//! (read-only, user), and records it in the task's fast-path page: for descriptor `fd` below
-//! [`FAST_FDS`], the window's address, the file's size and the read position. The trampoline
+//! When a task has read a regular file it opened read-only [`WINDOW_AFTER_READS`] times
+//! through the VMM (and its size is between [`WINDOW_BYTES_MIN`] and [`WINDOW_BYTES_MAX`]),
+//! the VMM maps the file read-only into the domain as a memory slot (`vm/windows.rs`), maps
+//! that into the task's address space (read-only, user), and records it in the task's
+//! fast-path page: for descriptor `fd` below [`FAST_FDS`], the window's address, the file's
+//! size and the read position (where the descriptor's reads had got to). The trampoline
 //! checks the call number and descriptor, copies `min(count, size - pos)` bytes with
 //! `rep movsb` into the caller's buffer, advances the position and returns: about 1.5 µs
 //! against 35 µs for an exit.
@@ -34,6 +35,13 @@ pub(crate) const WINDOW_BYTES_MIN: u64 = 64 * 1024;
 /// Largest file given a window (guest page tables for it come from the domain's RAM: 2 MiB
 /// of tables per GiB).
 pub(crate) const WINDOW_BYTES_MAX: u64 = 1 << 30;
+/// Reads through the VMM after which a file gets a window. A window is dear to make and
+/// dearer to drop (adding a memory slot is about 60 µs; removing one makes KVM drop every
+/// shadow page table of the domain, 150-250 µs and a fault for each page touched after),
+/// against about 33 µs saved per read: the files programs open to read a header and then
+/// `mmap` (every library the dynamic loader maps) or to read whole in a call or two are
+/// better without one, and a file read more often than this soon repays it.
+pub(crate) const WINDOW_AFTER_READS: u32 = 8;
 /// Descriptors the fast-path table covers.
 pub(crate) const FAST_FDS: u64 = 126;
 
@@ -154,14 +162,40 @@ fn write_entry(process: &Process, fd: u64, entry: [u64; 3]) {
     }
 }
 
-/// Gives a newly opened read-only file a window, if it qualifies and the domain has room.
-pub(crate) fn open_window(process: &mut Process, fd: u64, file: &Arc<OpenFile>) {
+/// The VMM served a read of `fd`: on the [`WINDOW_AFTER_READS`]th, the file gets a window
+/// if it qualifies (opened read-only, held by this one descriptor, in a process that is
+/// alone on its address space) and the domain has room.
+pub(crate) fn note_read(process: &mut Process, fd: u64, file: &Arc<OpenFile>) {
+    let reads = file
+        .served_reads
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .saturating_add(1);
+    // Two holders: the descriptor table's and the caller's (a dup, a fork or an epoll set
+    // adds more, and a shared read position the table cannot keep).
+    if reads != WINDOW_AFTER_READS
+        || file.flags() & 3 != 0
+        || Arc::strong_count(file) > 2
+        || process.shares_address_space()
+        || lock(&file.window).is_some()
+    {
+        return;
+    }
+    open_window(process, fd, file);
+}
+
+/// Gives a read-only file a window, if it qualifies and the domain has room; the table's
+/// read position starts where the descriptor's is.
+fn open_window(process: &mut Process, fd: u64, file: &Arc<OpenFile>) {
     let Kind::File(handle) = &file.kind else {
         return;
     };
     if fd >= FAST_FDS {
         return;
     }
+    use std::io::Seek;
+    let Ok(position) = (&*handle).stream_position() else {
+        return;
+    };
     let Ok(metadata) = handle.metadata() else {
         return;
     };
@@ -190,7 +224,7 @@ pub(crate) fn open_window(process: &mut Process, fd: u64, file: &Arc<OpenFile>) 
         vm.windows.close(vm.vm_fd(), window);
         return;
     }
-    write_entry(process, fd, [va, size, 0]);
+    write_entry(process, fd, [va, size, position]);
     *lock(&file.window) = Some(WindowSlot {
         window,
         size,

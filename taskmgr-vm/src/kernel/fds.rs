@@ -51,6 +51,8 @@ pub(crate) struct OpenFile {
     pub(crate) flags: Mutex<u32>,
     /// The file's window for the read fast path, if it has one.
     pub(crate) window: Mutex<Option<WindowSlot>>,
+    /// Reads of it the VMM has served (see [`crate::hypervisor::fastpath::note_read`]).
+    pub(crate) served_reads: std::sync::atomic::AtomicU32,
 }
 
 impl OpenFile {
@@ -59,6 +61,7 @@ impl OpenFile {
             kind,
             flags: Mutex::new(flags),
             window: Mutex::new(None),
+            served_reads: std::sync::atomic::AtomicU32::new(0),
         })
     }
 

@@ -235,17 +235,8 @@ pub(crate) fn openat(
             Kind::File(file)
         }
     };
-    let windowable =
-        matches!(kind, Kind::File(_)) && access == 0 && !process.shares_address_space();
     let file = OpenFile::new(kind, flags & (O_ACCMODE | SETFL_MASK));
-    let fd = process.fds.insert(Fd {
-        file: std::sync::Arc::clone(&file),
-        cloexec,
-    })?;
-    if windowable {
-        fastpath::open_window(process, fd, &file);
-    }
-    Ok(fd)
+    process.fds.insert(Fd { file, cloexec })
 }
 
 pub(crate) fn close(process: &mut Process, fd: u64) -> SysResult {

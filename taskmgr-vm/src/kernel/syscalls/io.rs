@@ -91,7 +91,11 @@ pub(crate) fn read(process: &mut Process, fd: u64, buf: u64, count: u64) -> IoRe
                     fastpath::set_window_position(process, fd, position + got as u64);
                     got
                 }
-                None => (&*handle).read(&mut data).map_err(|e| Errno::from_io(&e))?,
+                None => {
+                    let got = (&*handle).read(&mut data).map_err(|e| Errno::from_io(&e))?;
+                    fastpath::note_read(process, fd, &file);
+                    got
+                }
             };
             data.truncate(got);
             data
@@ -215,6 +219,9 @@ pub(crate) fn pread(
         .read_at(&mut data, offset)
         .map_err(|e| Errno::from_io(&e))?;
     process.write_user(buf, &data[..got])?;
+    if fastpath::window_position(process, fd).is_none() {
+        fastpath::note_read(process, fd, &file);
+    }
     Ok(got as u64)
 }
 
