@@ -306,3 +306,66 @@ async fn python3_multiprocessing_pool_maps_over_two_worker_processes() {
     assert_eq!(exited(&done), String::from_utf8_lossy(&native.stdout));
     destroy(&manager, &domain).await;
 }
+
+/// Maps pages of a library of the image privately, without write access, in two processes
+/// and many times over: each sees the file's bytes; one making its page writable and
+/// writing it changes nothing any other mapping, process or later mapping sees; and sixty
+/// maps of the whole library (115 MB) fit a 96 MB domain, because such pages are read once
+/// into frames every mapping in the domain shares, as Linux shares its page cache.
+const PYTHON_SHARED_PAGES: &str = r#"import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+R, RW, PRIVATE = 1, 3, 2
+path = os.path.realpath('/usr/lib/x86_64-linux-gnu/libc.so.6')
+fd = os.open(path, os.O_RDONLY)
+size = os.fstat(fd).st_size
+with open(path, 'rb') as f:
+    head = f.read(4)
+def m(length=8192):
+    p = libc.mmap(None, length, R, PRIVATE, fd, 0)
+    assert p not in (None, 2**64 - 1), ctypes.get_errno()
+    return p
+s = ctypes.string_at
+a, b = m(), m()
+print('same', s(a, 4) == s(b, 4) == head, flush=True)
+libc.mprotect(a, 4096, RW)
+ctypes.memset(a, ord('X'), 4)
+print('written', s(a, 4), s(b, 4), s(m(), 4), flush=True)
+pid = os.fork()
+if pid == 0:
+    libc.mprotect(b, 4096, RW)
+    ctypes.memset(b, ord('Y'), 4)
+    print('child', s(b, 4), s(a, 4), s(m(), 4), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+print('parent', s(b, 4), s(a, 4), s(m(), 4))
+# The whole library mapped many times over, read through: far more than the domain's
+# memory unless the pages are shared.
+maps = [m(size) for _ in range(60)]
+total = sum(ctypes.c_ubyte.from_address(p + off).value for p in maps[::20] for off in range(0, size, 4096))
+print('mapped', len(maps), total > 0, all(s(p, 4) == head for p in maps))
+for p in maps:
+    libc.munmap(p, size)
+with open(path, 'rb') as f:
+    print('file', f.read(4) == head)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pages_mapped_read_only_are_shared_and_stay_the_files() {
+    let Some(manager) = image_manager() else {
+        return;
+    };
+    let domain = create_with_image(&manager, limits(0, 96)).await;
+    let guest = Guest::at_path("/usr/bin/python3", &["-c", PYTHON_SHARED_PAGES]);
+    let done = run(&manager, &domain, "shared-pages", &guest).await;
+    let native = Command::new("python3")
+        .args(["-c", PYTHON_SHARED_PAGES])
+        .output()
+        .expect("native python3");
+    assert_eq!(exited(&done), String::from_utf8_lossy(&native.stdout));
+    assert!(done.stdout_text().contains("mapped 60 True True"));
+    destroy(&manager, &domain).await;
+}

@@ -51,6 +51,9 @@ pub(crate) struct OpenFile {
     pub(crate) flags: Mutex<u32>,
     /// The file's window for the read fast path, if it has one.
     pub(crate) window: Mutex<Option<WindowSlot>>,
+    /// Whether it is a file of the domain's read-only image (its pages can be shared by
+    /// every private read-only mapping of them: see `Physical::share_file_page`).
+    pub(crate) from_image: bool,
     /// Reads of it the VMM has served (see [`crate::hypervisor::fastpath::note_read`]).
     pub(crate) served_reads: std::sync::atomic::AtomicU32,
 }
@@ -62,6 +65,7 @@ impl OpenFile {
             flags: Mutex::new(flags),
             window: Mutex::new(None),
             served_reads: std::sync::atomic::AtomicU32::new(0),
+            from_image: false,
         })
     }
 

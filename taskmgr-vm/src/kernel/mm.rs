@@ -501,6 +501,79 @@ impl Mm {
         Ok(())
     }
 
+    /// Maps `[start, end)` privately with `prot` (which must not allow writing) onto
+    /// `frames`, one a page, each already held for this address space: pages of an image
+    /// file that every such mapping in the domain shares (see
+    /// [`Physical::share_file_page`]), marked [`COPY_ON_WRITE`] so that a later change of
+    /// protection gives this address space a copy. The frames are given up on any error.
+    ///
+    /// A page already mapping its frame here with no wider access is left as it is, so that
+    /// mapping a span over itself (the dynamic loader's segments over its first map of a
+    /// whole library) changes nothing KVM holds and needs no invalidation.
+    pub(crate) fn map_shared_frames(
+        &mut self,
+        physical: &Physical,
+        start: u64,
+        end: u64,
+        prot: u32,
+        mut frames: Vec<u64>,
+    ) -> Result<(), MmError> {
+        let pages = (end.saturating_sub(start) / PAGE_SIZE) as usize;
+        let fits = Self::check_range(start, end).and_then(|()| {
+            if self.vmas.len() + 2 > VMAS_MAX || frames.len() != pages || prot & PROT_WRITE != 0 {
+                Err(MmError::Invalid)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(error) = fits {
+            physical.free(&mut frames);
+            return Err(error);
+        }
+        let flags = leaf_flags(prot) | OWNED | COPY_ON_WRITE;
+        for (index, frame) in frames.iter().enumerate() {
+            let va = start + index as u64 * PAGE_SIZE;
+            let old = self.tables.get(physical, va);
+            if old & (PRESENT | COPY_ON_WRITE) == PRESENT | COPY_ON_WRITE
+                && old & ADDRESS_MASK == *frame
+                && !lowers(old, flags)
+            {
+                // The old entry's hold becomes the new one's: the caller's extra hold goes.
+                self.tables.clear(physical, va);
+                self.pages_owned -= 1;
+                if old & BORROWED != 0 {
+                    self.pages_borrowed -= 1;
+                }
+                physical.drop_hold(*frame);
+            }
+        }
+        if let Err(error) = self.unmap(physical, start, end) {
+            physical.free(&mut frames);
+            return Err(error);
+        }
+        self.generation += 1;
+        self.vmas.insert(
+            start,
+            Vma {
+                end,
+                prot,
+                lazy: false,
+                backing: Backing::Anonymous,
+            },
+        );
+        for index in 0..frames.len() {
+            let va = start + index as u64 * PAGE_SIZE;
+            if let Err(error) = self.tables.set(physical, va, frames[index] | flags) {
+                // The pages not mapped yet go here; the mapped ones with the area.
+                physical.free(&mut frames.split_off(index));
+                let _ = self.unmap(physical, start, end);
+                return Err(error.into());
+            }
+            self.pages_owned += 1;
+        }
+        Ok(())
+    }
+
     fn populate(
         &mut self,
         physical: &Physical,
@@ -744,7 +817,9 @@ impl Mm {
         let frame = old & ADDRESS_MASK;
         // A lowered access needs a fresh frame even when this is the last holder (see
         // `migrate`).
-        let frame = if physical.holders(frame) > 1 {
+        // (Claimed, a frame holding a page of an image file stops being shared with
+        // mappings made later: it may change now.)
+        let frame = if !physical.claim(frame) {
             let fresh = self.migrate(physical, frame)?;
             retired.shared.push(frame);
             fresh
@@ -1013,7 +1088,7 @@ impl Mm {
             while va < vma.end.min(end) {
                 let entry = self.tables.get(physical, va);
                 let frame = entry & ADDRESS_MASK;
-                if entry & COPY_ON_WRITE != 0 && physical.holders(frame) > 1 {
+                if entry & COPY_ON_WRITE != 0 && !physical.claim(frame) {
                     // Shared since a fork: this address space alone gets a zeroed frame.
                     let fresh = physical.alloc().ok_or(MmError::NoMemory)?;
                     let flags = entry & !(ADDRESS_MASK | COPY_ON_WRITE | BORROWED);

@@ -381,8 +381,27 @@ impl Root {
         create: bool,
         exclusive: bool,
     ) -> io::Result<File> {
+        self.open_layered(path, options, write, create, exclusive)
+            .map(|(file, _)| file)
+    }
+
+    /// [`Root::open_with`], and whether the file opened is the image's (read-only, and
+    /// never changed while a domain runs over it).
+    pub(crate) fn open_layered(
+        &self,
+        path: &Path,
+        options: &OpenOptions,
+        write: bool,
+        create: bool,
+        exclusive: bool,
+    ) -> io::Result<(File, bool)> {
+        let upper = |path: &Path| {
+            self.upper
+                .open_with(path, options)
+                .map(|file| (file, false))
+        };
         let Some(lower) = &self.lower else {
-            return self.upper.open_with(path, options);
+            return upper(path);
         };
         let walked = self.walk(lower, path, true)?;
         match walked.found {
@@ -390,20 +409,21 @@ impl Root {
             None => {
                 self.upper_parents(lower, &walked.path)?;
                 Self::forget_whiteout(lower, &walked.path);
-                self.upper.open_with(&walked.path, options)
+                upper(&walked.path)
             }
             Some(_) if create && exclusive => Err(errno(libc::EEXIST)),
-            Some((Layer::Upper, _)) => self.upper.open_with(&walked.path, options),
+            Some((Layer::Upper, _)) => upper(&walked.path),
             Some((Layer::Lower, metadata)) if (write || create) && !metadata.is_dir() => {
                 self.copy_up(lower, &walked.path, &metadata)?;
-                self.upper.open_with(&walked.path, options)
+                upper(&walked.path)
             }
             Some((Layer::Lower, metadata)) if write && metadata.is_dir() => {
                 Err(errno(libc::EISDIR))
             }
             Some((Layer::Lower, _)) => lower
                 .dir
-                .open_with(&walked.path, OpenOptions::new().read(true)),
+                .open_with(&walked.path, OpenOptions::new().read(true))
+                .map(|file| (file, true)),
         }
     }
 

@@ -5,6 +5,12 @@
 //! parent's read-only pages rather than copies (`kernel/mm.rs`, the `COPY_ON_WRITE` bit).
 //! Such a frame is counted here; every way of freeing a frame gives up one hold, and only
 //! the last one frees it, so the rule lives once, below every caller.
+//!
+//! Pages of the domain's read-only image mapped privately without write access are shared
+//! the same way, between every mapping of them in the domain (the dynamic loader's maps of
+//! a library in every process, and its own map of a library's whole span before it maps
+//! the segments over it): the first mapping reads the page into a frame, which is indexed
+//! here by file and page while any mapping holds it ([`Physical::share_file_page`]).
 
 use super::frames::Frames;
 use super::memory::GuestRam;
@@ -19,10 +25,37 @@ use xeno_taskmgr_kit::metering::MemoryMeter;
 /// flush pauses the domain and makes every process of it rebuild its translations, about
 /// 7 µs a page, so it is batched; 8 MiB at most, a sixteenth of the RAM for small domains).
 const QUARANTINE_MAX: usize = 2048;
-/// Most frames whose translations one free makes KVM forget one range at a time (two host
-/// `mprotect` calls a range, a few µs); beyond, one flush of every translation (150-250 µs
-/// and a fault for every page touched after) is cheaper.
-const FORGET_PAGES_MAX: usize = 256;
+/// Most runs of neighbouring frames whose translations one free makes KVM forget one run at
+/// a time (two host `mprotect` calls a run, a few µs); beyond, one flush of every
+/// translation (150-250 µs and a fault for every page touched after) is cheaper.
+const FORGET_RUNS_MAX: usize = 64;
+
+/// A page of an image file: (device, inode, page index in the file).
+pub(crate) type FilePage = (u64, u64, u64);
+
+#[derive(Debug, Default)]
+struct Holds {
+    /// Frames held by more than one address space, with how many holds beyond the first.
+    extra: HashMap<u64, u32>,
+    /// The frame holding each shared image-file page, while any mapping holds it.
+    file_pages: HashMap<FilePage, u64>,
+    /// The page each of those frames holds.
+    frame_pages: HashMap<u64, FilePage>,
+}
+
+impl Holds {
+    /// Frames in `gpas` about to be freed leave the index.
+    fn unindex(&mut self, gpas: &[u64]) {
+        if self.frame_pages.is_empty() {
+            return;
+        }
+        for gpa in gpas {
+            if let Some(page) = self.frame_pages.remove(gpa) {
+                self.file_pages.remove(&page);
+            }
+        }
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct Physical {
@@ -35,8 +68,8 @@ pub(crate) struct Physical {
     flushes: Mutex<u64>,
     /// The domain's shared-memory objects (`MAP_SHARED`), whose frames are allocated here.
     pub(crate) shared: crate::kernel::shared::SharedMemory,
-    /// Frames held by more than one address space, with how many holds beyond the first.
-    holds: Mutex<HashMap<u64, u32>>,
+    /// Frames held by more than one address space, and the shared pages of image files.
+    holds: Mutex<Holds>,
 }
 
 impl Physical {
@@ -49,29 +82,84 @@ impl Physical {
             shadow: std::sync::OnceLock::new(),
             flushes: Mutex::new(0),
             shared: crate::kernel::shared::SharedMemory::default(),
-            holds: Mutex::new(HashMap::new()),
+            holds: Mutex::new(Holds::default()),
         }
     }
 
     /// One more address space holds the frame at `gpa` (a fork child sharing its parent's
     /// read-only page): it is freed only once every holder has freed it.
     pub(crate) fn hold(&self, gpa: u64) {
-        *lock(&self.holds).entry(gpa).or_insert(0) += 1;
+        *lock(&self.holds).extra.entry(gpa).or_insert(0) += 1;
     }
 
-    /// Address spaces holding the frame at `gpa` (1 for a frame of one).
-    pub(crate) fn holders(&self, gpa: u64) -> u32 {
-        lock(&self.holds).get(&gpa).map_or(1, |extra| extra + 1)
+    /// Gives up one of several holds on the frame at `gpa` (another holder keeps it, and
+    /// the caller's address space keeps no translation of it that is now wrong).
+    pub(crate) fn drop_hold(&self, gpa: u64) {
+        let mut holds = lock(&self.holds);
+        if let Some(extra) = holds.extra.get_mut(&gpa) {
+            *extra -= 1;
+            if *extra == 0 {
+                holds.extra.remove(&gpa);
+            }
+        }
+    }
+
+    /// Whether the caller's address space is the only holder of the frame at `gpa`; if so,
+    /// the frame stops being a shared image-file page (the caller may now change it in
+    /// place, and no new mapping may find it).
+    pub(crate) fn claim(&self, gpa: u64) -> bool {
+        let mut holds = lock(&self.holds);
+        if holds.extra.contains_key(&gpa) {
+            return false;
+        }
+        holds.unindex(&[gpa]);
+        true
+    }
+
+    /// The frame holding image-file page `page`, held once more for the caller, if a
+    /// mapping holds it; otherwise `fill` reads the page into a fresh frame (false: it
+    /// could not), which is indexed. `None` when the domain's RAM is used up or `fill`
+    /// failed.
+    pub(crate) fn share_file_page(
+        &self,
+        page: FilePage,
+        fill: &mut dyn FnMut(u64) -> bool,
+    ) -> Option<u64> {
+        {
+            let mut holds = lock(&self.holds);
+            if let Some(&gpa) = holds.file_pages.get(&page) {
+                *holds.extra.entry(gpa).or_insert(0) += 1;
+                return Some(gpa);
+            }
+        }
+        let gpa = self.alloc()?;
+        if !fill(gpa) {
+            self.free(&mut vec![gpa]);
+            return None;
+        }
+        let mut holds = lock(&self.holds);
+        if let Some(&other) = holds.file_pages.get(&page) {
+            // Another mapping read it meanwhile: that one is used.
+            *holds.extra.entry(other).or_insert(0) += 1;
+            drop(holds);
+            self.free(&mut vec![gpa]);
+            return Some(other);
+        }
+        holds.file_pages.insert(page, gpa);
+        holds.frame_pages.insert(gpa, page);
+        Some(gpa)
     }
 
     /// Gives up one hold on each frame of `gpas` that another address space also holds,
-    /// and keeps in `gpas` only the frames that are to be freed now. With `forget`, KVM is
-    /// first made to drop its translations of the frames that stay held (the caller's
-    /// address space goes on running: see [`Physical::free`]). Whether that was done (or
-    /// not needed); false means every translation must go.
+    /// and keeps in `gpas` only the frames that are to be freed now (which leave the index
+    /// of image-file pages). With `forget`, KVM is first made to drop its translations of
+    /// the frames that stay held (the caller's address space goes on running: see
+    /// [`Physical::free`]). Whether that was done (or not needed); false means every
+    /// translation must go.
     fn give_up_holds(&self, gpas: &mut Vec<u64>, forget: bool) -> bool {
         let mut holds = lock(&self.holds);
-        if holds.is_empty() {
+        if holds.extra.is_empty() {
+            holds.unindex(gpas);
             return true;
         }
         let mut forgotten = true;
@@ -79,31 +167,41 @@ impl Physical {
             let mut kept: Vec<u64> = gpas
                 .iter()
                 .copied()
-                .filter(|gpa| holds.contains_key(gpa))
+                .filter(|gpa| holds.extra.contains_key(gpa))
                 .collect();
             // Done under the lock: while this address space holds them, no other can make
             // them writable in place, which the invalidation relies on.
-            forgotten = kept.len() <= FORGET_PAGES_MAX && self.invalidate(&mut kept);
+            forgotten = self.invalidate(&mut kept);
         }
-        gpas.retain(|gpa| match holds.get_mut(gpa) {
+        let holds = &mut *holds;
+        gpas.retain(|gpa| match holds.extra.get_mut(gpa) {
             Some(extra) => {
                 *extra -= 1;
                 if *extra == 0 {
-                    holds.remove(gpa);
+                    holds.extra.remove(gpa);
                 }
                 false
             }
             None => true,
         });
+        holds.unindex(gpas);
         forgotten
     }
 
     /// Makes KVM drop its translations of the copy-on-write frames `gpas` (sorted here, and
-    /// invalidated in runs of neighbours). Whether every run was.
+    /// invalidated in runs of neighbours). Whether every run was; false without trying when
+    /// there are more than [`FORGET_RUNS_MAX`] runs.
     fn invalidate(&self, gpas: &mut [u64]) -> bool {
+        if gpas.is_empty() {
+            return true;
+        }
         gpas.sort_unstable();
         let page = super::layout::PAGE_SIZE;
-        let mut runs = gpas.chunk_by(|a, b| b.checked_sub(*a) == Some(page));
+        let adjacent = |a: &u64, b: &u64| b.checked_sub(*a) == Some(page);
+        if gpas.chunk_by(adjacent).count() > FORGET_RUNS_MAX {
+            return false;
+        }
+        let mut runs = gpas.chunk_by(adjacent);
         runs.all(|run| self.ram.invalidate(run[0], run.len() as u64 * page))
     }
 

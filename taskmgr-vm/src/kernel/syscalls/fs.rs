@@ -172,6 +172,7 @@ pub(crate) fn openat(
     if access == 3 {
         return Err(Errno::EINVAL);
     }
+    let mut from_image = false;
     let kind = if flags & O_DIRECTORY != 0 && flags & O_CREAT == 0 {
         let (dir, path) = process
             .fs
@@ -203,10 +204,10 @@ pub(crate) fn openat(
             }
             options.mode(host_mode((mode as u32) & !process.umask, false));
         }
-        let file = process
+        let (file, image) = process
             .fs
             .root
-            .open_with(
+            .open_layered(
                 &path,
                 &options,
                 writable,
@@ -214,6 +215,7 @@ pub(crate) fn openat(
                 flags & O_EXCL != 0,
             )
             .map_err(|e| Errno::from_io(&e))?;
+        from_image = image;
         let file = file.into_std();
         let is_dir = file.metadata().map(|m| m.is_dir()).unwrap_or(false);
         if is_dir {
@@ -235,7 +237,10 @@ pub(crate) fn openat(
             Kind::File(file)
         }
     };
-    let file = OpenFile::new(kind, flags & (O_ACCMODE | SETFL_MASK));
+    let mut file = OpenFile::new(kind, flags & (O_ACCMODE | SETFL_MASK));
+    if from_image && let Some(opened) = std::sync::Arc::get_mut(&mut file) {
+        opened.from_image = true;
+    }
     process.fds.insert(Fd { file, cloexec })
 }
 

@@ -3,6 +3,7 @@
 
 use super::{Errno, SysResult};
 use crate::hypervisor::vm::layout::{PAGE_SIZE, USER_MIN, USER_SYSTEM_BASE, page_ceil};
+use crate::hypervisor::vm::physical::Physical;
 use crate::kernel::fds::Kind;
 use crate::kernel::mm::{Backing, MmError, PROT_EXEC, PROT_READ, PROT_WRITE};
 use crate::kernel::process::Process;
@@ -125,6 +126,9 @@ pub(crate) fn mmap(process: &mut Process, a: [u64; 6]) -> SysResult {
         process.meter_memory();
         return Ok(start);
     }
+    if file.from_image && prot != 0 && prot & PROT_WRITE == 0 {
+        return map_image_pages(process, handle, start, len, prot, offset);
+    }
     // A private copy, backed with the protection asked for and filled from the file straight
     // into its frames. They are fresh (a freed frame is discarded, which drops every
     // translation of it), so the task holds no translation of them to outlive a lower
@@ -170,6 +174,61 @@ pub(crate) fn mmap(process: &mut Process, a: [u64; 6]) -> SysResult {
             .protect(&process.vm.physical, start, start + len, 0)?;
     }
     Ok(start)
+}
+
+/// A private mapping of an image file that does not allow writing: its pages are the
+/// frames every such mapping in the domain shares, read from the file by the first (see
+/// `Physical::share_file_page`); pages past the file's end are zero, as in a private copy.
+/// The image never changes while the domain runs, so a shared page is always what the file
+/// holds.
+fn map_image_pages(
+    process: &mut Process,
+    handle: &std::fs::File,
+    start: u64,
+    len: u64,
+    prot: u32,
+    offset: u64,
+) -> SysResult {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = handle.metadata().map_err(|e| Errno::from_io(&e))?;
+    let (device, inode, size) = (metadata.dev(), metadata.ino(), metadata.len());
+    let physical = &process.vm.physical;
+    let mut frames = Vec::with_capacity(usize::try_from(len / PAGE_SIZE).unwrap_or(0));
+    let mut at = offset;
+    while at < offset.saturating_add(len) {
+        let frame = if at >= size {
+            physical.alloc()
+        } else {
+            let mut fill = |gpa: u64| fill_page(physical, handle, at, gpa);
+            physical.share_file_page((device, inode, at / PAGE_SIZE), &mut fill)
+        };
+        let Some(frame) = frame else {
+            physical.free(&mut frames);
+            return Err(Errno::ENOMEM);
+        };
+        frames.push(frame);
+        at += PAGE_SIZE;
+    }
+    process
+        .mm
+        .map_shared_frames(physical, start, start + len, prot, frames)?;
+    process.meter_memory();
+    Ok(start)
+}
+
+/// Reads the page of `file` at `offset` (to its end, if short) into the zeroed frame `gpa`.
+fn fill_page(physical: &Physical, file: &std::fs::File, offset: u64, gpa: u64) -> bool {
+    let mut page = [0u8; PAGE_SIZE as usize];
+    let mut got = 0;
+    while got < page.len() {
+        match file.read_at(&mut page[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(read) => got += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    physical.ram.write(gpa, &page[..got])
 }
 
 pub(crate) fn munmap(process: &mut Process, addr: u64, len: u64) -> SysResult {
